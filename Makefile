@@ -1,0 +1,48 @@
+# Front door. `make run` and `make test` work on a fresh clone: they build .venv themselves.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SCENARIO ?= scenarios/default.json
+STAMP := $(VENV)/.installed
+
+.PHONY: venv run serve test lint format typecheck cfn-lint unit bench clean
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)  ## the main job on the embedded default (simulated ML + moto), SCENARIO=path
+	$(PY) -m devstack run --scenario $(SCENARIO)
+
+serve: $(STAMP)  ## the REST API on http://127.0.0.1:3000 over the embedded default, SCENARIO=path
+	$(PY) -m devstack serve --scenario $(SCENARIO) --port 3000
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+cfn-lint: $(STAMP)
+	$(VENV)/bin/cfn-lint template.yaml
+
+unit: $(STAMP)
+	$(VENV)/bin/pytest
+
+test: lint typecheck cfn-lint unit  ## everything CI runs
+
+bench: $(STAMP)
+	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .aws-sam

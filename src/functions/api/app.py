@@ -1,0 +1,262 @@
+"""REST API of DESIGN §3: verification, resync, relink, sale state and the error list.
+
+Thin: each route parses, calls one domain function and maps the answer. Domain exceptions become 4xx/5xx bodies
+``{"message", "error", ...}`` in one place (the exception handlers below) that a person can act on.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.params import Query
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from shared.identifiers import InvalidConnectionId, InvalidIdentifier
+from shared.meli.errors import MeliError, MeliTransientError
+from shared.models import Outcome, Reason
+from shared.observability import logger, metrics, record_outcome, tracer
+from shared.recovery import ConnectionNotFound, NotASaleId, NotInErrorList, RecoveryService, SaleNeverSeen
+from shared.settings import Settings
+from shared.stores.dynamodb import InvalidCursor
+from shared.wiring import build_service
+
+app = APIGatewayRestResolver(enable_validation=True)
+
+SALE = "/connections/<connection_id>/sales/<sale_id>"
+ROUTES = {  # path template -> methods; used to tell a wrong method (405) from an unknown path (404)
+    "/connections/{connection_id}/sales/{sale_id}/verification": {"GET"},
+    "/connections/{connection_id}/sales/{sale_id}/resync": {"POST"},
+    "/connections/{connection_id}/sales/{sale_id}/relink": {"POST"},
+    "/connections/{connection_id}/sales/{sale_id}": {"GET"},
+    "/connections/{connection_id}/sale-errors": {"GET"},
+}
+MAX_BODY_BYTES = 64 * 1024
+
+
+class BadRequestBody(ValueError):
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def service() -> RecoveryService:
+    return build_service(Settings.from_env(), notifier=True, workflow=True)
+
+
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response[str]:
+    return Response(
+        status_code=status, content_type=content_types.APPLICATION_JSON, body=json.dumps(body), headers=headers
+    )
+
+
+def _optional_json_object_body() -> dict[str, Any]:
+    """POST routes take no body, or a JSON object (reserved for options); anything else is a client error."""
+    event = app.current_event
+    raw = event.body or ""
+    if not raw.strip():
+        return {}
+    if len(raw.encode()) > MAX_BODY_BYTES:
+        raise BadRequestBody(f"The body is larger than {MAX_BODY_BYTES} bytes.", status=413)
+    content_type = (event.headers or {}).get("content-type") or (event.headers or {}).get("Content-Type") or ""
+    if content_type and "json" not in content_type.lower():
+        raise BadRequestBody(f"Send JSON (Content-Type: application/json), not '{content_type}'.", status=415)
+    try:
+        body = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise BadRequestBody(f"The body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}.") from exc
+    if not isinstance(body, dict):
+        raise BadRequestBody("The body must be a JSON object (or empty).")
+    return body
+
+
+# --- routes -------------------------------------------------------------------------------------------------------
+
+
+@app.get(f"{SALE}/verification")
+def get_verification(connection_id: str, sale_id: str) -> Response[str]:
+    report = service().verify(connection_id, sale_id)
+    return _json(200, report.model_dump(mode="json", exclude_none=True))
+
+
+@app.post(f"{SALE}/resync")
+def post_resync(connection_id: str, sale_id: str) -> Response[str]:
+    _optional_json_object_body()
+    result = service().resync(connection_id, sale_id)
+    record_outcome(result, operation="resync")
+    return _json(200, result.to_public())
+
+
+@app.post(f"{SALE}/relink")
+def post_relink(connection_id: str, sale_id: str) -> Response[str]:
+    _optional_json_object_body()
+    request_key = app.current_event.get_header_value("Idempotency-Key", case_sensitive=False)
+    started = service().start_relink(connection_id, sale_id, request_key=request_key)
+    body: dict[str, Any] = {
+        "connection_id": connection_id,
+        "sale_id": sale_id.strip(),
+        "outcome": started.outcome.value,
+    }
+    if started.outcome is Outcome.ALREADY_REFLECTED or started.execution is None:
+        return _json(200, body)
+    body |= {
+        "execution_id": started.execution.execution_arn,
+        "execution_name": started.execution.name,
+        "status_url": f"/connections/{connection_id}/sales/{sale_id.strip()}",
+    }
+    return _json(202, body)
+
+
+@app.get(SALE)
+def get_sale(connection_id: str, sale_id: str) -> Response[str]:
+    state, entry = service().sale_state(connection_id, sale_id)
+    body = state.model_dump(mode="json", exclude_none=True)
+    if state.reason is not None:
+        from shared.models import SELLER_ACTIONS
+
+        body["seller_action"] = SELLER_ACTIONS.get(state.reason)
+    if entry is not None:
+        body["error_entry"] = entry.model_dump(mode="json", exclude_none=True)
+    return _json(200, body)
+
+
+@app.get("/connections/<connection_id>/sale-errors")
+def get_sale_errors(
+    connection_id: str,
+    error_type: Annotated[str | None, Query(pattern=r"^[a-z][a-z_]{0,63}$")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+) -> Response[str]:
+    page = service().list_errors(connection_id, error_type=error_type, limit=limit, cursor=cursor)
+    return _json(
+        200,
+        {
+            "connection_id": connection_id,
+            "error_type": error_type,
+            "count": len(page.items),
+            "items": [entry.model_dump(mode="json", exclude_none=True) for entry in page.items],
+            "next_cursor": page.next_cursor,
+        },
+    )
+
+
+# --- errors: one place, bodies a person can act on -------------------------------------------------------------------
+
+
+def _error(status: int, error: str, message: str, **extra: Any) -> Response[str]:
+    return _json(status, {"error": error, "message": message, **extra})
+
+
+@app.exception_handler(InvalidIdentifier)
+def _invalid_identifier(exc: InvalidIdentifier) -> Response[str]:
+    return _error(400, "invalid_sale_id", str(exc))
+
+
+@app.exception_handler(InvalidConnectionId)
+def _invalid_connection(exc: InvalidConnectionId) -> Response[str]:
+    return _error(400, "invalid_connection_id", str(exc))
+
+
+@app.exception_handler(InvalidCursor)
+def _invalid_cursor(exc: InvalidCursor) -> Response[str]:
+    return _error(400, "invalid_cursor", str(exc))
+
+
+@app.exception_handler(BadRequestBody)
+def _bad_body(exc: BadRequestBody) -> Response[str]:
+    return _error(exc.status, "invalid_body", str(exc))
+
+
+@app.exception_handler(ConnectionNotFound)
+def _unknown_connection(exc: ConnectionNotFound) -> Response[str]:
+    return _error(404, "unknown_connection", str(exc))
+
+
+@app.exception_handler(SaleNeverSeen)
+def _never_seen(exc: SaleNeverSeen) -> Response[str]:
+    return _error(404, "sale_not_seen", str(exc))
+
+
+@app.exception_handler(NotInErrorList)
+def _not_listed(exc: NotInErrorList) -> Response[str]:
+    return _error(409, "not_in_error_list", str(exc), next_action="relink")
+
+
+@app.exception_handler(NotASaleId)
+def _not_a_sale(exc: NotASaleId) -> Response[str]:
+    ident = exc.resolution
+    return _error(
+        422,
+        "not_a_sale_id",
+        str(exc).strip(),
+        outcome=Outcome.NOT_REFLECTABLE.value,
+        reason=Reason.NOT_A_SALE_ID.value,
+        identifier_kind=ident.kind.value,
+        sale_ids=ident.sale_ids,
+    )
+
+
+@app.exception_handler(MeliTransientError)
+def _marketplace_down(exc: MeliTransientError) -> Response[str]:
+    logger.warning("Mercado Libre unavailable", extra={"error": str(exc)})
+    return _json(
+        503,
+        {
+            "error": "marketplace_unavailable",
+            "message": f"Mercado Libre did not answer after several tries ({exc}). Nothing was changed; "
+            "try again in a minute.",
+            "retryable": True,
+        },
+        headers={"Retry-After": "30"},
+    )
+
+
+@app.exception_handler(MeliError)
+def _marketplace_refused(exc: MeliError) -> Response[str]:
+    return _error(502, "marketplace_error", f"Mercado Libre refused the request: {exc}.")
+
+
+@app.exception_handler(RequestValidationError)
+def _invalid_request(exc: RequestValidationError) -> Response[str]:
+    problems = [
+        f"{'.'.join(str(p) for p in err.get('loc', ())[1:]) or 'request'}: {err.get('msg', 'invalid')}"
+        for err in exc.errors()
+    ]
+    return _error(422, "invalid_request", "; ".join(problems), details=problems)
+
+
+@app.not_found
+def _no_route(exc: NotFoundError) -> Response[str]:
+    method = app.current_event.http_method
+    path = app.current_event.path
+    allowed = _allowed_methods(path)
+    if allowed:
+        return _json(
+            405,
+            {
+                "error": "method_not_allowed",
+                "message": f"{method} is not allowed on {path}; use {', '.join(sorted(allowed))}.",
+            },
+            headers={"Allow": ", ".join(sorted(allowed))},
+        )
+    return _error(404, "not_found", f"No route {method} {path}. The routes are listed in the README (API).")
+
+
+def _allowed_methods(path: str) -> set[str]:
+    parts = path.rstrip("/").split("/")
+    for template, methods in ROUTES.items():
+        tparts = template.split("/")
+        if len(tparts) == len(parts) and all(t.startswith("{") or t == p for t, p in zip(tparts, parts, strict=True)):
+            return methods
+    return set()
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, log_event=False)
+@metrics.log_metrics
+@tracer.capture_lambda_handler(capture_response=False)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

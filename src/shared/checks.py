@@ -1,0 +1,119 @@
+"""The help article's checks (DESIGN §1), as pure functions over ML's order and the platform's product links.
+
+Seed step 1: every line's product exists, is active and is synced in the connection where the sale happened.
+Seed step 2: the sale is not cancelled and its payment is verified. Cart sales follow another procedure.
+"""
+
+from __future__ import annotations
+
+from shared.meli.models import MeliOrder, MeliPack
+from shared.models import Check, ProductLineCheck, ProductLink, Reason
+from shared.stores.base import ListingKey
+
+CANCELLED_STATUSES = frozenset({"cancelled", "invalid", "pending_cancel"})
+# partially_refunded: the money was credited, then part of it returned; the sale happened and is reflected.
+PAID_STATUSES = frozenset({"paid", "partially_refunded"})
+APPROVED_PAYMENT = "approved"
+
+
+def listing_keys(order: MeliOrder) -> list[ListingKey]:
+    return [(line.item.id, line.item.variation_id) for line in order.order_items]
+
+
+def check_not_cancelled(order: MeliOrder) -> Check:
+    if order.status in CANCELLED_STATUSES or order.cancel_detail is not None:
+        why = order.status
+        if order.cancel_detail is not None:
+            parts = [order.cancel_detail.group, order.cancel_detail.code, order.cancel_detail.description]
+            why += " (" + ", ".join(p for p in parts if p) + ")"
+        return Check(name="sale_not_cancelled", ok=False, detail=f"Sale status is {why}.", reason=Reason.SALE_CANCELLED)
+    if "fraud_risk_detected" in order.tags:
+        return Check(
+            name="sale_not_cancelled",
+            ok=False,
+            detail="Mercado Libre flagged the sale as fraud risk; it must be cancelled.",
+            reason=Reason.SALE_CANCELLED,
+        )
+    return Check(name="sale_not_cancelled", ok=True, detail=f"Sale status is {order.status}.")
+
+
+def check_payment(order: MeliOrder) -> Check:
+    approved = [p for p in order.payments if p.status == APPROVED_PAYMENT]
+    if order.status in PAID_STATUSES:
+        return Check(name="payment_verified", ok=True, detail=f"Sale status is {order.status}.")
+    if order.status == "confirmed" and approved:
+        # Some flows leave the order "confirmed" with an approved payment; the money is what matters.
+        paid = sum(p.total_paid_amount or p.transaction_amount or 0.0 for p in approved)
+        if order.total_amount is None or paid + 0.005 >= order.total_amount:
+            return Check(name="payment_verified", ok=True, detail="An approved payment covers the sale.")
+    statuses = ", ".join(sorted({p.status or "unknown" for p in order.payments})) or "no payment"
+    return Check(
+        name="payment_verified",
+        ok=False,
+        detail=f"Sale status is {order.status}; payments: {statuses}.",
+        reason=Reason.PAYMENT_NOT_VERIFIED,
+    )
+
+
+def check_not_cart(order: MeliOrder, pack: MeliPack | None) -> Check:
+    """A cart is a pack with more than one sale. Every order has a pack id nowadays, so only the pack tells."""
+    if pack is None or len(pack.order_ids) <= 1:
+        detail = "Single sale." if order.pack_id is None else f"Pack {order.pack_id} holds only this sale."
+        return Check(name="not_cart_sale", ok=True, detail=detail)
+    if "bundle_component" in order.tags:
+        # Kits create one order per component inside a pack; each component is an ordinary sale.
+        return Check(name="not_cart_sale", ok=True, detail=f"Kit component in pack {pack.id}.")
+    others = ", ".join(i for i in pack.order_ids if i != str(order.id))
+    return Check(
+        name="not_cart_sale",
+        ok=False,
+        detail=f"Cart sale: pack {pack.id} holds {len(pack.order_ids)} sales ({others} besides this one).",
+        reason=Reason.CART_SALE,
+    )
+
+
+def check_products(order: MeliOrder, links: dict[ListingKey, ProductLink]) -> tuple[Check, list[ProductLineCheck]]:
+    lines: list[ProductLineCheck] = []
+    for line in order.order_items:
+        key = (line.item.id, line.item.variation_id)
+        link = links.get(key)
+        reason: Reason | None = None
+        if link is None:
+            reason = Reason.PRODUCT_NOT_FOUND
+        elif not link.active:
+            reason = Reason.PRODUCT_INACTIVE
+        elif not link.synced:
+            reason = Reason.PRODUCT_NOT_SYNCED
+        lines.append(
+            ProductLineCheck(
+                item_id=line.item.id,
+                variation_id=line.item.variation_id,
+                sku=(link.sku if link else None) or line.item.seller_sku,
+                linked=link is not None,
+                active=bool(link and link.active),
+                synced=bool(link and link.synced),
+                reason=reason,
+            )
+        )
+    if not lines:
+        return Check(name="products", ok=False, detail="The sale has no lines.", reason=Reason.PRODUCT_NOT_FOUND), lines
+    # Report the most fundamental problem first: a missing product before an inactive one before an unsynced one.
+    for reason in (Reason.PRODUCT_NOT_FOUND, Reason.PRODUCT_INACTIVE, Reason.PRODUCT_NOT_SYNCED):
+        bad = [line for line in lines if line.reason is reason]
+        if bad:
+            listings = ", ".join(_listing(line) for line in bad)
+            words = {
+                Reason.PRODUCT_NOT_FOUND: "has no product linked in this connection",
+                Reason.PRODUCT_INACTIVE: "is linked to an inactive product",
+                Reason.PRODUCT_NOT_SYNCED: "is linked to a product not synced with this connection",
+            }[reason]
+            return Check(name="products", ok=False, detail=f"Listing {listings} {words}.", reason=reason), lines
+    return Check(name="products", ok=True, detail=f"{len(lines)} line(s) linked to active, synced products."), lines
+
+
+def _listing(line: ProductLineCheck) -> str:
+    return line.item_id if line.variation_id is None else f"{line.item_id} (variation {line.variation_id})"
+
+
+def first_blocking(checks: list[Check]) -> Check | None:
+    return next((c for c in checks if not c.ok), None)

@@ -1,0 +1,53 @@
+"""Paging the help desk: one SNS message per escalated sale and failure episode."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any, Protocol
+
+from pydantic import BaseModel, Field
+
+from shared.models import ErrorEvent, Reason, utc_now
+
+
+class EscalationMessage(BaseModel):
+    """What the help desk receives: enough to act without opening another tool."""
+
+    connection_id: str
+    sale_id: str
+    reason: Reason
+    summary: str
+    attempts: int
+    error_type: str
+    last_error: str
+    first_seen: datetime
+    episode: str
+    history: list[ErrorEvent]
+    execution_id: str | None = None
+    escalated_at: datetime = Field(default_factory=utc_now)
+
+
+class HelpDeskNotifier(Protocol):
+    def publish(self, message: EscalationMessage) -> str:
+        """Send the page; returns the message id."""
+        ...
+
+
+class SnsHelpDeskNotifier:
+    def __init__(self, sns_client: Any, topic_arn: str) -> None:
+        self._sns = sns_client
+        self._topic_arn = topic_arn
+
+    def publish(self, message: EscalationMessage) -> str:
+        body = message.model_dump(mode="json")
+        response = self._sns.publish(
+            TopicArn=self._topic_arn,
+            Subject=f"Sale {message.sale_id} needs the help desk"[:100],
+            Message=json.dumps(body),
+            MessageAttributes={
+                "connection_id": {"DataType": "String", "StringValue": message.connection_id},
+                "reason": {"DataType": "String", "StringValue": message.reason.value},
+            },
+        )
+        return str(response["MessageId"])

@@ -1,0 +1,104 @@
+"""Mercado Libre failures as typed exceptions.
+
+ML answers errors as ``{"message", "error", "status", "cause"}`` (reference/meli-api.md §9). The client turns every
+failure into one of these classes, so the domain decides on the class, never on status codes or strings.
+Only the ``MeliTransientError`` family is ever retried.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class MeliError(Exception):
+    """Any failure talking to Mercado Libre."""
+
+    transient = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        error: str | None = None,
+        cause: Any = None,
+        path: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.error = error
+        self.cause = cause
+        self.path = path
+
+    @classmethod
+    def from_body(cls, status: int, body: Any, *, path: str | None = None) -> MeliError:
+        """Build the right subclass from an HTTP status and ML's error body (which may be any JSON or none)."""
+        message = error = None
+        cause: Any = None
+        if isinstance(body, dict):
+            message = body.get("message") or body.get("error_description")
+            error = body.get("error") or body.get("code")
+            cause = body.get("cause")
+        text = str(message or error or f"HTTP {status}")
+        kind: type[MeliError]
+        if status == 404:
+            kind = MeliNotFound
+        elif status == 401:
+            kind = MeliUnauthorized
+        elif status == 403:
+            kind = MeliForbidden
+        elif status == 429:
+            kind = MeliRateLimited
+        elif status >= 500:
+            kind = MeliUnavailable
+        else:
+            kind = MeliBadRequest
+        return kind(text, status=status, error=str(error) if error else None, cause=cause, path=path)
+
+    def __str__(self) -> str:
+        where = f" on {self.path}" if self.path else ""
+        code = f" ({self.status} {self.error})" if self.status else ""
+        return f"{self.message}{code}{where}"
+
+
+class MeliNotFound(MeliError):
+    """404: the resource does not exist (or not for this seller)."""
+
+
+class MeliBadRequest(MeliError):
+    """4xx other than 401/403/404/429: ML refused the request as malformed."""
+
+
+class MeliForbidden(MeliError):
+    """403: the token may not see this resource (other seller, scopes, blocked app)."""
+
+
+class MeliUnauthorized(MeliError):
+    """401 that a token refresh did not cure."""
+
+
+class MeliTransientError(MeliError):
+    """A failure that may succeed if tried again later."""
+
+    transient = True
+
+
+class MeliTimeout(MeliTransientError):
+    """No answer within the client's timeout (connect or read)."""
+
+
+class MeliUnavailable(MeliTransientError):
+    """5xx or a connection failure."""
+
+
+class MeliRateLimited(MeliTransientError):
+    """429: over the application's request quota."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class TokenRefreshError(MeliTransientError):
+    """The access token could not be refreshed (invalid_grant, lock contention, OAuth endpoint down)."""

@@ -1,0 +1,41 @@
+"""What the domain needs from Mercado Libre. The httpx client implements it; tests use the simulated ML over HTTP."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Protocol
+
+from shared.meli.models import MeliOrder, MeliPack, MeliShipment, OrderSearchPage
+
+
+class MarketplaceClient(Protocol):
+    """A client bound to one connection (one seller's tokens)."""
+
+    def get_order(self, order_id: str) -> MeliOrder:
+        """GET /orders/{id}. Raises MeliNotFound, MeliTransientError subclasses, MeliForbidden, ..."""
+        ...
+
+    def get_pack(self, pack_id: str) -> MeliPack:
+        """GET /packs/{id}."""
+        ...
+
+    def get_shipment(self, shipment_id: str) -> MeliShipment:
+        """GET /shipments/{id} (with ``x-format-new: true``)."""
+        ...
+
+    def search_orders(
+        self,
+        *,
+        seller_id: int,
+        status: str | None = None,
+        updated_from: datetime | None = None,
+        updated_to: datetime | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> OrderSearchPage:
+        """GET /orders/search?seller=..&order.status=..&order.date_last_updated.from/.to (hour granularity)."""
+        ...
+
+
+class MarketplaceClientFactory(Protocol):
+    def for_connection(self, connection_id: str) -> MarketplaceClient: ...

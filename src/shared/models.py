@@ -1,0 +1,338 @@
+"""The service's vocabulary: outcomes, reasons and the records every boundary exchanges.
+
+These models are the contract of DESIGN §3. Handlers serialise them, the stores persist them, the state
+machine passes them between tasks. Nothing here performs I/O.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Outcome(StrEnum):
+    """Where a sale stands. The first four are terminal: every sale ends in exactly one of them."""
+
+    REFLECTED = "reflected"
+    ALREADY_REFLECTED = "already_reflected"
+    NOT_REFLECTABLE = "not_reflectable"
+    ESCALATED = "escalated"
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+
+    @property
+    def terminal(self) -> bool:
+        return self not in (Outcome.PENDING, Outcome.IN_PROGRESS)
+
+
+class Reason(StrEnum):
+    """Why a sale is not reflectable (or why it was escalated). The seller must act on the blocking ones."""
+
+    SALE_CANCELLED = "sale_cancelled"
+    PAYMENT_NOT_VERIFIED = "payment_not_verified"
+    CART_SALE = "cart_sale"
+    NOT_A_SALE_ID = "not_a_sale_id"
+    SALE_NOT_FOUND = "sale_not_found"
+    PRODUCT_NOT_FOUND = "product_not_found"
+    PRODUCT_INACTIVE = "product_inactive"
+    PRODUCT_NOT_SYNCED = "product_not_synced"
+    # Escalation reasons: a person at the help desk must look.
+    RETRIES_EXHAUSTED = "retries_exhausted"
+    RESYNC_FAILED = "resync_failed"
+    MARKETPLACE_REFUSED = "marketplace_refused"
+
+
+# What the seller must do for each blocking reason; shown in every answer that carries the reason.
+SELLER_ACTIONS: dict[Reason, str] = {
+    Reason.SALE_CANCELLED: "The sale is cancelled in Mercado Libre; cancelled sales are never reflected.",
+    Reason.PAYMENT_NOT_VERIFIED: "The payment is not approved yet; retry once Mercado Libre shows the sale as paid.",
+    Reason.CART_SALE: "This is a cart sale (a pack with several sales); reprocess it with the cart procedure.",
+    Reason.NOT_A_SALE_ID: "Use the sale id (the order id), not a pack, shipment or tracking number.",
+    Reason.SALE_NOT_FOUND: "Mercado Libre does not know this id for this connection; check the id and the connection.",
+    Reason.PRODUCT_NOT_FOUND: "Create the product and link the listing in this Mercado Libre connection, then retry.",
+    Reason.PRODUCT_INACTIVE: "Activate the linked product in the platform, then retry.",
+    Reason.PRODUCT_NOT_SYNCED: "Synchronise the linked product with this Mercado Libre connection, then retry.",
+    Reason.RETRIES_EXHAUSTED: "Three relink attempts failed; the help desk has been notified.",
+    Reason.RESYNC_FAILED: "The resync failed again; the help desk has been notified.",
+    Reason.MARKETPLACE_REFUSED: "Mercado Libre refused the request; the help desk has been notified.",
+}
+
+# Reasons that only the seller (or ML) can clear. A sale blocked by one of them is never escalated.
+BLOCKING_REASONS = frozenset(
+    {
+        Reason.SALE_CANCELLED,
+        Reason.PAYMENT_NOT_VERIFIED,
+        Reason.CART_SALE,
+        Reason.NOT_A_SALE_ID,
+        Reason.SALE_NOT_FOUND,
+        Reason.PRODUCT_NOT_FOUND,
+        Reason.PRODUCT_INACTIVE,
+        Reason.PRODUCT_NOT_SYNCED,
+    }
+)
+
+
+class IdentifierKind(StrEnum):
+    SALE = "sale"
+    PACK = "pack"
+    SHIPMENT = "shipment"
+    TRACKING = "tracking"
+    UNKNOWN = "unknown"
+
+
+class NextAction(StrEnum):
+    NONE = "none"
+    RESYNC = "resync"
+    RELINK = "relink"
+    BLOCKED = "blocked"
+
+
+class ErrorType(StrEnum):
+    """Error-list types. Transient ones are retryable; the rest wait for the seller."""
+
+    MARKETPLACE_TIMEOUT = "marketplace_timeout"
+    MARKETPLACE_UNAVAILABLE = "marketplace_unavailable"
+    MARKETPLACE_RATE_LIMITED = "marketplace_rate_limited"
+    TOKEN_REFRESH_FAILED = "token_refresh_failed"
+    MARKETPLACE_REFUSED = "marketplace_refused"
+    SALE_CANCELLED = "sale_cancelled"
+    PAYMENT_NOT_VERIFIED = "payment_not_verified"
+    CART_SALE = "cart_sale"
+    SALE_NOT_FOUND = "sale_not_found"
+    PRODUCT_NOT_FOUND = "product_not_found"
+    PRODUCT_INACTIVE = "product_inactive"
+    PRODUCT_NOT_SYNCED = "product_not_synced"
+    IMPORT_FAILED = "import_failed"
+
+    @property
+    def retryable(self) -> bool:
+        return self in TRANSIENT_ERROR_TYPES
+
+
+TRANSIENT_ERROR_TYPES = frozenset(
+    {
+        ErrorType.MARKETPLACE_TIMEOUT,
+        ErrorType.MARKETPLACE_UNAVAILABLE,
+        ErrorType.MARKETPLACE_RATE_LIMITED,
+        ErrorType.TOKEN_REFRESH_FAILED,
+        ErrorType.IMPORT_FAILED,
+    }
+)
+
+
+def error_type_for_reason(reason: Reason) -> ErrorType:
+    return ErrorType(reason.value)
+
+
+class Trigger(StrEnum):
+    """Who asked for the work; kept on records and history for the help desk."""
+
+    API = "api"
+    STATE_MACHINE = "state_machine"
+    BULK = "bulk"
+    SCHEDULE = "schedule"
+    SEED = "seed"
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False, use_enum_values=False)
+
+
+# --- Platform state -------------------------------------------------------------------------------------------------
+
+
+class ProductLink(Model):
+    """A platform product linked to an ML listing (item + optional variation) in one connection."""
+
+    connection_id: str
+    item_id: str
+    variation_id: int | None = None
+    sku: str | None = None
+    status: str = "active"  # "active" | "inactive"
+    synced: bool = True
+    updated_at: datetime = Field(default_factory=utc_now)
+
+    @property
+    def active(self) -> bool:
+        return self.status == "active"
+
+
+class Connection(Model):
+    """A seller's ML account as known to the platform. Its OAuth tokens live in Secrets Manager, never here."""
+
+    connection_id: str
+    seller_id: int
+    site_id: str
+    secret_id: str
+
+
+class SaleLine(Model):
+    item_id: str
+    variation_id: int | None = None
+    title: str | None = None
+    sku: str | None = None
+    quantity: int = 1
+    unit_price: float | None = None
+    currency_id: str | None = None
+
+
+class ReflectedSale(Model):
+    """The platform's copy of an ML sale, linked to its products. Stored once per (connection, sale)."""
+
+    connection_id: str
+    sale_id: str
+    seller_id: int | None = None
+    status: str | None = None
+    date_created: str | None = None
+    total_amount: float | None = None
+    currency_id: str | None = None
+    buyer_id: int | None = None
+    pack_id: str | None = None
+    shipment_id: str | None = None
+    lines: list[SaleLine] = Field(default_factory=list)
+    imported_at: datetime = Field(default_factory=utc_now)
+    imported_by: Trigger = Trigger.API
+
+
+class ErrorEvent(Model):
+    """One failure in a sale's error history."""
+
+    at: datetime = Field(default_factory=utc_now)
+    error_type: ErrorType | str
+    message: str
+    trigger: Trigger = Trigger.API
+    attempt_key: str | None = None  # de-duplicates retried writes of the same attempt
+
+
+class ErrorEntry(Model):
+    """A sale in the "sales with errors" list of one connection (seed step 3)."""
+
+    connection_id: str
+    sale_id: str
+    error_type: str
+    message: str
+    retryable: bool
+    attempts: int = 0
+    first_seen: datetime = Field(default_factory=utc_now)
+    last_seen: datetime = Field(default_factory=utc_now)
+    next_retry_at: datetime | None = None
+    history: list[ErrorEvent] = Field(default_factory=list)
+    # A failure episode starts when the entry is opened; escalation happens at most once per episode.
+    episode: str
+    escalated: bool = False
+    escalated_at: datetime | None = None
+    reason: Reason | None = None
+
+
+class ExecutionRef(Model):
+    execution_arn: str
+    name: str
+    started_at: datetime = Field(default_factory=utc_now)
+    status: str = "RUNNING"
+
+
+class SaleState(Model):
+    """The service's own record of where a sale stands (GET /connections/{c}/sales/{s})."""
+
+    connection_id: str
+    sale_id: str
+    outcome: Outcome
+    reason: Reason | None = None
+    detail: str | None = None
+    identifier_kind: IdentifierKind | None = None
+    sale_ids: list[str] | None = None
+    attempts: int = 0
+    updated_at: datetime = Field(default_factory=utc_now)
+    latest_execution: ExecutionRef | None = None
+    record: ReflectedSale | None = None
+
+
+# --- Verification -----------------------------------------------------------------------------------------------
+
+
+class IdentifierResolution(Model):
+    """What an identifier turned out to be, as ML says (never guessed from its shape)."""
+
+    identifier: str
+    kind: IdentifierKind
+    sale_ids: list[str] = Field(default_factory=list)
+    detail: str | None = None
+
+
+class ProductLineCheck(Model):
+    item_id: str
+    variation_id: int | None = None
+    sku: str | None = None
+    linked: bool
+    active: bool
+    synced: bool
+    reason: Reason | None = None
+
+
+class Check(Model):
+    name: str
+    ok: bool
+    detail: str
+    reason: Reason | None = None
+
+
+class VerificationReport(Model):
+    connection_id: str
+    sale_id: str
+    identifier: IdentifierResolution
+    checks: list[Check]
+    lines: list[ProductLineCheck] = Field(default_factory=list)
+    in_error_list: bool
+    error_entry: ErrorEntry | None = None
+    reflected: bool
+    next_action: NextAction
+    reason: Reason | None = None
+    seller_action: str | None = None
+    pack_id: str | None = None
+    pack_sale_ids: list[str] | None = None
+
+    @property
+    def blocked(self) -> bool:
+        return self.next_action is NextAction.BLOCKED
+
+
+# --- Results of the recovery operations ----------------------------------------------------------------------------
+
+
+class RecoveryResult(Model):
+    """The answer of resync / relink / escalate for one sale. `outcome` is terminal unless `retryable`."""
+
+    connection_id: str
+    sale_id: str
+    outcome: Outcome
+    reason: Reason | None = None
+    detail: str | None = None
+    seller_action: str | None = None
+    identifier_kind: IdentifierKind | None = None
+    sale_ids: list[str] | None = None
+    attempts: int = 0
+    retryable: bool = False
+    error_type: str | None = None
+    record: ReflectedSale | None = None
+
+    def to_output(self) -> dict[str, Any]:
+        """The state machine's output shape (DESIGN §3): {connection_id, sale_id, outcome, reason?, attempts}."""
+        out: dict[str, Any] = {
+            "connection_id": self.connection_id,
+            "sale_id": self.sale_id,
+            "outcome": self.outcome.value,
+            "attempts": self.attempts,
+        }
+        if self.reason is not None:
+            out["reason"] = self.reason.value
+        return out
+
+    def to_public(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True, exclude={"record", "retryable"})

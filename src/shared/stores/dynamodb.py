@@ -1,0 +1,447 @@
+"""DynamoDB implementations of the store interfaces. Table shapes come from template.yaml.
+
+Every write that must happen once is a conditional write, so concurrent Lambdas, Step Functions retries and
+duplicate SQS deliveries cannot store a sale twice or page the help desk twice.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from shared.models import (
+    Connection,
+    ErrorEntry,
+    ErrorEvent,
+    ExecutionRef,
+    IdentifierKind,
+    Outcome,
+    ProductLink,
+    Reason,
+    ReflectedSale,
+    SaleState,
+)
+from shared.stores.base import ListingKey, Page
+
+
+class InvalidCursor(ValueError):
+    """A pagination cursor that this service did not issue."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _to_dynamo(value: Any) -> Any:
+    """JSON-compatible data -> DynamoDB attribute values (floats become Decimal, as boto3 requires)."""
+    return json.loads(json.dumps(value, default=str), parse_float=Decimal)
+
+
+def _from_dynamo(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _from_dynamo(v) for k, v in value.items()}
+    if isinstance(value, list | set):
+        return [_from_dynamo(v) for v in value]
+    return value
+
+
+def _conditional_failed(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+def encode_cursor(key: dict[str, Any] | None) -> str | None:
+    if not key:
+        return None
+    return base64.urlsafe_b64encode(json.dumps(_from_dynamo(key)).encode()).decode()
+
+
+def decode_cursor(cursor: str | None, *, required_keys: set[str]) -> dict[str, Any] | None:
+    if not cursor:
+        return None
+    try:
+        key = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
+        raise InvalidCursor("the cursor is not one this API issued; start again without it") from exc
+    if not isinstance(key, dict) or set(key) != required_keys or not all(isinstance(v, str) for v in key.values()):
+        raise InvalidCursor("the cursor is not one this API issued; start again without it")
+    return key
+
+
+# --- Sales ------------------------------------------------------------------------------------------------------------
+
+
+class DynamoSaleStore:
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    def get(self, connection_id: str, sale_id: str) -> SaleState | None:
+        item = self._table.get_item(Key={"connection_id": connection_id, "sale_id": sale_id}, ConsistentRead=True)
+        if "Item" not in item:
+            return None
+        data = _from_dynamo(item["Item"])
+        data.pop("reflected_at", None)
+        return SaleState.model_validate(data)
+
+    def reflect(self, record: ReflectedSale) -> bool:
+        now = _now().isoformat()
+        try:
+            self._table.update_item(
+                Key={"connection_id": record.connection_id, "sale_id": record.sale_id},
+                UpdateExpression=(
+                    "SET #record = :record, outcome = :outcome, reflected_at = :now, updated_at = :now "
+                    "REMOVE reason, detail, identifier_kind, sale_ids"
+                ),
+                ConditionExpression="attribute_not_exists(#record)",
+                ExpressionAttributeNames={"#record": "record"},
+                ExpressionAttributeValues={
+                    ":record": _to_dynamo(record.model_dump(mode="json")),
+                    ":outcome": Outcome.REFLECTED.value,
+                    ":now": now,
+                },
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    def set_outcome(
+        self,
+        connection_id: str,
+        sale_id: str,
+        outcome: Outcome,
+        *,
+        reason: Reason | None = None,
+        detail: str | None = None,
+        attempts: int | None = None,
+        identifier_kind: IdentifierKind | None = None,
+        sale_ids: list[str] | None = None,
+    ) -> None:
+        sets = {"outcome": outcome.value, "updated_at": _now().isoformat()}
+        optional = {
+            "reason": reason.value if reason else None,
+            "detail": detail,
+            "identifier_kind": identifier_kind.value if identifier_kind else None,
+            "sale_ids": sale_ids,
+        }
+        removes = [name for name, value in optional.items() if value is None]
+        sets.update({name: value for name, value in optional.items() if value is not None})  # type: ignore[misc]
+        if attempts is not None:
+            sets["attempts"] = attempts  # type: ignore[assignment]
+        expression = "SET " + ", ".join(f"#{k} = :{k}" for k in sets)
+        if removes:
+            expression += " REMOVE " + ", ".join(f"#{k}" for k in removes)
+        names = {f"#{k}": k for k in [*sets, *removes]}
+        try:
+            self._table.update_item(
+                Key={"connection_id": connection_id, "sale_id": sale_id},
+                UpdateExpression=expression,
+                # A reflected sale keeps its outcome: nothing downgrades it.
+                ConditionExpression="attribute_not_exists(#record)",
+                ExpressionAttributeNames={**names, "#record": "record"},
+                ExpressionAttributeValues={f":{k}": _to_dynamo(v) for k, v in sets.items()},
+            )
+        except ClientError as exc:
+            if not _conditional_failed(exc):
+                raise
+
+    def set_execution(self, connection_id: str, sale_id: str, execution: ExecutionRef) -> None:
+        self._table.update_item(
+            Key={"connection_id": connection_id, "sale_id": sale_id},
+            UpdateExpression="SET latest_execution = :e, updated_at = :now, outcome = if_not_exists(outcome, :pending)",
+            ExpressionAttributeValues={
+                ":e": _to_dynamo(execution.model_dump(mode="json")),
+                ":now": _now().isoformat(),
+                ":pending": Outcome.PENDING.value,
+            },
+        )
+
+
+# --- Error list -------------------------------------------------------------------------------------------------------
+
+
+class DynamoErrorStore:
+    def __init__(self, table: Any, *, index_name: str = "ErrorTypeIndex") -> None:
+        self._table = table
+        self._index = index_name
+
+    @staticmethod
+    def _entry(item: dict[str, Any]) -> ErrorEntry:
+        data = _from_dynamo(item)
+        for internal in ("error_type_sale_id", "attempt_keys"):
+            data.pop(internal, None)
+        return ErrorEntry.model_validate(data)
+
+    def get(self, connection_id: str, sale_id: str) -> ErrorEntry | None:
+        item = self._table.get_item(Key={"connection_id": connection_id, "sale_id": sale_id}, ConsistentRead=True)
+        return self._entry(item["Item"]) if "Item" in item else None
+
+    def put_if_absent(self, entry: ErrorEntry) -> bool:
+        item = entry.model_dump(mode="json", exclude_none=True)
+        item["error_type_sale_id"] = f"{entry.error_type}#{entry.sale_id}"
+        try:
+            self._table.put_item(Item=_to_dynamo(item), ConditionExpression="attribute_not_exists(connection_id)")
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    def record_failure(
+        self,
+        connection_id: str,
+        sale_id: str,
+        event: ErrorEvent,
+        *,
+        retryable: bool,
+        reason: Reason | None = None,
+        count_attempt: bool = True,
+    ) -> ErrorEntry:
+        now = event.at.isoformat()
+        error_type = str(event.error_type)
+        values: dict[str, Any] = {
+            ":type": error_type,
+            ":type_sale": f"{error_type}#{sale_id}",
+            ":message": event.message,
+            ":retryable": retryable,
+            ":now": now,
+            ":episode": uuid.uuid4().hex,
+            ":false": False,
+            ":empty": [],
+            ":event": [_to_dynamo(event.model_dump(mode="json", exclude_none=True))],
+            ":attempt": 1 if count_attempt else 0,
+        }
+        expression = (
+            "SET error_type = :type, error_type_sale_id = :type_sale, message = :message, "
+            "retryable = :retryable, last_seen = :now, first_seen = if_not_exists(first_seen, :now), "
+            "episode = if_not_exists(episode, :episode), escalated = if_not_exists(escalated, :false), "
+            "history = list_append(if_not_exists(history, :empty), :event)"
+        )
+        if reason is not None:
+            expression += ", reason = :reason"
+            values[":reason"] = reason.value
+        expression += " ADD attempts :attempt"
+        condition = None
+        if event.attempt_key:
+            expression += ", attempt_keys :keys"
+            values[":keys"] = {event.attempt_key}
+            values[":key"] = event.attempt_key
+            condition = "attribute_not_exists(attempt_keys) OR NOT contains(attempt_keys, :key)"
+        if reason is None:
+            expression += " REMOVE reason"
+        kwargs: dict[str, Any] = {
+            "Key": {"connection_id": connection_id, "sale_id": sale_id},
+            "UpdateExpression": expression,
+            "ExpressionAttributeValues": values,
+            "ReturnValues": "ALL_NEW",
+        }
+        if condition:
+            kwargs["ConditionExpression"] = condition
+        try:
+            result = self._table.update_item(**kwargs)
+        except ClientError as exc:
+            if not _conditional_failed(exc):
+                raise
+            existing = self.get(connection_id, sale_id)  # this attempt was already recorded
+            if existing is None:  # pragma: no cover - the condition only fails on an existing item
+                raise
+            return existing
+        return self._entry(result["Attributes"])
+
+    def resolve(self, connection_id: str, sale_id: str) -> ErrorEntry | None:
+        result = self._table.delete_item(
+            Key={"connection_id": connection_id, "sale_id": sale_id}, ReturnValues="ALL_OLD"
+        )
+        return self._entry(result["Attributes"]) if result.get("Attributes") else None
+
+    def claim_escalation(self, connection_id: str, sale_id: str, episode: str) -> bool:
+        try:
+            self._table.update_item(
+                Key={"connection_id": connection_id, "sale_id": sale_id},
+                UpdateExpression="SET escalated = :true, escalated_at = :now",
+                ConditionExpression="episode = :episode AND (attribute_not_exists(escalated) OR escalated = :false)",
+                ExpressionAttributeValues={
+                    ":true": True,
+                    ":false": False,
+                    ":episode": episode,
+                    ":now": _now().isoformat(),
+                },
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    def release_escalation(self, connection_id: str, sale_id: str, episode: str) -> None:
+        """Undo a claim whose page could not be sent, so the next try pages."""
+        try:
+            self._table.update_item(
+                Key={"connection_id": connection_id, "sale_id": sale_id},
+                UpdateExpression="SET escalated = :false REMOVE escalated_at",
+                ConditionExpression="episode = :episode",
+                ExpressionAttributeValues={":false": False, ":episode": episode},
+            )
+        except ClientError as exc:
+            if not _conditional_failed(exc):
+                raise
+
+    def list(
+        self, connection_id: str, *, error_type: str | None = None, limit: int = 50, cursor: str | None = None
+    ) -> Page[ErrorEntry]:
+        from boto3.dynamodb.conditions import Key
+
+        kwargs: dict[str, Any] = {"Limit": limit}
+        if error_type:
+            kwargs["IndexName"] = self._index
+            kwargs["KeyConditionExpression"] = Key("connection_id").eq(connection_id) & Key(
+                "error_type_sale_id"
+            ).begins_with(f"{error_type}#")
+            start = decode_cursor(cursor, required_keys={"connection_id", "sale_id", "error_type_sale_id"})
+        else:
+            kwargs["KeyConditionExpression"] = Key("connection_id").eq(connection_id)
+            start = decode_cursor(cursor, required_keys={"connection_id", "sale_id"})
+        if start:
+            if start["connection_id"] != connection_id:
+                raise InvalidCursor("the cursor belongs to another connection; start again without it")
+            kwargs["ExclusiveStartKey"] = start
+        result = self._table.query(**kwargs)
+        return Page(
+            items=[self._entry(item) for item in result.get("Items", [])],
+            next_cursor=encode_cursor(result.get("LastEvaluatedKey")),
+        )
+
+
+# --- Product links ----------------------------------------------------------------------------------------------------
+
+
+def listing_key(item_id: str, variation_id: int | None) -> str:
+    return f"{item_id}#{variation_id if variation_id is not None else '-'}"
+
+
+class DynamoProductStore:
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    def get_links(self, connection_id: str, keys: list[ListingKey]) -> dict[ListingKey, ProductLink]:
+        wanted = {listing_key(item, var) for item, var in keys} | {listing_key(item, None) for item, _ in keys}
+        found: dict[str, ProductLink] = {}
+        pending = [{"connection_id": connection_id, "listing_key": key} for key in sorted(wanted)]
+        resource = self._table.meta.client
+        while pending:
+            batch, pending = pending[:100], pending[100:]
+            request: dict[str, Any] = {self._table.name: {"Keys": batch, "ConsistentRead": True}}
+            while request:
+                response = resource.batch_get_item(RequestItems=request)
+                for item in response.get("Responses", {}).get(self._table.name, []):
+                    data = _from_dynamo(_deserialize(item))
+                    key = data.pop("listing_key")
+                    found[key] = ProductLink.model_validate(data)
+                request = response.get("UnprocessedKeys") or {}
+        result: dict[ListingKey, ProductLink] = {}
+        for item, var in keys:
+            link = found.get(listing_key(item, var)) or found.get(listing_key(item, None))
+            if link is not None:
+                result[(item, var)] = link
+        return result
+
+    def put(self, link: ProductLink) -> None:
+        item = link.model_dump(mode="json")
+        item["listing_key"] = listing_key(link.item_id, link.variation_id)
+        self._table.put_item(Item=_to_dynamo(item))
+
+
+def _deserialize(item: dict[str, Any]) -> dict[str, Any]:
+    """batch_get_item through the low-level client answers typed attributes ({"S": ...})."""
+    from boto3.dynamodb.types import TypeDeserializer
+
+    deserializer = TypeDeserializer()
+    return {k: deserializer.deserialize(v) for k, v in item.items()}
+
+
+# --- Connections ------------------------------------------------------------------------------------------------------
+
+
+class DynamoConnectionStore:
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    def get(self, connection_id: str) -> Connection | None:
+        item = self._table.get_item(Key={"connection_id": connection_id}, ConsistentRead=True)
+        if "Item" not in item:
+            return None
+        data = _from_dynamo(item["Item"])
+        return Connection.model_validate({k: data[k] for k in Connection.model_fields if k in data})
+
+    def put(self, connection: Connection) -> None:
+        self._table.put_item(Item=_to_dynamo(connection.model_dump(mode="json")))
+
+    def acquire_refresh_lock(self, connection_id: str, owner: str, ttl_seconds: int) -> bool:
+        now = _now()
+        try:
+            self._table.update_item(
+                Key={"connection_id": connection_id},
+                UpdateExpression="SET refresh_lock_owner = :owner, refresh_lock_until = :until",
+                ConditionExpression=(
+                    "attribute_exists(connection_id) AND (attribute_not_exists(refresh_lock_until) "
+                    "OR refresh_lock_until < :now OR refresh_lock_owner = :owner)"
+                ),
+                ExpressionAttributeValues={
+                    ":owner": owner,
+                    ":until": (now + timedelta(seconds=ttl_seconds)).isoformat(),
+                    ":now": now.isoformat(),
+                },
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    def release_refresh_lock(self, connection_id: str, owner: str) -> None:
+        try:
+            self._table.update_item(
+                Key={"connection_id": connection_id},
+                UpdateExpression="REMOVE refresh_lock_owner, refresh_lock_until",
+                ConditionExpression="refresh_lock_owner = :owner",
+                ExpressionAttributeValues={":owner": owner},
+            )
+        except ClientError as exc:
+            if not _conditional_failed(exc):
+                raise
+
+
+# --- Identifier aliases -----------------------------------------------------------------------------------------------
+
+
+class DynamoAliasStore:
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    @staticmethod
+    def _alias(alias: str) -> str:
+        return alias.strip().upper()
+
+    def sale_ids_for(self, connection_id: str, alias: str) -> list[str]:
+        item = self._table.get_item(Key={"connection_id": connection_id, "alias": self._alias(alias)})
+        return [str(s) for s in item.get("Item", {}).get("sale_ids", [])]
+
+    def remember(self, connection_id: str, alias: str, kind: IdentifierKind, sale_ids: list[str]) -> None:
+        self._table.put_item(
+            Item={
+                "connection_id": connection_id,
+                "alias": self._alias(alias),
+                "kind": kind.value,
+                "sale_ids": sorted(set(sale_ids)),
+                "updated_at": _now().isoformat(),
+            }
+        )
