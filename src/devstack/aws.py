@@ -118,6 +118,8 @@ class LocalAws:
         self._translated: dict[str, Any] = {}
         self._state_machines: dict[str, str] = {}
         self._inbox_count = 0
+        self._session = boto3.session.Session()
+        self._clients: dict[tuple[str, str], Any] = {}
 
     # -- lifecycle ----------------------------------------------------------------------------------------------------
 
@@ -223,14 +225,19 @@ class LocalAws:
 
     def client(self, service: str) -> Any:
         """A boto3 client bound to the local endpoint (works whatever the process environment says)."""
-        return boto3.session.Session().client(
-            service,  # type: ignore[call-overload]
-            endpoint_url=self.endpoint_url,
-            region_name=self.region,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",  # noqa: S106 - moto's fake credentials
-            config=Config(retries={"max_attempts": 2, "mode": "standard"}),
-        )
+        endpoint = self.endpoint_url
+        cached = self._clients.get((service, endpoint))
+        if cached is None:  # one session: service models load once (a fresh session per client costs ~0.25 s)
+            cached = self._session.client(
+                service,  # type: ignore[call-overload]
+                endpoint_url=endpoint,
+                region_name=self.region,
+                aws_access_key_id="testing",
+                aws_secret_access_key="testing",  # noqa: S106 - moto's fake credentials
+                config=Config(retries={"max_attempts": 2, "mode": "standard"}),
+            )
+            self._clients[(service, endpoint)] = cached
+        return cached
 
     # -- deploy -------------------------------------------------------------------------------------------------------
 
@@ -395,12 +402,16 @@ class LocalAws:
             definition = _substitute(definition, {k: _cfn_str(v) for k, v in substitutions.items()})
             arn = self._resources[logical_id][1]
             name = arn.rsplit(":", 1)[1]
-            created = sfn.create_state_machine(
-                name=name,
-                definition=definition,
-                roleArn=str(clean_json(props["RoleArn"], stack.resource_map)),
-                type=props.get("StateMachineType", "STANDARD"),
-            )
+            try:
+                created = sfn.create_state_machine(
+                    name=name,
+                    definition=definition,
+                    roleArn=str(clean_json(props["RoleArn"], stack.resource_map)),
+                    type=props.get("StateMachineType", "STANDARD"),
+                )
+            except sfn.exceptions.ClientError as exc:  # moto's ASL parser rejects what AWS would reject
+                message = str(exc).split(" in definition ", 1)[0]
+                raise DeployError(f"state machine {logical_id} rejected: {message}") from None
             self._state_machines[logical_id] = created["stateMachineArn"]
 
     # -- what the stack holds -----------------------------------------------------------------------------------------
@@ -426,8 +437,8 @@ class LocalAws:
     def function_env(self, logical_id: str) -> dict[str, str]:
         """A function's environment variables, as CloudFormation resolved them."""
         config = self.client("lambda").get_function_configuration(FunctionName=self.physical_id(logical_id))
-        variables: dict[str, str] = config.get("Environment", {}).get("Variables", {})
-        return variables
+        variables = config.get("Environment", {}).get("Variables", {})
+        return {str(k): str(v) for k, v in variables.items()}  # moto keeps template numbers as numbers
 
     def state_machine_arn(self, logical_id: str) -> str:
         try:

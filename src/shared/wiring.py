@@ -12,8 +12,7 @@ from shared.settings import Settings
 def build_service(settings: Settings, *, notifier: bool = False, workflow: bool = False) -> RecoveryService:
     import boto3
 
-    from shared.meli.client import HttpMeliClientFactory
-    from shared.meli.tokens import build_token_manager
+    from shared.meli.client import HttpMeliClientFactory, build_token_manager, new_http_client
     from shared.stores.dynamodb import (
         DynamoAliasStore,
         DynamoConnectionStore,
@@ -30,10 +29,11 @@ def build_service(settings: Settings, *, notifier: bool = False, workflow: bool 
         connections=DynamoConnectionStore(dynamodb.Table(settings.connections_table)),
         aliases=DynamoAliasStore(dynamodb.Table(settings.identifier_aliases_table)),
     )
+    http = new_http_client(settings)  # one pool for API calls and token refreshes
     tokens = build_token_manager(
-        settings, secrets_client=boto3.client("secretsmanager"), connections=stores.connections
+        settings, secrets_client=boto3.client("secretsmanager"), connections=stores.connections, http=http
     )
-    marketplace = HttpMeliClientFactory(settings, token_manager=tokens)
+    marketplace = HttpMeliClientFactory(settings, token_manager=tokens, http=http)
     help_desk = None
     if notifier:
         from shared.escalation import SnsHelpDeskNotifier

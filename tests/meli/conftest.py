@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import boto3
 import httpx
 import pytest
 from moto import mock_aws  # imported before any boto3 client is created
 
-import boto3
 from devstack.simulator.scenario import Scenario
 from devstack.simulator.server import MeliSimulator
 from devstack.template import create_tables
@@ -215,13 +215,17 @@ def make_manager(settings: Settings, aws: Aws, http: httpx.Client) -> ManagerFac
                 http=http,
                 **options,
             )
-        return build_token_manager(settings, secrets_client=aws.secrets, connections=aws.connections, http=http, **options)
+        return build_token_manager(
+            settings, secrets_client=aws.secrets, connections=aws.connections, http=http, **options
+        )
 
     return make
 
 
 @pytest.fixture
-def make_client(settings: Settings, make_manager: ManagerFactory, http: httpx.Client, sleeps: SleepRecorder) -> ClientFactory:
+def make_client(
+    settings: Settings, make_manager: ManagerFactory, http: httpx.Client, sleeps: SleepRecorder
+) -> ClientFactory:
     def make(*, tokens: TokenManager | None = None, **kwargs: Any) -> HttpMeliClient:
         options: dict[str, Any] = {
             "base_url": settings.meli_api_url,
@@ -234,3 +238,28 @@ def make_client(settings: Settings, make_manager: ManagerFactory, http: httpx.Cl
         return HttpMeliClient(CONNECTION_ID, tokens=tokens or make_manager(), **options)
 
     return make
+
+
+def count(
+    simulator: MeliSimulator,
+    method: str | None = None,
+    path_regex: str | None = None,
+    status: int | None = None,
+    *,
+    expect: int,
+    within: float = 2.0,
+) -> int:
+    """The simulator's request count, once it reaches ``expect`` (or after ``within`` seconds).
+
+    The simulator appends to its log after it has written the answer, so a count read right after the client
+    returns can miss the last request by a few microseconds.
+    """
+    deadline = time.monotonic() + within
+    while True:
+        seen = simulator.count(method, path_regex, status)
+        if seen >= expect or time.monotonic() >= deadline:
+            if seen == expect:
+                time.sleep(0.02)  # a late extra request would show here
+                seen = simulator.count(method, path_regex, status)
+            return seen
+        time.sleep(0.005)

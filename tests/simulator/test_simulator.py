@@ -346,6 +346,8 @@ def test_timeout_fault_holds_then_stops_after_times(sim: MeliSimulator) -> None:
                 c.get("/orders/2000000000000001")
         assert c.get("/orders/2000000000000001").status_code == 200
         assert c.get("/orders/2000000000000002").status_code == 200
+    # A held request is in the log as soon as it is held, with no status (no answer was sent).
+    assert [r.status for r in sim.requests] == [None, None, 200, 200]
 
 
 def test_status_faults_answer_ml_bodies(sim: MeliSimulator) -> None:

@@ -16,6 +16,7 @@ import secrets
 import socket
 import threading
 import time
+import traceback
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -142,6 +143,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "MeliSimulator/1.0"
     timeout = 60  # an idle keep-alive connection is dropped after a minute
+    disable_nagle_algorithm = True  # headers and body go out in two writes; Nagle would add ~40 ms per answer
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -183,23 +185,26 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             result = sim._dispatch(req)
         except Exception:  # a bug here must still answer like a server would, not hang the client
+            traceback.print_exc()
             result = _Answer(500, _STATUS_BODIES[500])
-        status: int | None
-        if isinstance(result, _Hold):
-            sim._stopping.wait(sim.timeout_hold_seconds)
-            self.close_connection = True
-            status = None
-        else:
-            status = result.status
-            payload = json.dumps(result.body, ensure_ascii=False).encode("utf-8")
-            self.send_response(result.status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
         query = {k: v[-1] for k, v in req.query.items()}
-        duration = (time.perf_counter() - t0) * 1000.0
-        sim._record(RecordedRequest(method, parts.path, query, status, started, duration, result.connection_id))
+        elapsed = (time.perf_counter() - t0) * 1000.0
+        # Recorded before the answer leaves, so a client that has its answer always finds the request in the log.
+        if isinstance(result, _Hold):
+            hold = sim.timeout_hold_seconds
+            sim._record(
+                RecordedRequest(method, parts.path, query, None, started, elapsed + hold * 1000.0, result.connection_id)
+            )
+            sim._stopping.wait(hold)
+            self.close_connection = True
+            return
+        payload = json.dumps(result.body, ensure_ascii=False).encode("utf-8")
+        sim._record(RecordedRequest(method, parts.path, query, result.status, started, elapsed, result.connection_id))
+        self.send_response(result.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
 
 
 class MeliSimulator:

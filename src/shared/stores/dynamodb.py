@@ -336,14 +336,14 @@ class DynamoProductStore:
         wanted = {listing_key(item, var) for item, var in keys} | {listing_key(item, None) for item, _ in keys}
         found: dict[str, ProductLink] = {}
         pending = [{"connection_id": connection_id, "listing_key": key} for key in sorted(wanted)]
-        resource = self._table.meta.client
+        resource = self._table.meta.client  # the resource's client (de)serialises attribute values itself
         while pending:
             batch, pending = pending[:100], pending[100:]
             request: dict[str, Any] = {self._table.name: {"Keys": batch, "ConsistentRead": True}}
             while request:
                 response = resource.batch_get_item(RequestItems=request)
                 for item in response.get("Responses", {}).get(self._table.name, []):
-                    data = _from_dynamo(_deserialize(item))
+                    data = _from_dynamo(item)
                     key = data.pop("listing_key")
                     found[key] = ProductLink.model_validate(data)
                 request = response.get("UnprocessedKeys") or {}
@@ -358,14 +358,6 @@ class DynamoProductStore:
         item = link.model_dump(mode="json")
         item["listing_key"] = listing_key(link.item_id, link.variation_id)
         self._table.put_item(Item=_to_dynamo(item))
-
-
-def _deserialize(item: dict[str, Any]) -> dict[str, Any]:
-    """batch_get_item through the low-level client answers typed attributes ({"S": ...})."""
-    from boto3.dynamodb.types import TypeDeserializer
-
-    deserializer = TypeDeserializer()
-    return {k: deserializer.deserialize(v) for k, v in item.items()}
 
 
 # --- Connections ------------------------------------------------------------------------------------------------------

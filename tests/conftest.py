@@ -1,0 +1,229 @@
+"""Shared fixtures. AWS is moto (tables created from template.yaml), Mercado Libre is the simulator over HTTP,
+and the handlers receive whole API Gateway / Step Functions events loaded from events/.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+# Fake credentials and region before anything creates a boto3 client; never a real endpoint.
+os.environ.update(
+    {
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SECURITY_TOKEN": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "POWERTOOLS_TRACE_DISABLED": "1",
+        "POWERTOOLS_SERVICE_NAME": "sales-recovery",
+        "POWERTOOLS_METRICS_NAMESPACE": "SalesRecoveryTest",
+        "POWERTOOLS_DEV": "0",
+    }
+)
+os.environ.pop("AWS_ENDPOINT_URL", None)
+
+import boto3  # noqa: E402
+import pytest  # noqa: E402
+from moto import mock_aws  # noqa: E402 - moto before any handler import
+
+from devstack import moto_fidelity  # noqa: E402
+
+from devstack.seed import seed  # noqa: E402
+from devstack.simulator.scenario import Scenario, load_scenario  # noqa: E402
+from devstack.simulator.server import MeliSimulator  # noqa: E402
+from devstack.template import create_tables, table_env  # noqa: E402
+from shared.wiring import build_service  # noqa: E402
+
+moto_fidelity.install()
+
+ROOT = Path(__file__).resolve().parents[1]
+EVENTS = ROOT / "events"
+DEFAULT_SCENARIO = ROOT / "scenarios" / "default.json"
+STAGE = "test"
+SECRET_PREFIX = f"sales-recovery/{STAGE}/connections/"
+
+
+def load_event(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((EVENTS / name).read_text())
+    return data
+
+
+_API_EVENTS = {
+    ("GET", r"^/connections/[^/]+/sales/[^/]+/verification$"): "api/get-verification.json",
+    ("POST", r"^/connections/[^/]+/sales/[^/]+/resync$"): "api/post-resync.json",
+    ("POST", r"^/connections/[^/]+/sales/[^/]+/relink$"): "api/post-relink.json",
+    ("GET", r"^/connections/[^/]+/sales/[^/]+$"): "api/get-sale.json",
+    ("GET", r"^/connections/[^/]+/sale-errors$"): "api/get-sale-errors.json",
+}
+
+
+def api_event(
+    method: str,
+    path: str,
+    *,
+    body: str | None = None,
+    query: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A whole API Gateway REST proxy event: the recorded sample for the route, re-aimed at ``path``."""
+    template = next((f for (m, rx), f in _API_EVENTS.items() if re.match(rx, path) and m == method), None)
+    template = template or next((f for (_, rx), f in _API_EVENTS.items() if re.match(rx, path)), "api/get-sale.json")
+    event = copy.deepcopy(load_event(template))
+    parts = path.split("/")
+    resource_parts = event["resource"].split("/")
+    params = {}
+    if len(parts) == len(resource_parts):
+        params = {r[1:-1]: p for r, p in zip(resource_parts, parts, strict=True) if r.startswith("{")}
+    else:
+        event["resource"] = path
+    event["path"] = path
+    event["httpMethod"] = method
+    event["pathParameters"] = params or None
+    event["requestContext"].update(
+        {"path": f"/dev{path}", "httpMethod": method, "requestId": str(uuid.uuid4()), "resourcePath": event["resource"]}
+    )
+    event["queryStringParameters"] = query
+    event["multiValueQueryStringParameters"] = {k: [v] for k, v in query.items()} if query else None
+    event["body"] = body
+    if body is not None:
+        event["headers"].setdefault("Content-Type", "application/json")
+    for key, value in (headers or {}).items():
+        event["headers"][key] = value
+    event["multiValueHeaders"] = {k: [v] for k, v in event["headers"].items()}
+    return event
+
+
+def lambda_context(function_name: str = "sales-recovery-test-api") -> Any:
+    return SimpleNamespace(
+        function_name=function_name,
+        function_version="$LATEST",
+        invoked_function_arn=f"arn:aws:lambda:us-east-1:123456789012:function:{function_name}",
+        memory_limit_in_mb=256,
+        aws_request_id=str(uuid.uuid4()),
+        log_group_name=f"/aws/lambda/{function_name}",
+        log_stream_name="2026/11/27/[$LATEST]0123456789abcdef",
+        get_remaining_time_in_millis=lambda: 30_000,
+    )
+
+
+def default_scenario() -> Scenario:
+    return load_scenario(DEFAULT_SCENARIO)
+
+
+@pytest.fixture
+def scenario() -> Scenario:
+    """The shipped default scenario, without its global latency and quota (tests add faults themselves)."""
+    data = json.loads(DEFAULT_SCENARIO.read_text())
+    data["faults"] = [f for f in data.get("faults", []) if f.get("kind") != "latency"]
+    data.pop("quota", None)
+    return Scenario.model_validate(data)
+
+
+@pytest.fixture
+def meli(scenario: Scenario) -> Iterator[MeliSimulator]:
+    with MeliSimulator(scenario, timeout_hold_seconds=1.0) as sim:
+        yield sim
+
+
+@dataclass
+class Aws:
+    """The moto account of one test, built from template.yaml."""
+
+    env: dict[str, str]
+    topic_arn: str
+    inbox_url: str
+
+    def help_desk_messages(self) -> list[dict[str, Any]]:
+        sqs = boto3.client("sqs")
+        out = []
+        while True:
+            got = sqs.receive_message(QueueUrl=self.inbox_url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+            messages = got.get("Messages", [])
+            if not messages:
+                return out
+            for message in messages:
+                out.append(json.loads(message["Body"]))
+                sqs.delete_message(QueueUrl=self.inbox_url, ReceiptHandle=message["ReceiptHandle"])
+
+    def table(self, logical_env: str) -> Any:
+        return boto3.resource("dynamodb").Table(self.env[logical_env])
+
+
+@pytest.fixture
+def aws(meli: MeliSimulator, scenario: Scenario, monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        create_tables(boto3.client("dynamodb"), STAGE)
+        sns = boto3.client("sns")
+        topic_arn = sns.create_topic(Name=f"sales-recovery-{STAGE}-help-desk")["TopicArn"]
+        sqs = boto3.client("sqs")
+        inbox_url = sqs.create_queue(QueueName="help-desk-inbox")["QueueUrl"]
+        inbox_arn = sqs.get_queue_attributes(QueueUrl=inbox_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        sns.subscribe(
+            TopicArn=topic_arn, Protocol="sqs", Endpoint=inbox_arn, Attributes={"RawMessageDelivery": "true"}
+        )
+        secrets = boto3.client("secretsmanager")
+        app_secret = secrets.create_secret(
+            Name=f"sales-recovery/{STAGE}/meli-app",
+            SecretString=json.dumps({"client_id": "5503910054141466", "client_secret": "test-app-secret"}),
+        )["ARN"]
+        sfn = boto3.client("stepfunctions")
+        state_machine_arn = sfn.create_state_machine(
+            name=f"sales-recovery-{STAGE}-relink",
+            definition=(ROOT / "statemachine" / "relink.asl.json").read_text(),
+            roleArn="arn:aws:iam::123456789012:role/relink-state-machine",
+        )["stateMachineArn"]
+        env = {
+            **table_env(STAGE),
+            "STAGE": STAGE,
+            "MELI_API_URL": meli.url,
+            "MELI_TIMEOUT_SECONDS": "0.3",
+            "MELI_MAX_TRIES": "3",
+            "MELI_APP_SECRET_ID": app_secret,
+            "MELI_CONNECTION_SECRET_PREFIX": SECRET_PREFIX,
+            "HELP_DESK_TOPIC_ARN": topic_arn,
+            "RELINK_STATE_MACHINE_ARN": state_machine_arn,
+        }
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        build_service.cache_clear()
+        service = build_service_for_tests()
+        seed(scenario, service._stores, secrets_client=secrets, secret_prefix=SECRET_PREFIX)
+        yield Aws(env=env, topic_arn=topic_arn, inbox_url=inbox_url)
+        build_service.cache_clear()
+
+
+def build_service_for_tests() -> Any:
+    from shared.settings import Settings
+
+    return build_service(Settings.from_env(), notifier=True, workflow=True)
+
+
+@pytest.fixture
+def call_api(aws: Aws) -> Any:
+    """Send one whole API Gateway event through the real API handler; returns (status, json body, headers)."""
+    from functions.api.app import lambda_handler
+
+    def call(
+        method: str,
+        path: str,
+        *,
+        body: str | None = None,
+        query: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any, dict[str, str]]:
+        response = lambda_handler(api_event(method, path, body=body, query=query, headers=headers), lambda_context())
+        payload = json.loads(response["body"]) if response.get("body") else None
+        return response["statusCode"], payload, response.get("headers") or {}
+
+    return call
