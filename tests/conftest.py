@@ -224,6 +224,8 @@ def call_api(aws: Aws) -> Any:
     ) -> tuple[int, Any, dict[str, str]]:
         response = lambda_handler(api_event(method, path, body=body, query=query, headers=headers), lambda_context())
         payload = json.loads(response["body"]) if response.get("body") else None
-        return response["statusCode"], payload, response.get("headers") or {}
+        headers_out = dict(response.get("headers") or {})
+        headers_out |= {k: ", ".join(v) for k, v in (response.get("multiValueHeaders") or {}).items()}
+        return response["statusCode"], payload, headers_out
 
     return call

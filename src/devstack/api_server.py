@@ -26,6 +26,7 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -37,7 +38,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from devstack.template import TEMPLATE_PATH
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Iterable, Sequence
 
     from devstack.aws import LocalAws
     from devstack.lambdas import LocalLambdaRuntime
@@ -174,12 +175,12 @@ def build_proxy_event(
     multi_query: dict[str, list[str]] = {}
     for key, value in parse_qsl(split.query, keep_blank_values=True):
         multi_query.setdefault(key, []).append(value)
-    for key, value in (query or {}).items():
-        multi_query.setdefault(key, []).extend([value] if isinstance(value, str) else list(value))
+    for name, values in (query or {}).items():
+        multi_query.setdefault(name, []).extend([values] if isinstance(values, str) else list(values))
 
     multi_headers: dict[str, list[str]] = {}
-    for key, value in (headers or {}).items():
-        multi_headers.setdefault(key, []).extend([value] if isinstance(value, str) else list(value))
+    for name, values in (headers or {}).items():
+        multi_headers.setdefault(name, []).extend([values] if isinstance(values, str) else list(values))
     lower = {k.lower() for k in multi_headers}
 
     is_base64 = False
@@ -310,6 +311,7 @@ class LocalApiServer:
         functions = {r.function for r in self.routes}
         # Unmatched paths go to the API function when there is exactly one (see the module docstring).
         self.fallback_function = next(iter(functions)) if len(functions) == 1 else None
+        self.default_stage = self.routes[0].stage if self.routes else "Prod"
         self._api_id = _short_id("api", local_aws.stack_name)
         self._httpd = _Server((host, port), _Handler)
         self._httpd.api = self
@@ -355,7 +357,7 @@ class LocalApiServer:
             body=body or None,
             resource=found[0].resource if found else path,
             path_parameters=found[1] if found else None,
-            stage=found[0].stage if found else _static_str({"Ref": "Stage"}, self.local_aws.parameters),
+            stage=found[0].stage if found else self.default_stage,
             domain_name=f"{self._httpd.server_address[0]!s}:{self._httpd.server_address[1]}",
             api_id=self._api_id,
         )

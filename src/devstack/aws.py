@@ -113,7 +113,7 @@ class LocalAws:
         self._port = 0
         self._saved_env: dict[str, str | None] = {}
         self._saved_log_levels: dict[str, int] = {}
-        self._saved_moto_config: dict[str, Any] | None = None
+        self._saved_moto_config: Any = None
         self._resources: dict[str, tuple[str, str]] = {}  # logical id -> (type, physical id)
         self._translated: dict[str, Any] = {}
         self._state_machines: dict[str, str] = {}
@@ -147,7 +147,7 @@ class LocalAws:
         self._server.start()
         self._port = self._server.get_host_and_port()[1]
         self._set_env(self._process_env())
-        self._saved_moto_config = copy.deepcopy(dict(default_user_config))
+        self._saved_moto_config = copy.deepcopy(default_user_config["stepfunctions"])
         # Execution on; Lambda stays on moto's default (Docker) backend, whose _invoke_lambda the runtime replaces.
         self._moto_api("config", {"stepfunctions": {"execute_state_machine": True}})
         self.runtime.install()
@@ -165,8 +165,7 @@ class LocalAws:
         if self._saved_moto_config is not None:
             from moto.core.config import default_user_config
 
-            default_user_config.clear()
-            default_user_config.update(self._saved_moto_config)  # type: ignore[typeddict-item]
+            default_user_config["stepfunctions"] = self._saved_moto_config
             self._saved_moto_config = None
         for key, value in self._saved_env.items():
             if value is None:
@@ -182,7 +181,7 @@ class LocalAws:
         no_proxy = ",".join(p for p in (os.environ.get("NO_PROXY", ""), "127.0.0.1,localhost") if p)
         return {
             "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 - moto's fake credentials
+            "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_SESSION_TOKEN": "testing",
             "AWS_PROFILE": None,  # a developer's profile must not leak into the local stack
             "AWS_DEFAULT_PROFILE": None,
@@ -229,11 +228,11 @@ class LocalAws:
         cached = self._clients.get((service, endpoint))
         if cached is None:  # one session: service models load once (a fresh session per client costs ~0.25 s)
             cached = self._session.client(
-                service,  # type: ignore[call-overload]
+                service,
                 endpoint_url=endpoint,
                 region_name=self.region,
                 aws_access_key_id="testing",
-                aws_secret_access_key="testing",  # noqa: S106 - moto's fake credentials
+                aws_secret_access_key="testing",
                 config=Config(retries={"max_attempts": 2, "mode": "standard"}),
             )
             self._clients[(service, endpoint)] = cached
@@ -260,7 +259,7 @@ class LocalAws:
         self._localize_artifacts(sam, s3)
         from samtranslator.translator.transform import transform
 
-        cfn: dict[str, Any] = transform(sam, dict(self.parameters), _NoManagedPolicyLoader())  # type: ignore[arg-type]
+        cfn: dict[str, Any] = transform(sam, dict(self.parameters), _NoManagedPolicyLoader())
         _drop_api_gateway(cfn)
         self._create_unsupported(cfn)
         self._translated = cfn
@@ -458,9 +457,7 @@ class LocalAws:
         self._inbox_count += 1
         queue_url = sqs.create_queue(QueueName=f"{topic_logical_id}-inbox-{self._inbox_count}")["QueueUrl"]
         queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        sns.subscribe(
-            TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"}
-        )
+        sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
         return SnsInbox(sqs, queue_url, topic_arn)
 
 

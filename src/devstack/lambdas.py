@@ -138,7 +138,7 @@ def _current_overlay() -> dict[str, str | None] | None:
     return stack[-1] if stack else None
 
 
-class _OverlayEnviron(os._Environ):  # type: ignore[type-arg]  # os._Environ is generic only in typeshed
+class _OverlayEnviron(os._Environ[str]):
     """os.environ with a per-thread overlay on top; ``None`` in the overlay means "unset for this invocation"."""
 
     def __getitem__(self, key: str) -> str:
@@ -237,7 +237,7 @@ def _install_patches() -> None:
     from moto.awslambda.models import LambdaFunction
 
     _original_invoke_lambda = LambdaFunction.__dict__["_invoke_lambda"]
-    LambdaFunction._invoke_lambda = _patched_invoke_lambda  # type: ignore[method-assign,assignment]
+    LambdaFunction._invoke_lambda = _patched_invoke_lambda  # type: ignore[method-assign]
     os.environ.__class__ = _OverlayEnviron
     threading.Thread.start = _thread_start_inheriting_overlay  # type: ignore[method-assign]
 
@@ -480,7 +480,7 @@ class LocalLambdaRuntime:
                     }
                 ) from exc
             self._handlers[spec.logical_id] = fn
-            return fn  # type: ignore[no-any-return]
+            return fn
 
     def _moto_function(self, function_name: str) -> Any | None:
         try:
@@ -530,11 +530,8 @@ def _import_by_path(module_name: str, path: Path) -> ModuleType:
 
 def _error_payload(exc: BaseException) -> dict[str, Any]:
     """Lambda's Python runtime error shape; Step Functions matches Retry/Catch on ``errorType``."""
-    frames = [
-        line
-        for frame, line in zip(traceback.extract_tb(exc.__traceback__), traceback.format_tb(exc.__traceback__), strict=True)
-        if frame.filename != __file__  # the runtime's own frames are not the handler's
-    ]
+    own = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename != __file__]  # drop the runtime's frames
+    frames = traceback.format_list(own)
     return {"errorMessage": str(exc), "errorType": type(exc).__name__, "requestId": "", "stackTrace": frames}
 
 

@@ -133,7 +133,7 @@ def test_concurrent_refreshes_spend_the_refresh_token_once(
 
     results = _race(threads, make_manager, lambda m: m.refresh(CONNECTION_ID, stale))
 
-    assert count(simulator, "POST", OAUTH, expect=1) == 1
+    assert count(simulator, "POST", OAUTH, expect=1) == 1, [(r.path, r.status) for r in simulator.requests]
     new_access, new_refresh = simulator.tokens(CONNECTION_ID)
     for result in results:
         assert not isinstance(result, Exception), repr(result)
