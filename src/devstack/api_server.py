@@ -329,7 +329,9 @@ class LocalApiServer:
         self.stop()
 
     def start(self) -> Self:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="local-api", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="local-api", daemon=True
+        )
         self._thread.start()
         return self
 

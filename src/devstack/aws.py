@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 REGION = "us-east-1"
 ARTIFACTS_BUCKET = "local-sam-artifacts"
 _DROPPED_PREFIXES = ("AWS::ApiGateway::", "AWS::ApiGatewayV2::")
-_QUIET_LOGGERS = ("werkzeug", "moto.stepfunctions.parser")  # access log lines; Fail-state "exceptions"
+_QUIET_LOGGERS = ("werkzeug", "moto.stepfunctions.parser")  # access log lines; Fail states logged as errors
 
 
 class DeployError(RuntimeError):
@@ -142,7 +142,7 @@ class LocalAws:
         for name in _QUIET_LOGGERS:
             logger = logging.getLogger(name)
             self._saved_log_levels[name] = logger.level
-            logger.setLevel(logging.ERROR)
+            logger.setLevel(logging.CRITICAL)  # executions report their own errors (describe_execution, history)
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self._requested_port, verbose=False)
         self._server.start()
         self._port = self._server.get_host_and_port()[1]
