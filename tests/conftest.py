@@ -32,17 +32,16 @@ os.environ.update(
 )
 os.environ.pop("AWS_ENDPOINT_URL", None)
 
-import boto3  # noqa: E402
-import pytest  # noqa: E402
-from moto import mock_aws  # noqa: E402 - moto before any handler import
+import boto3
+import pytest
+from moto import mock_aws
 
-from devstack import moto_fidelity  # noqa: E402
-
-from devstack.seed import seed  # noqa: E402
-from devstack.simulator.scenario import Scenario, load_scenario  # noqa: E402
-from devstack.simulator.server import MeliSimulator  # noqa: E402
-from devstack.template import create_tables, table_env  # noqa: E402
-from shared.wiring import build_service  # noqa: E402
+from devstack import moto_fidelity
+from devstack.seed import seed
+from devstack.simulator.scenario import Scenario, load_scenario
+from devstack.simulator.server import MeliSimulator
+from devstack.template import create_tables, table_env
+from shared.wiring import build_service
 
 moto_fidelity.install()
 
@@ -169,9 +168,7 @@ def aws(meli: MeliSimulator, scenario: Scenario, monkeypatch: pytest.MonkeyPatch
         sqs = boto3.client("sqs")
         inbox_url = sqs.create_queue(QueueName="help-desk-inbox")["QueueUrl"]
         inbox_arn = sqs.get_queue_attributes(QueueUrl=inbox_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        sns.subscribe(
-            TopicArn=topic_arn, Protocol="sqs", Endpoint=inbox_arn, Attributes={"RawMessageDelivery": "true"}
-        )
+        sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=inbox_arn, Attributes={"RawMessageDelivery": "true"})
         secrets = boto3.client("secretsmanager")
         app_secret = secrets.create_secret(
             Name=f"sales-recovery/{STAGE}/meli-app",

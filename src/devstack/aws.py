@@ -19,6 +19,7 @@ moto gaps handled here (see reference/aws-offline.md section 4):
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import json
@@ -89,7 +90,10 @@ def _parse_message(body: str) -> dict[str, Any]:
 
 
 class LocalAws:
-    """moto server on 127.0.0.1 + the SAM template deployed into it + in-process Lambda handlers."""
+    """moto server on 127.0.0.1 + the SAM template deployed into it + in-process Lambda handlers.
+
+    moto's state is process-wide and ``stop()`` resets it: run one ``LocalAws`` per process at a time.
+    """
 
     def __init__(
         self,
@@ -598,6 +602,23 @@ def _cfn_str(value: Any) -> str:
 def _substitute(definition: str, substitutions: Mapping[str, str]) -> str:
     """CloudFormation's DefinitionSubstitutions: ``${Key}`` for the keys given, anything else left as is."""
     return re.sub(r"\$\{([^}]+)\}", lambda m: substitutions.get(m.group(1), m.group(0)), definition)
+
+
+@contextlib.contextmanager
+def instant_retries() -> Iterator[None]:
+    """Skip the sleeps of Step Functions ``Retry`` intervals (real sleeps in moto; aws-offline.md 1). For tests."""
+    from unittest import mock
+
+    import moto.stepfunctions.parser.asl.component.common.retry.retrier_decl as retrier
+
+    with mock.patch.object(retrier, "time", _NoSleep()):
+        yield
+
+
+class _NoSleep:
+    @staticmethod
+    def sleep(_seconds: float) -> None:
+        return None
 
 
 def new_execution_name(prefix: str = "run") -> str:

@@ -10,8 +10,9 @@ process environment for the calling thread only, and for threads the handler sta
 lock: invocations nest across threads (handler -> SQS -> event-source mapping -> handler) and a lock deadlocks.
 
 Differences from Lambda, on purpose: no timeout is enforced (``get_remaining_time_in_millis`` still counts down),
-handler stdout is not captured into the returned logs, and module state is shared by concurrent invocations of the
-same function (Lambda would use separate sandboxes).
+handler stdout is not captured into the returned logs, module state (including the ``shared`` package, imported once
+per process) is shared by all functions and concurrent invocations (Lambda would use separate sandboxes), and the
+function folder is not put on ``sys.path`` (handlers import from ``shared`` and installed packages only).
 """
 
 from __future__ import annotations

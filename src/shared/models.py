@@ -47,6 +47,7 @@ class Reason(StrEnum):
     RETRIES_EXHAUSTED = "retries_exhausted"
     RESYNC_FAILED = "resync_failed"
     MARKETPLACE_REFUSED = "marketplace_refused"
+    UNEXPECTED_ERROR = "unexpected_error"
 
 
 # What the seller must do for each blocking reason; shown in every answer that carries the reason.
@@ -62,6 +63,7 @@ SELLER_ACTIONS: dict[Reason, str] = {
     Reason.RETRIES_EXHAUSTED: "Three relink attempts failed; the help desk has been notified.",
     Reason.RESYNC_FAILED: "The resync failed again; the help desk has been notified.",
     Reason.MARKETPLACE_REFUSED: "Mercado Libre refused the request; the help desk has been notified.",
+    Reason.UNEXPECTED_ERROR: "An unexpected error stopped the recovery; the help desk has been notified.",
 }
 
 # Reasons that only the seller (or ML) can clear. A sale blocked by one of them is never escalated.

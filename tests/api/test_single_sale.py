@@ -21,7 +21,12 @@ ALREADY_REFLECTED = "2000009102000015"
 CANCELLED = "2000009103000012"
 PAYMENT_REQUIRED = "2000009104000017"
 PAYMENT_IN_PROCESS = "2000009104000024"
-CART_SALE, CART_OTHER, CART_PACK, CART_SHIPMENT = "2000009105000011", "2000009105000028", "2000006105000019", "44031019128"
+CART_SALE, CART_OTHER, CART_PACK, CART_SHIPMENT = (
+    "2000009105000011",
+    "2000009105000028",
+    "2000006105000019",
+    "44031019128",
+)
 NO_PRODUCT, INACTIVE, NOT_SYNCED = "2000009106000014", "2000009107000011", "2000009108000018"
 LISTED_TIMEOUT, LISTED_NOT_SYNCED = "2000009109000015", "2000009110000012"
 TIMEOUT_TWICE, ALWAYS_503, RATE_LIMITED_ONCE = "2000009111000019", "2000009112000016", "2000009113000013"
@@ -164,9 +169,7 @@ def test_an_expired_token_is_refreshed_once_and_persisted(call_api: Api, meli: M
     report = verification(call_api, REFLECTABLE)
     assert report["next_action"] == "relink"
     assert meli.count(method="POST", path_regex="^/oauth/token$") == 1
-    stored = json.loads(
-        boto3.client("secretsmanager").get_secret_value(SecretId=f"{SECRET_PREFIX}{C}")["SecretString"]
-    )
+    stored = json.loads(boto3.client("secretsmanager").get_secret_value(SecretId=f"{SECRET_PREFIX}{C}")["SecretString"])
     assert stored["version"] == 1
     assert (stored["access_token"], stored["refresh_token"]) == meli.tokens(C)
     assert stored["refresh_token"] != old_refresh and stored["access_token"] != old_access
@@ -248,7 +251,11 @@ def test_relink_of_an_already_reflected_sale_answers_200(call_api: Api) -> None:
 def test_relink_of_a_tracking_number_is_refused_with_its_kind(call_api: Api) -> None:
     status, body, _ = call_api("POST", f"/connections/{C}/sales/{TRACKING}/relink")
     assert status == 422
-    assert (body["reason"], body["identifier_kind"], body["outcome"]) == ("not_a_sale_id", "tracking", "not_reflectable")
+    assert (body["reason"], body["identifier_kind"], body["outcome"]) == (
+        "not_a_sale_id",
+        "tracking",
+        "not_reflectable",
+    )
 
 
 # --- reads --------------------------------------------------------------------------------------------------------

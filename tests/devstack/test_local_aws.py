@@ -11,16 +11,14 @@ import os
 import textwrap
 import threading
 import time
-import types
 import uuid
 from typing import TYPE_CHECKING, Any
-from unittest import mock
 
 import httpx
 import pytest
 
 from devstack.api_server import LocalApiServer, Route, build_proxy_event, template_routes
-from devstack.aws import DeployError, LocalAws
+from devstack.aws import DeployError, LocalAws, instant_retries
 from devstack.lambdas import LocalLambdaRuntime, environment_overlay
 
 if TYPE_CHECKING:
@@ -222,13 +220,7 @@ def app_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def stack(app_root: Path) -> Iterator[LocalAws]:
-    import moto.stepfunctions.parser.asl.component.common.retry.retrier_decl as retrier
-
-    # Retry intervals are real sleeps in moto; skip them so the suite stays fast.
-    with (
-        mock.patch.object(retrier, "time", types.SimpleNamespace(sleep=lambda _s: None)),
-        LocalAws(app_root / "template.yaml", stack_name="things-local") as aws,
-    ):
+    with instant_retries(), LocalAws(app_root / "template.yaml", stack_name="things-local") as aws:
         aws.deploy({"Stage": "local", "PauseLabel": "zero"})
         yield aws
 

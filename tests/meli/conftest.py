@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -97,6 +98,22 @@ def simulator() -> Iterator[MeliSimulator]:
         yield sim
 
 
+# DynamoDB applies a conditional write atomically; moto's in-process backend does not (check and write can interleave
+# between threads: 8 threads racing for a free lease see two winners in about half the rounds). This lock restores
+# DynamoDB's guarantee for the moto backend only; the TokenManager's own logic still races freely.
+_MOTO_ATOMIC = threading.Lock()
+
+
+class AtomicDynamoConnectionStore(DynamoConnectionStore):
+    def acquire_refresh_lock(self, connection_id: str, owner: str, ttl_seconds: int) -> bool:
+        with _MOTO_ATOMIC:
+            return super().acquire_refresh_lock(connection_id, owner, ttl_seconds)
+
+    def release_refresh_lock(self, connection_id: str, owner: str) -> None:
+        with _MOTO_ATOMIC:
+            super().release_refresh_lock(connection_id, owner)
+
+
 @dataclass
 class Aws:
     secrets: Any
@@ -114,7 +131,8 @@ class Aws:
 
     def new_connection_store(self) -> DynamoConnectionStore:
         """A store with its own boto3 resource, as another Lambda container would have (resources are per thread)."""
-        return DynamoConnectionStore(boto3.session.Session().resource("dynamodb").Table(self.connections_table))
+        table = boto3.session.Session().resource("dynamodb").Table(self.connections_table)
+        return AtomicDynamoConnectionStore(table)
 
     def new_secrets_client(self) -> Any:
         return boto3.session.Session().client("secretsmanager")
@@ -146,7 +164,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
     with mock_aws():
         names = create_tables(boto3.client("dynamodb"), stage="test")
         table_name = names["ConnectionsTable"]
-        connections = DynamoConnectionStore(boto3.resource("dynamodb").Table(table_name))
+        connections = AtomicDynamoConnectionStore(boto3.resource("dynamodb").Table(table_name))
         connections.put(
             Connection(
                 connection_id=CONNECTION_ID,

@@ -55,7 +55,8 @@ def test_expired_token_is_refreshed_once_and_persisted(
 
     assert count(simulator, "POST", OAUTH, expect=1) == 1
     assert manager.refresh_count == 1
-    assert client.request_count == 2  # the 401 and the retry with the new token
+    assert client.request_count == 3  # the 401, the OAuth refresh and the retry with the new token
+    assert client.refresh_count == 1
     assert count(simulator, "GET", ORDER_PATH, status=401, expect=1) == 1
     new_access, new_refresh = simulator.tokens(CONNECTION_ID)
     stored = aws.stored_tokens()
@@ -80,6 +81,7 @@ def test_token_past_expires_at_is_refreshed_before_the_request(
 
     assert count(simulator, "POST", OAUTH, expect=1) == 1
     assert count(simulator, "GET", ORDER_PATH, status=401, expect=0) == 0
+    assert (client.request_count, client.refresh_count) == (2, 1)
     assert aws.stored_tokens().version == 5
 
 
@@ -101,7 +103,7 @@ def test_second_401_after_refresh_is_unauthorized(
         client.get_order(str(ORDER_ID))
     assert not caught.value.transient
     assert count(simulator, "POST", OAUTH, expect=1) == 1
-    assert client.request_count == 2
+    assert client.request_count == 3
 
 
 def _race(count: int, make_manager: ManagerFactory, work: Any) -> list[Any]:

@@ -96,7 +96,9 @@ def test_escalation_is_claimed_once_per_episode(tables: dict[str, str]) -> None:
     assert errors.claim_escalation("c", "9", "another-episode") is False
     # A sale reflected later leaves the list; a new failure opens a new episode, which may page again.
     errors.resolve("c", "9")
-    reopened = errors.record_failure("c", "9", ErrorEvent(error_type="marketplace_timeout", message="y"), retryable=True)
+    reopened = errors.record_failure(
+        "c", "9", ErrorEvent(error_type="marketplace_timeout", message="y"), retryable=True
+    )
     assert reopened.episode != entry.episode and reopened.escalated is False
     assert errors.claim_escalation("c", "9", reopened.episode) is True
 

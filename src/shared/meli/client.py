@@ -1,8 +1,9 @@
 """The Mercado Libre HTTP client (implements ``MarketplaceClient``, reference/meli-api.md §1-§4, §9).
 
 Every request has a timeout. Only transient failures (timeouts, connection trouble, 5xx, 429) are retried, with
-exponential backoff and full jitter, at most ``max_tries`` tries in all; a 401 refreshes the token once. Every
-failure leaves as a typed ``MeliError``. The Authorization header and the tokens are never logged.
+exponential backoff and full jitter, at most ``max_tries`` tries in all; a 401 refreshes the token once and retries
+(that retry is not one of the ``max_tries``). Every failure leaves as a typed ``MeliError``. The Authorization header
+and the tokens are never logged.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import re
 import threading
 import time
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
@@ -26,7 +28,7 @@ from shared.meli.errors import (
     MeliUnauthorized,
     MeliUnavailable,
 )
-from shared.meli.models import MeliOrder, MeliPack, MeliShipment, OrderSearchPage
+from shared.meli.models import MeliOrder, MeliPack, MeliShipment, OAuthTokens, OrderSearchPage
 from shared.meli.tokens import (
     OAuthRefresher,
     SecretsManagerAppCredentials,
@@ -109,9 +111,11 @@ class HttpMeliClient:
         self._rng = rng or random.Random()
         self._timeout = timeout
         self._counter_lock = threading.Lock()
-        # Counters for benchmarks and logs: requests actually sent (retries and refresh retries included).
+        # Counters for benchmarks and logs: HTTP requests actually sent (retries, and OAuth refreshes this client
+        # caused, included; ML's quota counts them all), retries after a transient failure, OAuth refreshes.
         self.request_count = 0
         self.retry_count = 0
+        self.refresh_count = 0
 
     def __repr__(self) -> str:
         return f"HttpMeliClient(connection_id={self.connection_id!r}, base_url={self._base_url!r})"
@@ -181,6 +185,16 @@ class HttpMeliClient:
             parsed.missing_sections = [s.strip() for s in missing.split(",") if s.strip()]
         return parsed
 
+    def _with_refresh_count(self, get: Callable[[], OAuthTokens]) -> OAuthTokens:
+        before = self._tokens.oauth_calls_in_thread()
+        try:
+            return get()
+        finally:
+            spent = self._tokens.oauth_calls_in_thread() - before
+            with self._counter_lock:
+                self.request_count += spent
+                self.refresh_count += spent
+
     def _count(self, *, retry: bool = False) -> None:
         with self._counter_lock:
             if retry:
@@ -203,7 +217,7 @@ class HttpMeliClient:
         params: dict[str, str | int] | None = None,
         headers: dict[str, str] | None = None,
     ) -> httpx.Response:
-        tokens = self._tokens.current(self.connection_id)
+        tokens = self._with_refresh_count(partial(self._tokens.current, self.connection_id))
         refreshed = False
         failures = 0
         attempt = 0
@@ -237,7 +251,7 @@ class HttpMeliClient:
                 if status == 401 and not refreshed:
                     # The token expired or was revoked early: refresh once (serialized per connection) and retry.
                     refreshed = True
-                    tokens = self._tokens.refresh(self.connection_id, tokens)
+                    tokens = self._with_refresh_count(partial(self._tokens.refresh, self.connection_id, tokens))
                     continue
                 if status == 401:
                     raise MeliUnauthorized(

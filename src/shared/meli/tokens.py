@@ -286,6 +286,7 @@ class TokenManager:
         self._local_locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self.refresh_count = 0  # OAuth calls this manager made (tests, benchmarks)
+        self._per_thread = threading.local()
 
     def __repr__(self) -> str:
         return f"TokenManager(connections={sorted(self._cache)})"
@@ -293,6 +294,10 @@ class TokenManager:
     def _local_lock(self, connection_id: str) -> threading.Lock:
         with self._guard:
             return self._local_locks.setdefault(connection_id, threading.Lock())
+
+    def oauth_calls_in_thread(self) -> int:
+        """OAuth requests this manager sent from the calling thread; lets a client count the requests it caused."""
+        return int(getattr(self._per_thread, "calls", 0))
 
     def forget(self, connection_id: str) -> None:
         """Drop the cached tokens (e.g. after the connection was relinked with new tokens)."""
@@ -357,6 +362,7 @@ class TokenManager:
             return stored
         # Spend the STORED refresh token: it is the latest one, whatever the caller held.
         self.refresh_count += 1
+        self._per_thread.calls = self.oauth_calls_in_thread() + 1
         body = self._refresher(stored.refresh_token, self._app_credentials())
         try:
             fresh = OAuthTokens.from_oauth_response(body, version=stored.version + 1, now=self._clock())

@@ -1,0 +1,114 @@
+"""The embedded default (DESIGN §4): the simulated Mercado Libre, moto with the stack of template.yaml, the scenario's
+platform state, and optionally the REST API on loopback. Used by `make run`, `make serve` and the stack tests.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Self
+
+from devstack import moto_fidelity
+from devstack.api_server import LocalApiServer
+from devstack.aws import LocalAws, SnsInbox
+from devstack.seed import seed
+from devstack.simulator.scenario import Scenario, load_scenario
+from devstack.simulator.server import MeliSimulator
+from shared.recovery import RecoveryService
+from shared.settings import Settings
+from shared.wiring import build_service
+
+TERMINAL_EXECUTION = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
+
+
+class EmbeddedStack:
+    def __init__(
+        self,
+        scenario: Scenario | Path | str,
+        *,
+        relink_wait_seconds: int = 0,
+        meli_timeout_seconds: float = 1.0,
+        meli_max_tries: int = 3,
+        timeout_hold_seconds: float = 3.0,
+        api_port: int | None = None,
+    ) -> None:
+        self.scenario = scenario if isinstance(scenario, Scenario) else load_scenario(Path(scenario))
+        self.meli = MeliSimulator(self.scenario, timeout_hold_seconds=timeout_hold_seconds)
+        self.aws = LocalAws()
+        self._parameters = {
+            "Stage": "local",
+            "RelinkWaitSeconds": str(relink_wait_seconds),
+            "MeliTimeoutSeconds": str(meli_timeout_seconds),
+            "MeliMaxTries": str(meli_max_tries),
+            "LogLevel": "WARNING",
+        }
+        self._api_port = api_port
+        self.api: LocalApiServer | None = None
+        self.inbox: SnsInbox | None = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def start(self) -> Self:
+        moto_fidelity.install()
+        self.meli.start()
+        self.aws.start()
+        self.aws.deploy({**self._parameters, "MeliApiUrl": self.meli.url})
+        self.inbox = self.aws.help_desk_inbox()
+        settings = self.settings()
+        seed(
+            self.scenario,
+            self.service()._stores,
+            secrets_client=self.aws.client("secretsmanager"),
+            secret_prefix=settings.meli_connection_secret_prefix,
+        )
+        if self._api_port is not None:
+            self.api = LocalApiServer(self.aws, port=self._api_port).start()
+        return self
+
+    def stop(self) -> None:
+        if self.api is not None:
+            self.api.stop()
+        self.aws.stop()
+        self.meli.stop()
+        build_service.cache_clear()
+
+    def settings(self) -> Settings:
+        return Settings.from_env(self.aws.function_env("ApiFunction"))
+
+    def service(self) -> RecoveryService:
+        """The domain service wired exactly as the API function is, for drivers and assertions."""
+        return build_service(self.settings(), notifier=True, workflow=True)
+
+    @property
+    def state_machine_arn(self) -> str:
+        return self.aws.state_machine_arn("RelinkStateMachine")
+
+    def run_execution(self, payload: dict[str, Any], *, name: str, timeout: float = 60.0) -> dict[str, Any]:
+        """Start the relink state machine and wait for it; returns describe_execution with parsed output."""
+        sfn = self.aws.client("stepfunctions")
+        arn = sfn.start_execution(stateMachineArn=self.state_machine_arn, name=name, input=json.dumps(payload))[
+            "executionArn"
+        ]
+        return self.wait(arn, timeout=timeout)
+
+    def wait(self, execution_arn: str, *, timeout: float = 60.0) -> dict[str, Any]:
+        sfn = self.aws.client("stepfunctions")
+        deadline = time.monotonic() + timeout
+        while True:
+            described: dict[str, Any] = sfn.describe_execution(executionArn=execution_arn)
+            if described["status"] in TERMINAL_EXECUTION:
+                if described.get("output"):
+                    described["output"] = json.loads(described["output"])
+                return described
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"execution {execution_arn} still {described['status']} after {timeout}s")
+            time.sleep(0.05)
+
+    def help_desk_messages(self) -> list[dict[str, Any]]:
+        assert self.inbox is not None
+        return self.inbox.messages()
