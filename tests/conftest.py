@@ -144,7 +144,7 @@ class Aws:
 
     def help_desk_messages(self) -> list[dict[str, Any]]:
         sqs = boto3.client("sqs")
-        out = []
+        out: list[dict[str, Any]] = []
         while True:
             got = sqs.receive_message(QueueUrl=self.inbox_url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
             messages = got.get("Messages", [])

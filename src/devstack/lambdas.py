@@ -384,6 +384,19 @@ class LocalLambdaRuntime:
         self._save_logs(moto_fn, target, started, error=None)
         return result
 
+    @contextlib.contextmanager
+    def intercept(
+        self, logical_id: str, wrap: Callable[[Callable[[Any, Any], Any]], Callable[[Any, Any], Any]]
+    ) -> Iterator[None]:
+        """Run ``wrap(handler)`` instead of the handler while the block lasts: a test seam to act between two
+        state machine tasks (for example, make ML fail right after verification)."""
+        original = self.handler(logical_id)
+        self._handlers[logical_id] = wrap(original)
+        try:
+            yield
+        finally:
+            self._handlers[logical_id] = original
+
     def handler(self, logical_id: str) -> Callable[[Any, Any], Any]:
         """The handler callable (imported on first use, in the process environment)."""
         return self._load(self.specs[logical_id])

@@ -105,12 +105,12 @@ def resolve(client: MarketplaceClient, aliases: AliasStore, connection_id: str, 
     """Ask ML what ``raw`` is. Transient ML failures propagate (the caller records and retries them)."""
     parsed = parse_identifier(raw)
     if parsed.kind is IdentifierKind.TRACKING:
-        sale_ids = aliases.sale_ids_for(connection_id, parsed.raw)
+        known = aliases.sale_ids_for(connection_id, parsed.raw)
         detail = parsed.detail or ""
-        if not sale_ids:
+        if not known:
             detail += " Mercado Libre has no look-up by tracking number; use the sale id shown in the sale."
         return Resolution(
-            IdentifierResolution(identifier=parsed.raw, kind=parsed.kind, sale_ids=sale_ids, detail=detail)
+            IdentifierResolution(identifier=parsed.raw, kind=parsed.kind, sale_ids=known, detail=detail)
         )
     if parsed.kind is IdentifierKind.UNKNOWN:
         return Resolution(IdentifierResolution(identifier=parsed.raw, kind=parsed.kind, detail=parsed.detail))

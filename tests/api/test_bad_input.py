@@ -26,7 +26,7 @@ def snapshot(aws: Aws) -> dict[str, list[Any]]:
         ("GET", f"/connections/{C}/sales/{'9' * 25}/verification", 400, "invalid_sale_id", "digits"),
         ("GET", f"/connections/{C}/sales/0123/verification", 400, "invalid_sale_id", "starts with 0"),
         ("GET", f"/connections/{C}/sales/%EF%BC%91%EF%BC%92/verification", 400, "invalid_sale_id", "not a sale id"),
-        ("GET", f"/connections/{C}/sales/１２３/verification", 400, "invalid_sale_id", "not a sale id"),
+        ("GET", f"/connections/{C}/sales/\uff11\uff12\uff13/verification", 400, "invalid_sale_id", "not a sale id"),
         ("GET", f"/connections/{C}/sales/1;DROP TABLE/verification", 400, "invalid_sale_id", "not a sale id"),
         ("POST", f"/connections/{C}/sales/abc/resync", 400, "invalid_sale_id", "digits only"),
         ("POST", f"/connections/{C}/sales/abc/relink", 400, "invalid_sale_id", "digits only"),

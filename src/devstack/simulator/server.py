@@ -487,7 +487,7 @@ class MeliSimulator:
     def _get_order(self, token: _TokenState, raw_id: str) -> _Answer:
         if raw_id == "":
             return _Answer(400, ml_error(400, "Order id is empty", "empty_order_id"))
-        if not raw_id.isdigit():
+        if not (raw_id.isascii() and raw_id.isdigit()):
             message = f"Invalid order id '{raw_id}', must be a integer number"
             return _Answer(400, ml_error(400, message, "invalid_order_id"))
         with self._lock:
@@ -500,7 +500,7 @@ class MeliSimulator:
 
     def _get_pack(self, token: _TokenState, raw_id: str) -> _Answer:
         with self._lock:
-            pack = self._packs.get(int(raw_id)) if raw_id.isdigit() else None
+            pack = self._packs.get(int(raw_id)) if (raw_id.isascii() and raw_id.isdigit()) else None
             if pack is None or not any(self._owns(token, o.get("id")) for o in pack.get("orders", [])):
                 return _Answer(404, PACK_NOT_FOUND)
             return _Answer(200, pack)
@@ -521,7 +521,7 @@ class MeliSimulator:
 
     def _get_shipment(self, token: _TokenState, raw_id: str) -> _Answer:
         with self._lock:
-            shipment = self._shipments.get(int(raw_id)) if raw_id.isdigit() else None
+            shipment = self._shipments.get(int(raw_id)) if (raw_id.isascii() and raw_id.isdigit()) else None
             if shipment is None or not any(
                 o["seller"]["id"] == token.seller_id for o in self._shipment_orders(shipment["id"])
             ):
@@ -533,7 +533,7 @@ class MeliSimulator:
             # "Cada vendedor sólo visualizará sus propios productos" (meli-api.md §4).
             orders = (
                 [o for o in self._shipment_orders(int(raw_id)) if o["seller"]["id"] == token.seller_id]
-                if (raw_id.isdigit())
+                if (raw_id.isascii() and raw_id.isdigit())
                 else []
             )
             if not orders:
@@ -561,7 +561,7 @@ class MeliSimulator:
         seller = q.get("seller")
         if seller is None:
             return bad("The parameter seller or buyer is required")
-        if not seller.isdigit():
+        if not (seller.isascii() and seller.isdigit()):
             return bad(f"Invalid seller '{seller}', must be a integer number", "invalid_seller_id")
         if int(seller) != token.seller_id:
             return _Answer(403, ml_error(403, "Invalid caller.id", "caller.id.invalid"))
