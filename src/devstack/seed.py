@@ -82,7 +82,7 @@ def seed(
             record = ReflectedSale(
                 connection_id=reflected.connection_id, sale_id=reflected.sale_id, imported_by=Trigger.SEED
             )
-        stores.sales.reflect(record)
+        stores.sales.reflect(record, attempts=0)
 
     for error in scenario.sale_errors:
         retryable = error.retryable if error.retryable is not None else _retryable(error.error_type)

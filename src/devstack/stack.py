@@ -32,6 +32,7 @@ class EmbeddedStack:
         meli_max_tries: int = 3,
         timeout_hold_seconds: float = 3.0,
         api_port: int | None = None,
+        log_level: str = "WARNING",
     ) -> None:
         self.scenario = scenario if isinstance(scenario, Scenario) else load_scenario(Path(scenario))
         self.meli = MeliSimulator(self.scenario, timeout_hold_seconds=timeout_hold_seconds)
@@ -41,7 +42,7 @@ class EmbeddedStack:
             "RelinkWaitSeconds": str(relink_wait_seconds),
             "MeliTimeoutSeconds": str(meli_timeout_seconds),
             "MeliMaxTries": str(meli_max_tries),
-            "LogLevel": "WARNING",
+            "LogLevel": log_level,
         }
         self._api_port = api_port
         self.api: LocalApiServer | None = None

@@ -109,9 +109,7 @@ def resolve(client: MarketplaceClient, aliases: AliasStore, connection_id: str, 
         detail = parsed.detail or ""
         if not known:
             detail += " Mercado Libre has no look-up by tracking number; use the sale id shown in the sale."
-        return Resolution(
-            IdentifierResolution(identifier=parsed.raw, kind=parsed.kind, sale_ids=known, detail=detail)
-        )
+        return Resolution(IdentifierResolution(identifier=parsed.raw, kind=parsed.kind, sale_ids=known, detail=detail))
     if parsed.kind is IdentifierKind.UNKNOWN:
         return Resolution(IdentifierResolution(identifier=parsed.raw, kind=parsed.kind, detail=parsed.detail))
 

@@ -243,7 +243,9 @@ class RecoveryService:
 
     # --- one attempt: verify, then import ---------------------------------------------------------------------------
 
-    def _attempt(self, connection_id: str, sale_id: str, trigger: Trigger, attempt_key: str | None) -> RecoveryResult:
+    def _attempt(
+        self, connection_id: str, sale_id: str, trigger: Trigger, attempt_key: str | None, *, attempt: int = 1
+    ) -> RecoveryResult:
         state = self._stores.sales.get(connection_id, sale_id)
         if state is not None and state.record is not None:
             self._stores.errors.resolve(connection_id, sale_id)
@@ -259,7 +261,7 @@ class RecoveryService:
             return self._settle_blocked(report, trigger)
         assert assessment.order is not None  # not blocked means ML confirmed the sale
         record = build_record(connection_id, assessment.order, assessment.lines, trigger)
-        stored = self._stores.sales.reflect(record)
+        stored = self._stores.sales.reflect(record, attempts=attempt)
         self._stores.errors.resolve(connection_id, sale_id)
         outcome = Outcome.REFLECTED if stored else Outcome.ALREADY_REFLECTED
         return self._result(connection_id, sale_id, outcome, record=record)
@@ -378,7 +380,7 @@ class RecoveryService:
         ``outcome`` stays IN_PROGRESS and ``retryable`` says whether another attempt can succeed."""
         self.connection(connection_id)
         parse_identifier(sale_id)
-        result = self._attempt(connection_id, sale_id.strip(), trigger, attempt_key)
+        result = self._attempt(connection_id, sale_id.strip(), trigger, attempt_key, attempt=attempt)
         return result.model_copy(update={"attempts": attempt})
 
     def start_relink(self, connection_id: str, sale_id: str, *, request_key: str | None = None) -> RelinkStart:

@@ -17,7 +17,7 @@ from shared.tasks import EscalationRequired, RelinkFailed, parse_task, workflow_
 from shared.wiring import build_service
 
 
-@logger.inject_lambda_context(log_event=False)
+@logger.inject_lambda_context(log_event=False, clear_state=True)
 @metrics.log_metrics
 @tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:

@@ -31,7 +31,7 @@ class Page(Generic[T]):
 class SaleStore(Protocol):
     def get(self, connection_id: str, sale_id: str) -> SaleState | None: ...
 
-    def reflect(self, record: ReflectedSale) -> bool:
+    def reflect(self, record: ReflectedSale, *, attempts: int = 1) -> bool:
         """Store the platform's copy of a sale. True if this call stored it, False if it was already there."""
         ...
 

@@ -91,13 +91,14 @@ class DynamoSaleStore:
         data.pop("reflected_at", None)
         return SaleState.model_validate(data)
 
-    def reflect(self, record: ReflectedSale) -> bool:
+    def reflect(self, record: ReflectedSale, *, attempts: int = 1) -> bool:
         now = _now().isoformat()
         try:
             self._table.update_item(
                 Key={"connection_id": record.connection_id, "sale_id": record.sale_id},
                 UpdateExpression=(
-                    "SET #record = :record, outcome = :outcome, reflected_at = :now, updated_at = :now "
+                    "SET #record = :record, outcome = :outcome, attempts = :attempts, reflected_at = :now, "
+                    "updated_at = :now "
                     "REMOVE reason, detail, identifier_kind, sale_ids"
                 ),
                 ConditionExpression="attribute_not_exists(#record)",
@@ -105,6 +106,7 @@ class DynamoSaleStore:
                 ExpressionAttributeValues={
                     ":record": _to_dynamo(record.model_dump(mode="json")),
                     ":outcome": Outcome.REFLECTED.value,
+                    ":attempts": attempts,
                     ":now": now,
                 },
             )
