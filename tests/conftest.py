@@ -41,7 +41,7 @@ from devstack.seed import seed
 from devstack.simulator.scenario import Scenario, load_scenario
 from devstack.simulator.server import MeliSimulator
 from devstack.template import create_tables, table_env
-from shared.wiring import build_service
+from shared.wiring import build_bulk_service, build_job_store, build_service
 
 moto_fidelity.install()
 
@@ -174,6 +174,17 @@ def aws(meli: MeliSimulator, scenario: Scenario, monkeypatch: pytest.MonkeyPatch
             Name=f"sales-recovery/{STAGE}/meli-app",
             SecretString=json.dumps({"client_id": "5503910054141466", "client_secret": "test-app-secret"}),
         )["ARN"]
+        dlq_arn = sqs.get_queue_attributes(
+            QueueUrl=sqs.create_queue(QueueName=f"sales-recovery-{STAGE}-bulk-dlq")["QueueUrl"],
+            AttributeNames=["QueueArn"],
+        )["Attributes"]["QueueArn"]
+        bulk_url = sqs.create_queue(
+            QueueName=f"sales-recovery-{STAGE}-bulk",
+            Attributes={
+                "VisibilityTimeout": "720",
+                "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "3"}),
+            },
+        )["QueueUrl"]
         sfn = boto3.client("stepfunctions")
         state_machine_arn = sfn.create_state_machine(
             name=f"sales-recovery-{STAGE}-relink",
@@ -190,14 +201,21 @@ def aws(meli: MeliSimulator, scenario: Scenario, monkeypatch: pytest.MonkeyPatch
             "MELI_CONNECTION_SECRET_PREFIX": SECRET_PREFIX,
             "HELP_DESK_TOPIC_ARN": topic_arn,
             "RELINK_STATE_MACHINE_ARN": state_machine_arn,
+            "BULK_QUEUE_URL": bulk_url,
+            "BULK_MAX_IDS": "10000",
+            "BULK_WORKER_THREADS": "8",
         }
         for key, value in env.items():
             monkeypatch.setenv(key, value)
         build_service.cache_clear()
+        build_bulk_service.cache_clear()
+        build_job_store.cache_clear()
         service = build_service_for_tests()
         seed(scenario, service._stores, secrets_client=secrets, secret_prefix=SECRET_PREFIX)
         yield Aws(env=env, topic_arn=topic_arn, inbox_url=inbox_url)
         build_service.cache_clear()
+        build_bulk_service.cache_clear()
+        build_job_store.cache_clear()
 
 
 def build_service_for_tests() -> Any:

@@ -265,6 +265,7 @@ class LocalAws:
 
         cfn: dict[str, Any] = transform(sam, dict(self.parameters), _NoManagedPolicyLoader())
         _drop_api_gateway(cfn)
+        _drop_event_source_mappings(cfn)
         self._create_unsupported(cfn)
         self._translated = cfn
         self._create_stack(cfn, given)
@@ -518,6 +519,15 @@ def _references(node: Any) -> Iterator[str]:
     elif isinstance(node, list):
         for value in node:
             yield from _references(value)
+
+
+def _drop_event_source_mappings(cfn: dict[str, Any]) -> None:
+    """moto's SQS event-source mapping calls the function inside ``send_message``, one record at a time, and
+    ignores partial batch responses (aws-offline.md §2): the API's send would block for the whole job. Locally
+    ``devstack.sqs_poller`` polls the queues instead, as Lambda's own poller does in the cloud."""
+    resources: dict[str, Any] = cfn["Resources"]
+    for logical_id in [k for k, r in resources.items() if r["Type"] == "AWS::Lambda::EventSourceMapping"]:
+        del resources[logical_id]
 
 
 def _drop_api_gateway(cfn: dict[str, Any]) -> None:

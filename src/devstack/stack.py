@@ -15,6 +15,7 @@ from devstack.aws import LocalAws, SnsInbox
 from devstack.seed import seed
 from devstack.simulator.scenario import Scenario, load_scenario
 from devstack.simulator.server import MeliSimulator
+from devstack.sqs_poller import SqsPoller
 from shared.recovery import RecoveryService
 from shared.settings import Settings
 from shared.wiring import build_service
@@ -33,6 +34,8 @@ class EmbeddedStack:
         timeout_hold_seconds: float = 3.0,
         api_port: int | None = None,
         log_level: str = "WARNING",
+        parameters: dict[str, str] | None = None,
+        worker_concurrency: int = 4,
     ) -> None:
         self.scenario = scenario if isinstance(scenario, Scenario) else load_scenario(Path(scenario))
         self.meli = MeliSimulator(self.scenario, timeout_hold_seconds=timeout_hold_seconds)
@@ -43,10 +46,13 @@ class EmbeddedStack:
             "MeliTimeoutSeconds": str(meli_timeout_seconds),
             "MeliMaxTries": str(meli_max_tries),
             "LogLevel": log_level,
+            **(parameters or {}),
         }
         self._api_port = api_port
         self.api: LocalApiServer | None = None
         self.inbox: SnsInbox | None = None
+        self.poller: SqsPoller | None = None
+        self._worker_concurrency = worker_concurrency
 
     def __enter__(self) -> Self:
         return self.start()
@@ -67,6 +73,7 @@ class EmbeddedStack:
             secrets_client=self.aws.client("secretsmanager"),
             secret_prefix=settings.meli_connection_secret_prefix,
         )
+        self.poller = SqsPoller(self.aws, concurrency=self._worker_concurrency).start()
         if self._api_port is not None:
             self.api = LocalApiServer(self.aws, port=self._api_port).start()
         return self
@@ -74,6 +81,8 @@ class EmbeddedStack:
     def stop(self) -> None:
         if self.api is not None:
             self.api.stop()
+        if self.poller is not None:
+            self.poller.stop()
         self.aws.stop()
         self.meli.stop()
         build_service.cache_clear()

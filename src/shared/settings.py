@@ -23,8 +23,13 @@ class Settings(BaseModel):
     connections_table: str = "connections"
     identifier_aliases_table: str = "identifier-aliases"
     idempotency_table: str = "idempotency"
+    jobs_table: str = "jobs"
     help_desk_topic_arn: str = ""
     relink_state_machine_arn: str = ""
+    bulk_queue_url: str = ""
+    bulk_max_ids: int = Field(default=10_000, ge=1)
+    bulk_worker_threads: int = Field(default=8, ge=1, le=64)
+    meli_requests_per_second: float = Field(default=0.0, ge=0)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

@@ -14,8 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.identifiers import InvalidConnectionId, InvalidIdentifier
 from shared.meli.errors import MeliError, MeliTransientError
-from shared.models import Reason
+from shared.models import Reason, RecoveryResult
 from shared.recovery import ConnectionNotFound
+from shared.settings import Settings
 
 
 class MarketplaceUnavailable(Exception):
@@ -50,6 +51,7 @@ class TaskInput(BaseModel):
     execution_id: str | None = None
     reason: Reason | None = None
     last_error: dict[str, Any] | None = None
+    job_id: str | None = None  # set when a bulk job handed the sale over; the outcome goes back to its ledger
 
     @property
     def last_error_text(self) -> str | None:
@@ -76,3 +78,19 @@ def workflow_errors() -> Iterator[None]:
         raise MarketplaceUnavailable(str(exc)) from exc
     except MeliError as exc:
         raise EscalationRequired(str(exc)) from exc
+
+
+def report_to_job(task: TaskInput, result: RecoveryResult) -> None:
+    """A sale handed over by a bulk job settles its job item when the state machine reaches its outcome."""
+    if not task.job_id or not result.outcome.terminal:
+        return
+    from shared.wiring import build_job_store
+
+    build_job_store(Settings.from_env()).settle(
+        task.job_id,
+        result.sale_id,
+        result.outcome,
+        reason=result.reason,
+        attempts=result.attempts,
+        detail=result.seller_action or result.detail,
+    )

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from shared.recovery import RecoveryService, Stores
 from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from shared.bulk import BulkService
+    from shared.jobs import JobStore
 
 
 @lru_cache(maxsize=8)
@@ -45,3 +50,41 @@ def build_service(settings: Settings, *, notifier: bool = False, workflow: bool 
 
         relink = StepFunctionsRelinkWorkflow(boto3.client("stepfunctions"), settings.relink_state_machine_arn)
     return RecoveryService(stores, marketplace, help_desk, relink)
+
+
+@lru_cache(maxsize=8)
+def build_bulk_service(settings: Settings, *, queue: bool = False) -> BulkService:
+    """The bulk service: the API submits (queue), the worker processes (state machine hand-over)."""
+    import boto3
+
+    from shared.bulk import BulkService
+    from shared.workflow import StepFunctionsRelinkWorkflow
+
+    recovery = build_service(settings, notifier=True, workflow=bool(settings.relink_state_machine_arn))
+    sqs_queue = None
+    if queue:
+        from shared.queue import SqsBulkQueue
+
+        sqs_queue = SqsBulkQueue(boto3.client("sqs"), settings.bulk_queue_url)
+    workflow = (
+        StepFunctionsRelinkWorkflow(boto3.client("stepfunctions"), settings.relink_state_machine_arn)
+        if settings.relink_state_machine_arn
+        else None
+    )
+    return BulkService(
+        recovery,
+        build_job_store(settings),
+        sqs_queue,
+        workflow,
+        max_ids=settings.bulk_max_ids,
+        threads=settings.bulk_worker_threads,
+    )
+
+
+@lru_cache(maxsize=8)
+def build_job_store(settings: Settings) -> JobStore:
+    import boto3
+
+    from shared.stores.dynamodb import DynamoJobStore
+
+    return DynamoJobStore(boto3.resource("dynamodb").Table(settings.jobs_table))

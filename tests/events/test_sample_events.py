@@ -56,13 +56,17 @@ def test_attempt_task_samples(aws: Aws, function: str, attempts: int) -> None:
 def test_escalate_task_sample_pages_once(aws: Aws) -> None:
     first = _task("escalate", "tasks/escalate.json")
     second = _task("escalate", "tasks/escalate.json")  # a Step Functions retry of the same task
-    assert first == second == {
-        "connection_id": "mla-main",
-        "sale_id": "2000009713473608",
-        "outcome": "escalated",
-        "reason": "retries_exhausted",
-        "attempts": 3,
-    }
+    assert (
+        first
+        == second
+        == {
+            "connection_id": "mla-main",
+            "sale_id": "2000009713473608",
+            "outcome": "escalated",
+            "reason": "retries_exhausted",
+            "attempts": 3,
+        }
+    )
     pages = aws.help_desk_messages()
     assert len(pages) == 1 and "RelinkFailed" in pages[0]["last_error"]
 

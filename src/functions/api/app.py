@@ -7,6 +7,7 @@ Thin: each route parses, calls one domain function and maps the answer. Domain e
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
@@ -16,6 +17,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from shared.bulk import BulkService, NoSaleIds, TooManyIds
 from shared.identifiers import InvalidConnectionId, InvalidIdentifier
 from shared.meli.errors import MeliError, MeliTransientError
 from shared.models import Outcome, Reason
@@ -23,7 +25,7 @@ from shared.observability import logger, metrics, record_outcome, tracer
 from shared.recovery import ConnectionNotFound, NotASaleId, NotInErrorList, RecoveryService, SaleNeverSeen
 from shared.settings import Settings
 from shared.stores.dynamodb import InvalidCursor
-from shared.wiring import build_service
+from shared.wiring import build_bulk_service, build_service
 
 app = APIGatewayRestResolver(enable_validation=True)
 
@@ -34,8 +36,12 @@ ROUTES = {  # path template -> methods; used to tell a wrong method (405) from a
     "/connections/{connection_id}/sales/{sale_id}/relink": {"POST"},
     "/connections/{connection_id}/sales/{sale_id}": {"GET"},
     "/connections/{connection_id}/sale-errors": {"GET"},
+    "/connections/{connection_id}/reprocessing-jobs": {"POST"},
+    "/connections/{connection_id}/reprocessing-jobs/{job_id}": {"GET"},
 }
 MAX_BODY_BYTES = 64 * 1024
+MAX_JOB_BODY_BYTES = 1024 * 1024  # 10,000 ids as text fit with room to spare
+JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 class BadRequestBody(ValueError):
@@ -48,20 +54,24 @@ def service() -> RecoveryService:
     return build_service(Settings.from_env(), notifier=True, workflow=True)
 
 
+def bulk_service() -> BulkService:
+    return build_bulk_service(Settings.from_env(), queue=True)
+
+
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response[str]:
     return Response(
         status_code=status, content_type=content_types.APPLICATION_JSON, body=json.dumps(body), headers=headers
     )
 
 
-def _optional_json_object_body() -> dict[str, Any]:
+def _optional_json_object_body(max_bytes: int = MAX_BODY_BYTES) -> dict[str, Any]:
     """POST routes take no body, or a JSON object (reserved for options); anything else is a client error."""
     event = app.current_event
     raw = event.body or ""
     if not raw.strip():
         return {}
-    if len(raw.encode()) > MAX_BODY_BYTES:
-        raise BadRequestBody(f"The body is larger than {MAX_BODY_BYTES} bytes.", status=413)
+    if len(raw.encode()) > max_bytes:
+        raise BadRequestBody(f"The body is larger than {max_bytes} bytes.", status=413)
     content_type = (event.headers or {}).get("content-type") or (event.headers or {}).get("Content-Type") or ""
     if content_type and "json" not in content_type.lower():
         raise BadRequestBody(f"Send JSON (Content-Type: application/json), not '{content_type}'.", status=415)
@@ -144,6 +154,56 @@ def get_sale_errors(
     )
 
 
+@app.post("/connections/<connection_id>/reprocessing-jobs")
+def post_reprocessing_job(connection_id: str) -> Response[str]:
+    body = _optional_json_object_body(MAX_JOB_BODY_BYTES)
+    if "sale_ids" not in body:
+        raise BadRequestBody(
+            'Send {"sale_ids": ["2000001234567890", ...]} or {"sale_ids": "2000001234567890, 2000001234567891"}.'
+        )
+    unknown = sorted(set(body) - {"sale_ids"})
+    if unknown:
+        raise BadRequestBody(f'Unknown field(s) {", ".join(unknown)}; the body takes only "sale_ids".')
+    job = bulk_service().submit(connection_id, body["sale_ids"])
+    return _json(
+        202,
+        {
+            "job_id": job.job_id,
+            "connection_id": connection_id,
+            "status": job.status.value,
+            "accepted": job.accepted,
+            "rejected": [r.model_dump(exclude_none=True) for r in job.rejected],
+            "duplicates": job.duplicates,
+            "messages": job.messages,
+            "status_url": f"/connections/{connection_id}/reprocessing-jobs/{job.job_id}",
+        },
+    )
+
+
+@app.get("/connections/<connection_id>/reprocessing-jobs/<job_id>")
+def get_reprocessing_job(
+    connection_id: str,
+    job_id: str,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+) -> Response[str]:
+    if not JOB_ID.fullmatch(job_id):
+        return _error(400, "invalid_job_id", f"'{job_id[:40]}' is not a job id (32 hexadecimal characters).")
+    service = bulk_service()
+    job = service.job(connection_id, job_id)
+    if job is None:
+        return _error(404, "job_not_found", f"No reprocessing job {job_id} in connection {connection_id}.")
+    page = service.job_items(job_id, limit=limit, cursor=cursor)
+    body = job.model_dump(mode="json", exclude_none=True, exclude={"counts", "handed_over"})
+    body |= {
+        "status": job.status.value,
+        "counts": job.all_counts(),
+        "items": [item.model_dump(mode="json", exclude_none=True, exclude={"updated_at"}) for item in page.items],
+        "next_cursor": page.next_cursor,
+    }
+    return _json(200, body)
+
+
 # --- errors: one place, bodies a person can act on -------------------------------------------------------------------
 
 
@@ -169,6 +229,16 @@ def _invalid_cursor(exc: InvalidCursor) -> Response[str]:
 @app.exception_handler(BadRequestBody)
 def _bad_body(exc: BadRequestBody) -> Response[str]:
     return _error(exc.status, "invalid_body", str(exc))
+
+
+@app.exception_handler(NoSaleIds)
+def _no_ids(exc: NoSaleIds) -> Response[str]:
+    return _error(422, "no_sale_ids", str(exc))
+
+
+@app.exception_handler(TooManyIds)
+def _too_many(exc: TooManyIds) -> Response[str]:
+    return _error(422, "too_many_sale_ids", str(exc))
 
 
 @app.exception_handler(ConnectionNotFound)

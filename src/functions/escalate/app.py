@@ -10,7 +10,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from shared.models import Reason
 from shared.observability import logger, metrics, tracer
 from shared.settings import Settings
-from shared.tasks import parse_task, workflow_errors
+from shared.tasks import parse_task, report_to_job, workflow_errors
 from shared.wiring import build_service
 
 
@@ -31,4 +31,5 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         )
     metrics.add_metric(name="SalesEscalated", unit=MetricUnit.Count, value=1)
     logger.info("escalated", extra={"reason": result.reason, "attempts": result.attempts})
+    report_to_job(task, result)
     return result.to_output()

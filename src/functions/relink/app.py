@@ -13,7 +13,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from shared.models import Outcome
 from shared.observability import logger, metrics, record_outcome, tracer
 from shared.settings import Settings
-from shared.tasks import EscalationRequired, RelinkFailed, parse_task, workflow_errors
+from shared.tasks import EscalationRequired, RelinkFailed, parse_task, report_to_job, workflow_errors
 from shared.wiring import build_service
 
 
@@ -32,4 +32,5 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         logger.warning("relink attempt failed", extra={"error_type": result.error_type, "retryable": result.retryable})
         raise (RelinkFailed if result.retryable else EscalationRequired)(result.detail or result.error_type)
     record_outcome(result, operation="relink")
+    report_to_job(task, result)
     return result.to_output()

@@ -9,7 +9,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from shared.models import Outcome, Trigger
 from shared.observability import logger, metrics, record_outcome, tracer
 from shared.settings import Settings
-from shared.tasks import EscalationRequired, ResyncFailed, parse_task, workflow_errors
+from shared.tasks import EscalationRequired, ResyncFailed, parse_task, report_to_job, workflow_errors
 from shared.wiring import build_service
 
 
@@ -31,5 +31,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     if result.outcome is Outcome.IN_PROGRESS:
         logger.warning("resync failed", extra={"error_type": result.error_type, "retryable": result.retryable})
         raise (ResyncFailed if result.retryable else EscalationRequired)(result.detail or result.error_type)
-    record_outcome(result, operation="resync")
-    return result.model_copy(update={"attempts": task.attempts + 1}).to_output()
+    settled = result.model_copy(update={"attempts": task.attempts + 1})
+    record_outcome(settled, operation="resync")
+    report_to_job(task, settled)
+    return settled.to_output()

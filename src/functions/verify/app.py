@@ -12,7 +12,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from shared.models import Trigger
 from shared.observability import logger, metrics, record_outcome, tracer
 from shared.settings import Settings
-from shared.tasks import parse_task, workflow_errors
+from shared.tasks import parse_task, report_to_job, workflow_errors
 from shared.wiring import build_service
 
 
@@ -28,7 +28,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         )
     answer: dict[str, Any] = {"next_action": action.value}
     if result is not None:
-        record_outcome(result, operation="verify")
-        answer["output"] = result.model_copy(update={"attempts": task.attempts}).to_output()
+        settled = result.model_copy(update={"attempts": task.attempts})
+        record_outcome(settled, operation="verify")
+        report_to_job(task, settled)
+        answer["output"] = settled.to_output()
     logger.info("triaged", extra={"next_action": action.value})
     return answer

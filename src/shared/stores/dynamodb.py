@@ -16,6 +16,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from shared.jobs import Job, JobItem
 from shared.models import (
     Connection,
     ErrorEntry,
@@ -439,3 +440,211 @@ class DynamoAliasStore:
                 "updated_at": _now().isoformat(),
             }
         )
+
+
+# --- Reprocessing jobs ------------------------------------------------------------------------------------------------
+
+HEADER_KEY = "#"  # sorts before every digit, so a query for items starts right after the header
+JOB_TTL = timedelta(days=30)
+OPEN_OUTCOMES = (Outcome.PENDING.value, Outcome.IN_PROGRESS.value)
+
+
+def _transaction_cancelled(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") == "TransactionCanceledException"
+
+
+class DynamoJobStore:
+    def __init__(self, table: Any) -> None:
+        self._table = table
+        self._client = table.meta.client  # the resource's client (de)serialises attribute values itself
+
+    def create(self, job: Job, sale_ids: list[str]) -> None:
+        expires = int((_now() + JOB_TTL).timestamp())
+        header = job.model_dump(mode="json", exclude={"counts"})
+        header.update({"item_key": HEADER_KEY, "expires_at": expires})
+        header.update({f"count_{outcome}": 0 for outcome in _TERMINAL})
+        # Items first: a header that exists promises that every accepted id has its item.
+        now = _now().isoformat()
+        with self._table.batch_writer() as batch:
+            for sale_id in sale_ids:
+                batch.put_item(
+                    Item={
+                        "job_id": job.job_id,
+                        "item_key": sale_id,
+                        "outcome": Outcome.PENDING.value,
+                        "attempts": 0,
+                        "updated_at": now,
+                        "expires_at": expires,
+                    }
+                )
+        self._table.put_item(Item=_to_dynamo(header), ConditionExpression="attribute_not_exists(job_id)")
+
+    def set_messages(self, job_id: str, messages: int) -> None:
+        self._table.update_item(
+            Key={"job_id": job_id, "item_key": HEADER_KEY},
+            UpdateExpression="SET messages = :m",
+            ExpressionAttributeValues={":m": messages},
+        )
+
+    def get(self, job_id: str) -> Job | None:
+        got = self._table.get_item(Key={"job_id": job_id, "item_key": HEADER_KEY}, ConsistentRead=True)
+        if "Item" not in got:
+            return None
+        data = _from_dynamo(got["Item"])
+        counts = {o: int(data.pop(f"count_{o}", 0)) for o in _TERMINAL}
+        for internal in ("item_key", "expires_at"):
+            data.pop(internal, None)
+        return Job.model_validate({**data, "counts": counts})
+
+    @staticmethod
+    def _item(data: dict[str, Any]) -> JobItem:
+        data = _from_dynamo(data)
+        data["sale_id"] = data.pop("item_key")
+        for internal in ("job_id", "expires_at"):
+            data.pop(internal, None)
+        return JobItem.model_validate(data)
+
+    def items(self, job_id: str, *, limit: int = 100, cursor: str | None = None) -> Page[JobItem]:
+        from boto3.dynamodb.conditions import Key
+
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": Key("job_id").eq(job_id) & Key("item_key").gt(HEADER_KEY),
+            "Limit": limit,
+            "ConsistentRead": True,
+        }
+        start = decode_cursor(cursor, required_keys={"job_id", "item_key"})
+        if start:
+            if start["job_id"] != job_id:
+                raise InvalidCursor("the cursor belongs to another job; start again without it")
+            kwargs["ExclusiveStartKey"] = start
+        result = self._table.query(**kwargs)
+        return Page(
+            items=[self._item(item) for item in result.get("Items", [])],
+            next_cursor=encode_cursor(result.get("LastEvaluatedKey")),
+        )
+
+    def get_items(self, job_id: str, sale_ids: list[str]) -> dict[str, JobItem]:
+        found: dict[str, JobItem] = {}
+        keys = [{"job_id": job_id, "item_key": s} for s in dict.fromkeys(sale_ids)]
+        while keys:
+            batch, keys = keys[:100], keys[100:]
+            request: dict[str, Any] = {self._table.name: {"Keys": batch, "ConsistentRead": True}}
+            while request:
+                response = self._client.batch_get_item(RequestItems=request)
+                for item in response.get("Responses", {}).get(self._table.name, []):
+                    job_item = self._item(item)
+                    found[job_item.sale_id] = job_item
+                request = response.get("UnprocessedKeys") or {}
+        return found
+
+    def mark_started(self, job_id: str) -> None:
+        self._table.update_item(
+            Key={"job_id": job_id, "item_key": HEADER_KEY},
+            UpdateExpression="SET started_at = if_not_exists(started_at, :now)",
+            ExpressionAttributeValues={":now": _now().isoformat()},
+        )
+
+    def hand_over(self, job_id: str, sale_id: str, execution_arn: str, attempts: int) -> None:
+        try:
+            self._client.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": self._table.name,
+                            "Key": {"job_id": job_id, "item_key": sale_id},
+                            "UpdateExpression": (
+                                "SET outcome = :ip, execution_arn = :arn, attempts = :a, updated_at = :now"
+                            ),
+                            "ConditionExpression": "outcome = :pending",
+                            "ExpressionAttributeValues": {
+                                ":ip": Outcome.IN_PROGRESS.value,
+                                ":pending": Outcome.PENDING.value,
+                                ":arn": execution_arn,
+                                ":a": attempts,
+                                ":now": _now().isoformat(),
+                            },
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self._table.name,
+                            "Key": {"job_id": job_id, "item_key": HEADER_KEY},
+                            "UpdateExpression": "ADD handed_over :one",
+                            "ExpressionAttributeValues": {":one": 1},
+                        }
+                    },
+                ]
+            )
+        except ClientError as exc:
+            if not _transaction_cancelled(exc):
+                raise  # cancelled: handed over (or settled) already by an earlier delivery
+
+    def settle(
+        self,
+        job_id: str,
+        sale_id: str,
+        outcome: Outcome,
+        *,
+        reason: Reason | None = None,
+        attempts: int = 0,
+        detail: str | None = None,
+    ) -> bool:
+        if not outcome.terminal:
+            raise ValueError(f"{outcome} is not a terminal outcome")
+        for _ in range(3):  # optimistic: the item may move (pending -> in_progress) between read and write
+            current = self._table.get_item(Key={"job_id": job_id, "item_key": sale_id}, ConsistentRead=True)
+            if "Item" not in current or current["Item"]["outcome"] not in OPEN_OUTCOMES:
+                return False
+            previous = current["Item"]["outcome"]
+            header_update = "ADD settled :one, #count :one"
+            if previous == Outcome.IN_PROGRESS.value and current["Item"].get("execution_arn"):
+                header_update += ", handed_over :minus"
+            sets = "SET outcome = :o, attempts = :a, updated_at = :now"
+            values: dict[str, Any] = {
+                ":o": outcome.value,
+                ":a": attempts,
+                ":now": _now().isoformat(),
+                ":prev": previous,
+            }
+            removes = []
+            for name, value in (("reason", reason.value if reason else None), ("detail", detail)):
+                if value is None:
+                    removes.append(name)
+                else:
+                    sets += f", {name} = :{name}"
+                    values[f":{name}"] = value
+            expression = sets + (" REMOVE " + ", ".join(removes) if removes else "")
+            try:
+                self._client.transact_write_items(
+                    TransactItems=[
+                        {
+                            "Update": {
+                                "TableName": self._table.name,
+                                "Key": {"job_id": job_id, "item_key": sale_id},
+                                "UpdateExpression": expression,
+                                "ConditionExpression": "outcome = :prev",
+                                "ExpressionAttributeValues": values,
+                            }
+                        },
+                        {
+                            "Update": {
+                                "TableName": self._table.name,
+                                "Key": {"job_id": job_id, "item_key": HEADER_KEY},
+                                "UpdateExpression": header_update,
+                                "ExpressionAttributeNames": {"#count": f"count_{outcome.value}"},
+                                "ExpressionAttributeValues": {":one": 1, ":minus": -1}
+                                if ":minus" in header_update
+                                else {":one": 1},
+                            }
+                        },
+                    ]
+                )
+            except ClientError as exc:
+                if _transaction_cancelled(exc):
+                    continue
+                raise
+            return True
+        return False
+
+
+_TERMINAL = tuple(o.value for o in Outcome if o.terminal)

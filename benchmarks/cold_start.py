@@ -1,0 +1,473 @@
+"""Cold start of every Lambda handler: import time, import + first invocation, peak RSS, and where the time goes.
+
+Each measurement runs in a fresh interpreter (one Lambda sandbox), N times, interleaved; the table shows medians.
+The first invocation is real: AWS is moto's server and Mercado Libre the simulator, both started here, on loopback.
+
+    .venv/bin/python benchmarks/cold_start.py [--runs 5] [--functions api verify ...] [--tracing on|off]
+
+What the child looks like, on purpose:
+- Lambda's environment: ``LAMBDA_TASK_ROOT``, ``AWS_LAMBDA_FUNCTION_NAME``, ``_X_AMZN_TRACE_ID`` and the template's
+  variables, so Powertools Tracer is enabled as with ``Tracing: Active`` (``--tracing off`` sets
+  ``POWERTOOLS_TRACE_DISABLED``). Segments go over UDP to a port where no X-Ray daemon listens (UDP does not fail).
+- Only what Lambda has is importable: the runtime's boto3 and the layer's requirements (``src/layer/requirements.txt``)
+  with their dependencies; the dev venv's other packages (rich, click, moto, ...) are hidden, because some libraries
+  import them when present (httpx imports rich and click for its CLI).
+- The function folder first on ``sys.path`` (``/var/task``), then ``src`` (the layer's ``shared``); no bytecode is
+  written, as ``/var/task`` and ``/opt`` are read-only in Lambda.
+- Timings are taken inside the child (``perf_counter`` around the import and the handler call), so interpreter start-up
+  is left out of the function and of the baseline alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import importlib.metadata
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src"
+sys.path.insert(0, str(SRC))
+
+STAGE = "bench"
+SECRET_PREFIX = f"sales-recovery/{STAGE}/connections/"
+CONNECTION = "mla-main"
+RATIO_TARGET = 2.0
+TOP_IMPORTS = 8
+
+# The recorded events name sale 2000009713473608, which the default scenario does not hold; each is re-aimed at a
+# scenario sale that takes the function's main path (scenarios/README.md), so the first call does the real work.
+FUNCTIONS: dict[str, tuple[str, str]] = {  # function -> (event, sale id)
+    "api": ("api/get-verification.json", "2000009101000011"),  # case a: paid, fine, not reflected -> relink
+    "verify": ("tasks/verify.json", "2000009101000011"),  # case a -> next_action relink
+    "resync": ("tasks/resync.json", "2000009109000015"),  # case i: in the error list, retryable -> reflected
+    "relink": ("tasks/relink.json", "2000009101000011"),  # case a -> reflected
+    "escalate": ("tasks/escalate.json", "2000009112000016"),  # case l: ML 503 every time -> escalated, one page
+}
+
+# Runs in the child: ``python -c CHILD mode function_dir event_file result_file``.
+CHILD = r"""
+import json, os, resource, sys, time
+
+mode, function_dir, event_file, result_file = sys.argv[1:5]
+hidden = frozenset(filter(None, os.environ.pop("BENCH_HIDDEN_MODULES", "").split(",")))
+
+
+class NotInLambda:
+    # Packages of the dev venv that neither the Lambda runtime nor the layer ship.
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in hidden:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, NotInLambda())
+
+
+class Context:
+    function_name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "bench")
+    function_version = "$LATEST"
+    invoked_function_arn = f"arn:aws:lambda:us-east-1:123456789012:function:{function_name}"
+    memory_limit_in_mb = 256
+    aws_request_id = "6f1c2a3b-0000-4000-8000-000000000001"
+    log_group_name = f"/aws/lambda/{function_name}"
+    log_stream_name = "2026/11/27/[$LATEST]0123456789abcdef"
+
+    def get_remaining_time_in_millis(self):
+        return 30_000
+
+
+event = json.loads(open(event_file).read()) if event_file != "-" else None
+answer = None
+t0 = time.perf_counter()
+if mode == "boto3":
+    import boto3
+elif mode == "boto3-client":
+    import boto3
+
+    boto3.client("dynamodb")
+else:
+    sys.path.insert(0, function_dir)
+    import app
+t1 = time.perf_counter()
+print("@@bench: invoke", file=sys.stderr, flush=True)  # splits -X importtime output into import / first invoke
+if mode == "invoke":
+    answer = app.lambda_handler(event, Context())
+t2 = time.perf_counter()
+with open(result_file, "w") as out:
+    json.dump(
+        {
+            "import_ms": (t1 - t0) * 1000,
+            "total_ms": (t2 - t0) * 1000,
+            "rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+            "answer": answer,
+        },
+        out,
+        default=str,
+    )
+"""
+
+
+@dataclass
+class Sample:
+    import_ms: float
+    total_ms: float
+    rss_mb: float
+    answer: Any = None
+    ml_requests: int = 0
+
+
+@dataclass
+class Series:
+    samples: list[Sample] = field(default_factory=list)
+
+    def median(self, attr: str) -> float:
+        return statistics.median(getattr(s, attr) for s in self.samples)
+
+    def spread(self, attr: str) -> tuple[float, float]:
+        values = [getattr(s, attr) for s in self.samples]
+        return min(values), max(values)
+
+
+# --- what Lambda can import ------------------------------------------------------------------------------------------
+
+
+def lambda_distributions() -> set[str]:
+    """The distributions Lambda has: the runtime's boto3 plus the layer's requirements, with their dependencies."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    lines = (SRC / "layer" / "requirements.txt").read_text().splitlines()
+    todo = [Requirement(line) for line in lines if line.strip() and not line.startswith("#")] + [Requirement("boto3")]
+    seen: set[tuple[str, frozenset[str]]] = set()
+    while todo:
+        req = todo.pop()
+        key = (canonicalize_name(req.name), frozenset(req.extras))
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            requires = importlib.metadata.distribution(req.name).requires or []
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        for raw in requires:
+            sub = Requirement(raw)
+            extras = req.extras or {""}
+            if sub.marker is None or any(sub.marker.evaluate({"extra": extra}) for extra in extras):
+                todo.append(sub)
+    return {name for name, _ in seen}
+
+
+def hidden_modules() -> list[str]:
+    """Top-level modules of the venv that no Lambda distribution provides (``shared`` comes from ``src``)."""
+    from packaging.utils import canonicalize_name
+
+    keep = lambda_distributions()
+    hidden = [
+        module
+        for module, dists in importlib.metadata.packages_distributions().items()
+        if not any(canonicalize_name(d) in keep for d in dists)
+    ]
+    return sorted(set(hidden) - {"shared"})
+
+
+# --- the local AWS and Mercado Libre ---------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Stack:
+    """moto's server and the simulated ML, re-provisioned and re-seeded before each invocation (same state each run)."""
+
+    def __init__(self) -> None:
+        from devstack.simulator.scenario import Scenario
+        from devstack.simulator.server import MeliSimulator
+        from moto.server import ThreadedMotoServer
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        data = json.loads((ROOT / "scenarios" / "default.json").read_text())
+        data["faults"] = [f for f in data.get("faults", []) if f.get("kind") != "latency"]
+        self.scenario = Scenario.model_validate(data)
+        self.meli = MeliSimulator(self.scenario, timeout_hold_seconds=1.0)
+        self.env: dict[str, str] = {}
+
+    def __enter__(self) -> Stack:
+        os.environ.update(aws_env(self.url))  # this process seeds through the same endpoint
+        self.moto.start()
+        self.meli.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.meli.stop()
+        self.moto.stop()
+
+    def provision(self) -> dict[str, str]:
+        """A clean account: reset moto, create the template's tables and the rest, seed the scenario."""
+        import boto3
+
+        from devstack.seed import seed
+        from devstack.template import create_tables, table_env
+        from shared.settings import Settings
+        from shared.wiring import build_service
+
+        urllib.request.urlopen(urllib.request.Request(f"{self.url}/moto-api/reset", method="POST")).close()
+        create_tables(boto3.client("dynamodb"), STAGE)
+        topic_arn = boto3.client("sns").create_topic(Name=f"sales-recovery-{STAGE}-help-desk")["TopicArn"]
+        secrets = boto3.client("secretsmanager")
+        app_secret = secrets.create_secret(
+            Name=f"sales-recovery/{STAGE}/meli-app",
+            SecretString=json.dumps({"client_id": "5503910054141466", "client_secret": "bench-app-secret"}),
+        )["ARN"]
+        state_machine_arn = boto3.client("stepfunctions").create_state_machine(
+            name=f"sales-recovery-{STAGE}-relink",
+            definition=(ROOT / "statemachine" / "relink.asl.json").read_text(),
+            roleArn="arn:aws:iam::123456789012:role/relink-state-machine",
+        )["stateMachineArn"]
+        env = {
+            **table_env(STAGE),
+            "STAGE": STAGE,
+            "MELI_API_URL": self.meli.url,
+            "MELI_TIMEOUT_SECONDS": "5",
+            "MELI_MAX_TRIES": "3",
+            "MELI_APP_SECRET_ID": app_secret,
+            "MELI_CONNECTION_SECRET_PREFIX": SECRET_PREFIX,
+            "HELP_DESK_TOPIC_ARN": topic_arn,
+            "RELINK_STATE_MACHINE_ARN": state_machine_arn,
+        }
+        build_service.cache_clear()
+        service = build_service(Settings.from_env(env))
+        seed(self.scenario, service._stores, secrets_client=secrets, secret_prefix=SECRET_PREFIX)
+        build_service.cache_clear()
+        return env
+
+
+def aws_env(endpoint: str) -> dict[str, str]:
+    return {
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_ENDPOINT_URL": endpoint,
+    }
+
+
+def lambda_env(function: str, app_env: dict[str, str], endpoint: str, *, tracing: bool) -> dict[str, str]:
+    """What Lambda sets for a python3.12 function with ``Tracing: Active``, plus the template's variables."""
+    name = f"sales-recovery-{STAGE}-{function}"
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "LANG": "C.UTF-8",
+        "PYTHONPATH": str(SRC),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "LAMBDA_TASK_ROOT": str(SRC / "functions" / function),
+        "_HANDLER": "app.lambda_handler",
+        "AWS_EXECUTION_ENV": "AWS_Lambda_python3.12",
+        "AWS_LAMBDA_FUNCTION_NAME": name,
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
+        "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+        "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{name}",
+        "_X_AMZN_TRACE_ID": "Root=1-6745f2ac-7c1e2f3a4b5c6d7e8f901234;Parent=53995c3f42cd8ad8;Sampled=1",
+        "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
+        "AWS_XRAY_DAEMON_ADDRESS": f"127.0.0.1:{free_port()}",  # nobody listens; UDP sends do not fail
+        "POWERTOOLS_SERVICE_NAME": "sales-recovery",
+        "POWERTOOLS_METRICS_NAMESPACE": "SalesRecovery",
+        "POWERTOOLS_LOG_LEVEL": "INFO",
+        **aws_env(endpoint),
+        **app_env,
+    }
+    if not tracing:
+        env["POWERTOOLS_TRACE_DISABLED"] = "1"
+    return env
+
+
+# --- children ----------------------------------------------------------------------------------------------------------
+
+
+def event_for(function: str) -> dict[str, Any]:
+    name, sale_id = FUNCTIONS[function]
+    event: dict[str, Any] = copy.deepcopy(json.loads((ROOT / "events" / name).read_text()))
+    if function != "api":
+        event["sale_id"] = sale_id
+        return event
+    path = f"/connections/{CONNECTION}/sales/{sale_id}/verification"
+    event["path"] = path
+    event["pathParameters"] = {"connection_id": CONNECTION, "sale_id": sale_id}
+    event["requestContext"]["path"] = f"/dev{path}"
+    return event
+
+
+def run_child(
+    mode: str, function: str | None, env: dict[str, str], hidden: list[str], *, importtime: bool = False
+) -> tuple[Sample, str]:
+    """One fresh interpreter; returns its sample and its stderr."""
+    with tempfile.TemporaryDirectory(prefix="cold-start-") as tmp:
+        event_file, result_file = Path(tmp) / "event.json", Path(tmp) / "result.json"
+        if function is not None:
+            event_file.write_text(json.dumps(event_for(function)))
+        function_dir = str(SRC / "functions" / function) if function else "-"
+        cmd = [sys.executable, *(["-X", "importtime"] if importtime else []), "-c", CHILD]
+        cmd += [mode, function_dir, str(event_file) if function else "-", str(result_file)]
+        proc = subprocess.run(
+            cmd, env={**env, "BENCH_HIDDEN_MODULES": ",".join(hidden)}, capture_output=True, text=True, check=False
+        )
+        if proc.returncode != 0 or not result_file.exists():
+            tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])
+            raise RuntimeError(f"{mode} {function or ''} failed (exit {proc.returncode}):\n{tail}")
+        data = json.loads(result_file.read_text())
+    sample = Sample(data["import_ms"], data["total_ms"], data["rss_kb"] / 1024, summarize(data["answer"]))
+    return sample, proc.stderr
+
+
+def summarize(answer: Any) -> str:
+    """A few words on what the handler answered, so the table shows the first call did the real work."""
+    if not isinstance(answer, dict):
+        return ""
+    if "statusCode" in answer:
+        body = json.loads(answer.get("body") or "{}")
+        return f"{answer['statusCode']} next_action={body.get('next_action', body.get('error', '?'))}"
+    if "next_action" in answer:
+        return f"next_action={answer['next_action']}"
+    return str(answer.get("outcome", "?"))
+
+
+@dataclass
+class Imported:
+    module: str
+    cumulative_ms: float
+    phase: str
+
+
+def parse_importtime(stderr: str) -> list[Imported]:
+    """``-X importtime`` lines (``import time: self | cumulative | name``), tagged by phase: import or first call."""
+    phase, out = "import", []
+    pattern = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \| (\s*)(\S+)")
+    for line in stderr.splitlines():
+        if line.startswith("@@bench: invoke"):
+            phase = "first call"
+            continue
+        match = pattern.match(line)
+        if match and match.group(4) != "app":
+            out.append(Imported(match.group(4), int(match.group(2)) / 1000, phase))
+    return sorted(out, key=lambda i: i.cumulative_ms, reverse=True)
+
+
+# --- the run -----------------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def progress(label: str) -> Iterator[None]:
+    print(f"  {label} ...", end="", file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    yield
+    print(f" {time.perf_counter() - started:.1f}s", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5, help="fresh interpreters per measurement (median reported)")
+    parser.add_argument("--functions", nargs="+", choices=list(FUNCTIONS), default=list(FUNCTIONS))
+    parser.add_argument("--tracing", choices=["on", "off"], default="on", help="on = Lambda's Tracing: Active")
+    parser.add_argument("--no-importtime", action="store_true", help="skip the -X importtime breakdown")
+    args = parser.parse_args(argv)
+    tracing = args.tracing == "on"
+
+    stale = sorted({str(p.parent.relative_to(ROOT)) for p in SRC.rglob("__pycache__/*.pyc")})
+    if stale:
+        print(f"note: bytecode caches under src/ ({', '.join(stale[:3])}, ...) make the imports look faster than "
+              "in Lambda; delete them for the honest number", file=sys.stderr)
+
+    hidden = hidden_modules()
+    baseline = {"boto3": Series(), "boto3-client": Series()}
+    imports = {f: Series() for f in args.functions}
+    invokes = {f: Series() for f in args.functions}
+    breakdown: dict[str, list[Imported]] = {}
+
+    print(f"cold start: {args.runs} runs x {len(args.functions)} functions, tracing {args.tracing}", file=sys.stderr)
+    with Stack() as stack:
+        base_env = lambda_env("api", {}, stack.url, tracing=tracing)
+        for run in range(1, args.runs + 1):
+            with progress(f"run {run}/{args.runs}"):
+                for mode, series in baseline.items():
+                    series.samples.append(run_child(mode, None, base_env, hidden)[0])
+                for function in args.functions:
+                    env = lambda_env(function, stack.provision(), stack.url, tracing=tracing)
+                    imports[function].samples.append(run_child("import", function, env, hidden)[0])
+                    before = len(stack.meli.requests)
+                    sample, _ = run_child("invoke", function, env, hidden)
+                    sample.ml_requests = len(stack.meli.requests) - before
+                    invokes[function].samples.append(sample)
+        if not args.no_importtime:
+            with progress("-X importtime"):
+                for function in args.functions:
+                    env = lambda_env(function, stack.provision(), stack.url, tracing=tracing)
+                    _, stderr = run_child("invoke", function, env, hidden, importtime=True)
+                    breakdown[function] = parse_importtime(stderr)
+
+    report(args.runs, tracing, baseline, imports, invokes, breakdown, hidden)
+    return 0
+
+
+def report(
+    runs: int,
+    tracing: bool,
+    baseline: dict[str, Series],
+    imports: dict[str, Series],
+    invokes: dict[str, Series],
+    breakdown: dict[str, list[Imported]],
+    hidden: list[str],
+) -> None:
+    boto3_ms = baseline["boto3"].median("total_ms")
+    client_ms = baseline["boto3-client"].median("total_ms")
+    print(f"\nCold start, median of {runs} fresh interpreters per cell; Python {sys.version.split()[0]}; "
+          f"tracing {'on (Tracing: Active)' if tracing else 'off (POWERTOOLS_TRACE_DISABLED=1)'}.")
+    print(f"Baseline: `import boto3` {boto3_ms:.0f} ms; `import boto3; boto3.client(\"dynamodb\")` {client_ms:.0f} ms "
+          f"(peak RSS {baseline['boto3'].median('rss_mb'):.0f} / {baseline['boto3-client'].median('rss_mb'):.0f} MB).")
+    print()
+    print("| function | import ms | import + first invoke ms (min–max) | import ÷ boto3 | first invoke ÷ boto3 "
+          f"| ≤ {RATIO_TARGET:.1f}x | peak RSS MB | first invoke answered | ML requests |")
+    print("|---|--:|--:|--:|--:|:-:|--:|---|--:|")
+    for function in imports:
+        imp, inv = imports[function].median("total_ms"), invokes[function].median("total_ms")
+        low, high = invokes[function].spread("total_ms")
+        ratio = inv / boto3_ms
+        answer = invokes[function].samples[-1].answer
+        requests = invokes[function].samples[-1].ml_requests
+        print(f"| {function} | {imp:.0f} | {inv:.0f} ({low:.0f}–{high:.0f}) | {imp / boto3_ms:.1f}x | {ratio:.1f}x "
+              f"| {'yes' if ratio <= RATIO_TARGET else 'no'} | {invokes[function].median('rss_mb'):.0f} "
+              f"| {answer} | {requests} |")
+    if breakdown:
+        print(f"\nTop {TOP_IMPORTS} imports by cumulative time (`-X importtime`, one child per function, import + "
+              "first invoke; nested modules count inside their parents too):")
+        for function, items in breakdown.items():
+            top = ", ".join(f"{i.module} {i.cumulative_ms:.0f}" + (" [call]" if i.phase != "import" else "")
+                            for i in items[:TOP_IMPORTS])
+            print(f"- {function}: {top}")
+        print("  ([call] = imported during the first invocation, not at module import.)")
+    print(f"\nHidden from the children (in the dev venv, not in Lambda): {', '.join(hidden)}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,50 @@
+"""SQS worker: one record is one bulk message of at most 50 sale ids (DESIGN §3).
+
+Powertools BatchProcessor with partial batch responses: a record that fails (a poison body, or a store error
+mid-message) is reported alone and comes back later, then goes to the DLQ after three receives; its siblings are
+deleted. Reprocessing a redelivered message settles nothing twice: the job ledger skips settled ids.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import Json
+
+from shared.bulk import BulkMessage
+from shared.models import Outcome
+from shared.observability import logger, metrics, tracer
+from shared.settings import Settings
+from shared.wiring import build_bulk_service
+
+
+class BulkRecord(SqsRecordModel):
+    body: Json[BulkMessage]
+
+
+@tracer.capture_method(capture_response=False)
+def record_handler(record: BulkRecord) -> None:
+    message = record.body
+    logger.append_keys(job_id=message.job_id, connection_id=message.connection_id)
+    items = build_bulk_service(Settings.from_env()).process(message)
+    settled = sum(1 for item in items if item.outcome.terminal)
+    handed = sum(1 for item in items if item.outcome is Outcome.IN_PROGRESS)
+    metrics.add_metric(name="BulkSalesSettled", unit=MetricUnit.Count, value=settled)
+    metrics.add_metric(name="BulkSalesHandedOver", unit=MetricUnit.Count, value=handed)
+    logger.info("bulk message processed", extra={"ids": len(message.sale_ids), "settled": settled, "handed": handed})
+
+
+@logger.inject_lambda_context(log_event=False, clear_state=True)
+@metrics.log_metrics
+@tracer.capture_lambda_handler(capture_response=False)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    # One processor per invocation: it holds the batch's state.
+    processor = BatchProcessor(event_type=EventType.SQS, model=BulkRecord, raise_on_entire_batch_failure=False)
+    response = process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )
+    return dict(response)

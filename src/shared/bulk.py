@@ -1,0 +1,261 @@
+"""Bulk reprocessing (the seed's "reprocesamiento masivo", without its 50-id chore).
+
+``parse_sale_ids`` takes any list — JSON or the seed's comma-separated text — trims, de-duplicates and validates
+each id, and says why each rejected one was rejected. ``BulkService.submit`` writes the job ledger and sends the
+accepted ids in SQS messages of at most 50. ``BulkService.process`` is the worker's job for one message: for
+each id, verify, then resync or relink as the seed says; a relink that fails for a transient cause continues in
+the relink state machine with its attempt counted, so bulk and single requests obey the same three-attempt rule.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.identifiers import InvalidIdentifier, parse_identifier
+from shared.jobs import MESSAGE_SIZE, Job, JobItem, JobStore, RejectedId
+from shared.meli.errors import MeliError, MeliTransientError
+from shared.models import NextAction, Outcome, Reason, RecoveryResult, Trigger
+from shared.recovery import RecoveryService
+from shared.stores.base import Page
+from shared.workflow import RelinkWorkflow
+
+_SEPARATORS = re.compile(r"[,;\s]+")
+MAX_ID_TEXT = 64  # longer entries are junk; echoing them back in full would bloat the answer
+
+
+class BulkMessage(BaseModel):
+    """The SQS message body of DESIGN §3, exactly."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: str = Field(min_length=1, max_length=64)
+    connection_id: str = Field(min_length=1, max_length=64)
+    sale_ids: list[str] = Field(min_length=1, max_length=MESSAGE_SIZE)
+
+
+class TooManyIds(ValueError):
+    pass
+
+
+class NoSaleIds(ValueError):
+    pass
+
+
+class Selection(BaseModel):
+    accepted: list[str]
+    rejected: list[RejectedId]
+    duplicates: int
+
+
+def parse_sale_ids(value: Any, *, max_ids: int) -> Selection:
+    """Validate a bulk request's ``sale_ids``: a JSON list of ids, or one text of ids separated by commas."""
+    if isinstance(value, str):
+        raw: list[Any] = [part for part in _SEPARATORS.split(value) if part]
+    elif isinstance(value, list):
+        raw = value
+    else:
+        raise NoSaleIds('"sale_ids" must be a list of sale ids or a text of ids separated by commas.')
+    if not raw:
+        raise NoSaleIds('"sale_ids" is empty: send at least one sale id.')
+    if len(raw) > max_ids:
+        raise TooManyIds(f"{len(raw)} ids in one request; the most is {max_ids}. Split the list into several jobs.")
+    accepted: list[str] = []
+    seen: set[str] = set()
+    rejected: list[RejectedId] = []
+    duplicates = 0
+    for entry in raw:
+        text, problem = _as_text(entry)
+        if problem is not None:
+            rejected.append(problem)
+            continue
+        try:
+            parsed = parse_identifier(text)
+        except InvalidIdentifier as exc:
+            rejected.append(RejectedId(sale_id=_clip(text), reason="invalid_sale_id", message=str(exc)))
+            continue
+        if not parsed.numeric:
+            rejected.append(
+                RejectedId(
+                    sale_id=_clip(text),
+                    reason=Reason.NOT_A_SALE_ID.value,
+                    message=parsed.detail or "Not a sale id.",
+                    identifier_kind=parsed.kind.value,
+                )
+            )
+            continue
+        if parsed.raw in seen:
+            duplicates += 1
+            continue
+        seen.add(parsed.raw)
+        accepted.append(parsed.raw)
+    return Selection(accepted=accepted, rejected=rejected, duplicates=duplicates)
+
+
+def _as_text(entry: Any) -> tuple[str, RejectedId | None]:
+    # JSON numbers are fine when they are whole (ML ids are integers); everything else is named as it came.
+    if isinstance(entry, bool) or not isinstance(entry, str | int):
+        shown = _clip(repr(entry))
+        return shown, RejectedId(
+            sale_id=shown, reason="invalid_sale_id", message="A sale id is a number or a text of digits."
+        )
+    return str(entry).strip(), None
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_ID_TEXT else text[: MAX_ID_TEXT - 1] + "…"
+
+
+def chunks(ids: list[str], size: int = MESSAGE_SIZE) -> Iterable[list[str]]:
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
+
+
+class BulkQueue(Protocol):
+    def send(self, messages: list[BulkMessage]) -> int:
+        """Send every message (batched); returns how many were sent. Raises if any could not be sent."""
+        ...
+
+
+class BulkService:
+    def __init__(
+        self,
+        recovery: RecoveryService,
+        jobs: JobStore,
+        queue: BulkQueue | None = None,
+        workflow: RelinkWorkflow | None = None,
+        *,
+        max_ids: int = 10_000,
+        threads: int = 8,
+    ) -> None:
+        self._recovery = recovery
+        self._jobs = jobs
+        self._queue = queue
+        self._workflow = workflow
+        self._max_ids = max_ids
+        self._threads = max(1, threads)
+
+    # --- submit (API) -----------------------------------------------------------------------------------------------
+
+    def submit(self, connection_id: str, sale_ids: Any) -> Job:
+        if self._queue is None:
+            raise RuntimeError("no bulk queue configured")
+        self._recovery.connection(connection_id)
+        selection = parse_sale_ids(sale_ids, max_ids=self._max_ids)
+        job = Job(
+            job_id=uuid.uuid4().hex,
+            connection_id=connection_id,
+            accepted=len(selection.accepted),
+            rejected=selection.rejected,
+            duplicates=selection.duplicates,
+        )
+        self._jobs.create(job, selection.accepted)
+        messages = [
+            BulkMessage(job_id=job.job_id, connection_id=connection_id, sale_ids=batch)
+            for batch in chunks(selection.accepted)
+        ]
+        sent = self._queue.send(messages) if messages else 0
+        self._jobs.set_messages(job.job_id, sent)
+        return job.model_copy(update={"messages": sent})
+
+    def job(self, connection_id: str, job_id: str) -> Job | None:
+        self._recovery.connection(connection_id)
+        job = self._jobs.get(job_id)
+        return job if job is not None and job.connection_id == connection_id else None
+
+    def job_items(self, job_id: str, *, limit: int = 100, cursor: str | None = None) -> Page[JobItem]:
+        return self._jobs.items(job_id, limit=limit, cursor=cursor)
+
+    # --- process (worker) -------------------------------------------------------------------------------------------
+
+    def process(self, message: BulkMessage) -> list[JobItem]:
+        """Settle (or hand over) every id of one message. Safe to run again: settled ids are skipped."""
+        self._jobs.mark_started(message.job_id)
+        known = self._jobs.get_items(message.job_id, message.sale_ids)
+        todo = [
+            sale_id
+            for sale_id in message.sale_ids
+            if sale_id in known  # an id the job never accepted is not this job's to settle
+            and known[sale_id].outcome in (Outcome.PENDING, Outcome.IN_PROGRESS)
+            and known[sale_id].execution_arn is None  # already continuing in the state machine
+        ]
+        with ThreadPoolExecutor(max_workers=min(self._threads, max(1, len(todo)))) as pool:
+            list(pool.map(lambda sale_id: self._process_one(message, sale_id), todo))
+        return list(self._jobs.get_items(message.job_id, message.sale_ids).values())
+
+    def _process_one(self, message: BulkMessage, sale_id: str) -> None:
+        connection_id, job_id = message.connection_id, message.job_id
+        try:
+            action, settled = self._recovery.triage(connection_id, sale_id, trigger=Trigger.BULK)
+        except MeliTransientError:
+            # Verification itself failed transiently: no attempt spent yet; the state machine carries on.
+            self._hand_over(message, sale_id, attempts=0)
+            return
+        except MeliError as exc:
+            self._settle(
+                job_id,
+                self._recovery.escalate(
+                    connection_id, sale_id, reason=Reason.MARKETPLACE_REFUSED, attempts=0, last_error=str(exc)
+                ),
+            )
+            return
+        if settled is not None:
+            self._settle(job_id, settled)
+            return
+        if action is NextAction.RESYNC:
+            result = self._recovery.resync(
+                connection_id,
+                sale_id,
+                trigger=Trigger.BULK,
+                attempt_key=f"{job_id}#resync",
+                require_listed=False,
+            )
+            self._settle(job_id, result)
+            return
+        result = self._recovery.relink_attempt(
+            connection_id, sale_id, attempt=1, trigger=Trigger.BULK, attempt_key=f"{job_id}#relink#1"
+        )
+        if result.outcome.terminal:
+            self._settle(job_id, result)
+        elif result.retryable:
+            self._hand_over(message, sale_id, attempts=1)
+        else:
+            self._settle(
+                job_id,
+                self._recovery.escalate(
+                    connection_id, sale_id, reason=Reason.MARKETPLACE_REFUSED, attempts=1, last_error=result.detail
+                ),
+            )
+
+    def _settle(self, job_id: str, result: RecoveryResult) -> None:
+        self._jobs.settle(
+            job_id,
+            result.sale_id,
+            result.outcome,
+            reason=result.reason,
+            attempts=result.attempts,
+            detail=result.seller_action or result.detail,
+        )
+
+    def _hand_over(self, message: BulkMessage, sale_id: str, *, attempts: int) -> None:
+        if self._workflow is None:
+            raise RuntimeError("no relink workflow configured")
+        # Deterministic per job and sale: a redelivered message finds the same execution instead of a second one.
+        digest = hashlib.sha256(f"{message.job_id}|{sale_id}".encode()).hexdigest()[:20]
+        ref = self._workflow.start(
+            f"bulk-{sale_id}-{digest}",
+            {
+                "connection_id": message.connection_id,
+                "sale_id": sale_id,
+                "attempts": attempts,
+                "job_id": message.job_id,
+            },
+        )
+        self._jobs.hand_over(message.job_id, sale_id, ref.execution_arn, attempts)
+        self._recovery.track_execution(message.connection_id, sale_id, ref)

@@ -1,0 +1,105 @@
+"""Reprocessing jobs: the ledger of a bulk request. One header, one item per accepted sale id.
+
+Every accepted id has an item from the moment the job is accepted (outcome ``pending``), so nothing accepted can
+be lost silently: an id that never settles stays visible. Settling an item is a transaction that moves the
+item to its terminal outcome only if it was not terminal yet, and counts it on the header in the same write:
+a duplicate SQS delivery or a retried task cannot count an id twice.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+from pydantic import Field
+
+from shared.models import Model, Outcome, Reason, utc_now
+from shared.stores.base import Page
+
+MESSAGE_SIZE = 50  # the seed's bulk box: at most 50 sale ids at a time, so one SQS message carries at most 50
+
+
+class JobStatus(StrEnum):
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+
+
+class RejectedId(Model):
+    sale_id: str
+    reason: str
+    message: str
+    identifier_kind: str | None = None
+
+
+class JobItem(Model):
+    sale_id: str
+    outcome: Outcome = Outcome.PENDING
+    reason: Reason | None = None
+    attempts: int = 0
+    detail: str | None = None
+    execution_arn: str | None = None
+    updated_at: datetime = Field(default_factory=utc_now)
+
+
+class Job(Model):
+    job_id: str
+    connection_id: str
+    accepted: int
+    rejected: list[RejectedId] = Field(default_factory=list)
+    duplicates: int = 0
+    messages: int = 0
+    settled: int = 0
+    handed_over: int = 0  # items waiting for a relink state machine execution
+    counts: dict[str, int] = Field(default_factory=dict)  # terminal outcome -> number of items
+    created_at: datetime = Field(default_factory=utc_now)
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+
+    @property
+    def status(self) -> JobStatus:
+        if self.settled >= self.accepted:
+            return JobStatus.COMPLETED
+        return JobStatus.IN_PROGRESS if self.started_at or self.settled else JobStatus.PENDING
+
+    def all_counts(self) -> dict[str, int]:
+        """Every outcome, terminal or not, adding up to the accepted ids."""
+        counts = {o.value: 0 for o in Outcome}
+        counts.update(self.counts)
+        counts[Outcome.IN_PROGRESS.value] = self.handed_over
+        counts[Outcome.PENDING.value] = max(0, self.accepted - self.settled - self.handed_over)
+        return counts
+
+
+class JobStore(Protocol):
+    def create(self, job: Job, sale_ids: list[str]) -> None:
+        """Write the header and one pending item per accepted id."""
+        ...
+
+    def set_messages(self, job_id: str, messages: int) -> None: ...
+
+    def get(self, job_id: str) -> Job | None: ...
+
+    def items(self, job_id: str, *, limit: int = 100, cursor: str | None = None) -> Page[JobItem]: ...
+
+    def get_items(self, job_id: str, sale_ids: list[str]) -> dict[str, JobItem]: ...
+
+    def mark_started(self, job_id: str) -> None: ...
+
+    def hand_over(self, job_id: str, sale_id: str, execution_arn: str, attempts: int) -> None:
+        """The item continues in a relink state machine execution (not terminal yet)."""
+        ...
+
+    def settle(
+        self,
+        job_id: str,
+        sale_id: str,
+        outcome: Outcome,
+        *,
+        reason: Reason | None = None,
+        attempts: int = 0,
+        detail: str | None = None,
+    ) -> bool:
+        """Record the item's terminal outcome once. False if it was already terminal (nothing changed)."""
+        ...
