@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         from devstack.main_job import failing_sales, render, run_job
 
         sales = failing_sales(scenario)
-        console.print(f"Reprocessing {len(sales)} failing sales (relink, resync, escalate) through the REST API.")
+        console.print(f"Reprocessing {len(sales)} failing sales as bulk jobs through the REST API.")
         report = run_job(stack.api.url, sales, console=console)
         render(
             report,

@@ -1,8 +1,10 @@
 """The main job (`make run`): reprocess the scenario's failing sales end to end, over the REST API.
 
-It talks HTTP to the API like any client (so it can target a deployed stack's URL as well), starts a relink per
-sale (the state machine resyncs the listed ones, relinks the rest, escalates what still fails), follows each
-sale to its terminal outcome with a progress bar, and prints a per-sale table and a summary.
+It talks HTTP to the API like any client (so it can target a deployed stack's URL as well): it submits the
+failing sales of each connection as one bulk reprocessing job (`POST .../reprocessing-jobs`; the API splits them
+into 50-id SQS messages, the worker resyncs the listed ones and relinks the rest, the relink state machine takes
+over what fails transiently and escalates what still fails), follows each job with a progress bar until every
+id is terminal, and prints a per-sale table and a summary.
 """
 
 from __future__ import annotations
@@ -62,9 +64,25 @@ def run_job(
     http: httpx.Client | None = None,
 ) -> JobReport:
     console = console or Console()
-    rows = [SaleRow(connection_id=c, sale_id=s) for c, s in sales]
+    by_connection: dict[str, list[str]] = {}
+    for connection_id, sale_id in sales:
+        by_connection.setdefault(connection_id, []).append(sale_id)
     client = http or httpx.Client(base_url=api_url, timeout=30.0)
     started = time.monotonic()
+    rows: dict[tuple[str, str], SaleRow] = {}
+    jobs: dict[str, str] = {}
+    for connection_id, sale_ids in by_connection.items():
+        response = client.post(f"/connections/{connection_id}/reprocessing-jobs", json={"sale_ids": sale_ids})
+        body: dict[str, Any] = response.json()
+        if response.status_code != 202:
+            raise RuntimeError(f"{connection_id}: the job was refused: {body}")
+        jobs[connection_id] = body["job_id"]
+        console.print(
+            f"{connection_id}: job {body['job_id']} accepted {body['accepted']} ids "
+            f"in {body['messages']} message(s) of at most 50; rejected {len(body['rejected'])}."
+        )
+        for sale_id in sale_ids:
+            rows[(connection_id, sale_id)] = SaleRow(connection_id=connection_id, sale_id=sale_id)
     with Progress(
         TextColumn("[bold]reprocessing"),
         BarColumn(),
@@ -72,46 +90,39 @@ def run_job(
         TextColumn("{task.fields[summary]}"),
         TimeElapsedColumn(),
         console=console,
-        transient=False,
     ) as progress:
         task = progress.add_task("sales", total=len(rows), summary="")
-        for row in rows:
-            _start(client, row)
-        pending = [row for row in rows if row.outcome not in TERMINAL]
-        progress.update(task, completed=len(rows) - len(pending), summary=_summary(rows))
         deadline = time.monotonic() + timeout_seconds
-        while pending and time.monotonic() < deadline:
-            time.sleep(0.2)
-            for row in list(pending):
-                _poll(client, row)
-                if row.outcome in TERMINAL:
-                    pending.remove(row)
-            progress.update(task, completed=len(rows) - len(pending), summary=_summary(rows))
+        while time.monotonic() < deadline:
+            done = all(_poll_job(client, connection_id, job_id, rows) for connection_id, job_id in jobs.items())
+            settled = [r for r in rows.values() if r.outcome in TERMINAL]
+            progress.update(task, completed=len(settled), summary=_summary(list(rows.values())))
+            if done:
+                break
+            time.sleep(0.25)
     if http is None:
         client.close()
-    return JobReport(rows=rows, seconds=time.monotonic() - started, counts=Counter(r.outcome for r in rows))
+    ordered = sorted(rows.values(), key=lambda r: (r.connection_id, r.sale_id))
+    return JobReport(rows=ordered, seconds=time.monotonic() - started, counts=Counter(r.outcome for r in ordered))
 
 
-def _start(client: httpx.Client, row: SaleRow) -> None:
-    response = client.post(f"/connections/{row.connection_id}/sales/{row.sale_id}/relink")
-    body: dict[str, Any] = response.json()
-    if response.status_code in (200, 202):
-        row.outcome = body.get("outcome", "in_progress")
-    else:  # a 4xx says why (for example an identifier that is not a sale id)
-        row.outcome = body.get("outcome", "not_reflectable")
-        row.reason = body.get("reason") or body.get("error")
-        row.detail = body.get("message")
-
-
-def _poll(client: httpx.Client, row: SaleRow) -> None:
-    response = client.get(f"/connections/{row.connection_id}/sales/{row.sale_id}")
-    if response.status_code != 200:
-        return
-    body = response.json()
-    row.outcome = body["outcome"]
-    row.reason = body.get("reason")
-    row.attempts = body.get("attempts")
-    row.detail = body.get("seller_action") or body.get("detail")
+def _poll_job(client: httpx.Client, connection_id: str, job_id: str, rows: dict[tuple[str, str], SaleRow]) -> bool:
+    """Refresh the rows of one job from its items (every page); True once the job is completed."""
+    cursor: str | None = None
+    status = "pending"
+    while True:
+        params = {"limit": "1000", **({"cursor": cursor} if cursor else {})}
+        body = client.get(f"/connections/{connection_id}/reprocessing-jobs/{job_id}", params=params).json()
+        status = body["status"]
+        for item in body["items"]:
+            row = rows[(connection_id, item["sale_id"])]
+            row.outcome = item["outcome"]
+            row.reason = item.get("reason")
+            row.attempts = item.get("attempts")
+            row.detail = item.get("detail")
+        cursor = body.get("next_cursor")
+        if not cursor:
+            return bool(status == "completed")
 
 
 def _summary(rows: list[SaleRow]) -> str:

@@ -20,8 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.identifiers import InvalidIdentifier, parse_identifier
 from shared.jobs import MESSAGE_SIZE, Job, JobItem, JobStore, RejectedId
-from shared.meli.errors import MeliError, MeliTransientError
-from shared.models import NextAction, Outcome, Reason, RecoveryResult, Trigger
+from shared.models import Outcome, Reason, RecoveryResult, Trigger
 from shared.recovery import RecoveryService
 from shared.stores.base import Page
 from shared.workflow import RelinkWorkflow
@@ -190,25 +189,10 @@ class BulkService:
         return list(self._jobs.get_items(message.job_id, message.sale_ids).values())
 
     def _process_one(self, message: BulkMessage, sale_id: str) -> None:
+        """One attempt per id, reading the order once: it verifies and imports in one go (seed steps 1-4)."""
         connection_id, job_id = message.connection_id, message.job_id
-        try:
-            action, settled = self._recovery.triage(connection_id, sale_id, trigger=Trigger.BULK)
-        except MeliTransientError:
-            # Verification itself failed transiently: no attempt spent yet; the state machine carries on.
-            self._hand_over(message, sale_id, attempts=0)
-            return
-        except MeliError as exc:
-            self._settle(
-                job_id,
-                self._recovery.escalate(
-                    connection_id, sale_id, reason=Reason.MARKETPLACE_REFUSED, attempts=0, last_error=str(exc)
-                ),
-            )
-            return
-        if settled is not None:
-            self._settle(job_id, settled)
-            return
-        if action is NextAction.RESYNC:
+        if self._recovery.in_error_list(connection_id, sale_id):
+            # Seed step 3: resync a listed sale; still failing -> the help desk.
             result = self._recovery.resync(
                 connection_id,
                 sale_id,
@@ -226,12 +210,10 @@ class BulkService:
         elif result.retryable:
             self._hand_over(message, sale_id, attempts=1)
         else:
-            self._settle(
-                job_id,
-                self._recovery.escalate(
-                    connection_id, sale_id, reason=Reason.MARKETPLACE_REFUSED, attempts=1, last_error=result.detail
-                ),
+            escalated = self._recovery.escalate(
+                connection_id, sale_id, reason=Reason.MARKETPLACE_REFUSED, attempts=1, last_error=result.detail
             )
+            self._settle(job_id, escalated)
 
     def _settle(self, job_id: str, result: RecoveryResult) -> None:
         self._jobs.settle(

@@ -406,6 +406,9 @@ class RecoveryService:
         self._stores.sales.set_outcome(connection_id, sale_id, Outcome.IN_PROGRESS)
         return RelinkStart(Outcome.IN_PROGRESS, ref)
 
+    def in_error_list(self, connection_id: str, sale_id: str) -> bool:
+        return self._stores.errors.get(connection_id, sale_id) is not None
+
     def track_execution(self, connection_id: str, sale_id: str, ref: ExecutionRef) -> None:
         """The sale continues in a relink execution (started by a bulk job): show it on the sale's state."""
         self._stores.sales.set_execution(connection_id, sale_id, ref)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from shared.recovery import RecoveryService, Stores
 from shared.settings import Settings
@@ -11,13 +13,65 @@ from shared.settings import Settings
 if TYPE_CHECKING:
     from shared.bulk import BulkService
     from shared.jobs import JobStore
+    from shared.meli.port import MarketplaceClient, MarketplaceClientFactory
+
+T = TypeVar("T")
+
+# boto3's default session is not thread-safe: lazy builds (bulk runs the service on threads) go one at a time.
+_BUILD_LOCK = threading.RLock()
+
+
+class _Once(Generic[T]):
+    """A value built on first use, once."""
+
+    def __init__(self, build: Callable[[], T]) -> None:
+        self._build: Callable[[], T] | None = build
+        self._value: T | None = None
+
+    def get(self) -> T:
+        if self._build is not None:
+            with _BUILD_LOCK:
+                if self._build is not None:
+                    self._value = self._build()
+                    self._build = None  # after the value is set: readers without the lock see both or neither
+        return cast(T, self._value)
+
+
+class _LazyClient:
+    """A boto3 client created on its first call: a cold start pays only for the clients its invocation uses."""
+
+    def __init__(self, service: str) -> None:
+        self._client: _Once[Any] = _Once(lambda: _boto3_client(service))
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "_client":  # not set yet (copy, pickle): no recursion
+            raise AttributeError(name)
+        return getattr(self._client.get(), name)
+
+
+class _LazyMarketplace:
+    """The ML client (httpx pool, TLS context, token manager, Secrets Manager client), built on the first ML call.
+
+    Escalation and the state reads never call Mercado Libre, so they never pay for it.
+    """
+
+    def __init__(self, build: Callable[[], MarketplaceClientFactory]) -> None:
+        self._factory = _Once(build)
+
+    def for_connection(self, connection_id: str) -> MarketplaceClient:
+        return self._factory.get().for_connection(connection_id)
+
+
+def _boto3_client(service: str) -> Any:
+    import boto3
+
+    return boto3.client(service)
 
 
 @lru_cache(maxsize=8)
 def build_service(settings: Settings, *, notifier: bool = False, workflow: bool = False) -> RecoveryService:
     import boto3
 
-    from shared.meli.client import HttpMeliClientFactory, build_token_manager, new_http_client
     from shared.stores.dynamodb import (
         DynamoAliasStore,
         DynamoConnectionStore,
@@ -26,7 +80,7 @@ def build_service(settings: Settings, *, notifier: bool = False, workflow: bool 
         DynamoSaleStore,
     )
 
-    dynamodb = boto3.resource("dynamodb")
+    dynamodb = boto3.resource("dynamodb")  # every operation reads the tables: no point deferring it
     stores = Stores(
         sales=DynamoSaleStore(dynamodb.Table(settings.sales_table)),
         errors=DynamoErrorStore(dynamodb.Table(settings.sale_errors_table)),
@@ -34,22 +88,27 @@ def build_service(settings: Settings, *, notifier: bool = False, workflow: bool 
         connections=DynamoConnectionStore(dynamodb.Table(settings.connections_table)),
         aliases=DynamoAliasStore(dynamodb.Table(settings.identifier_aliases_table)),
     )
-    http = new_http_client(settings)  # one pool for API calls and token refreshes
-    tokens = build_token_manager(
-        settings, secrets_client=boto3.client("secretsmanager"), connections=stores.connections, http=http
-    )
-    marketplace = HttpMeliClientFactory(settings, token_manager=tokens, http=http)
+
+    def marketplace() -> MarketplaceClientFactory:
+        from shared.meli.client import HttpMeliClientFactory, build_token_manager, new_http_client
+
+        http = new_http_client(settings)  # one pool for API calls and token refreshes
+        tokens = build_token_manager(
+            settings, secrets_client=boto3.client("secretsmanager"), connections=stores.connections, http=http
+        )
+        return HttpMeliClientFactory(settings, token_manager=tokens, http=http)
+
     help_desk = None
     if notifier:
         from shared.escalation import SnsHelpDeskNotifier
 
-        help_desk = SnsHelpDeskNotifier(boto3.client("sns"), settings.help_desk_topic_arn)
+        help_desk = SnsHelpDeskNotifier(_LazyClient("sns"), settings.help_desk_topic_arn)
     relink = None
     if workflow:
         from shared.workflow import StepFunctionsRelinkWorkflow
 
-        relink = StepFunctionsRelinkWorkflow(boto3.client("stepfunctions"), settings.relink_state_machine_arn)
-    return RecoveryService(stores, marketplace, help_desk, relink)
+        relink = StepFunctionsRelinkWorkflow(_LazyClient("stepfunctions"), settings.relink_state_machine_arn)
+    return RecoveryService(stores, _LazyMarketplace(marketplace), help_desk, relink)
 
 
 @lru_cache(maxsize=8)
