@@ -36,6 +36,7 @@ class EmbeddedStack:
         log_level: str = "WARNING",
         parameters: dict[str, str] | None = None,
         worker_concurrency: int = 4,
+        poll_queues: bool = True,
     ) -> None:
         self.scenario = scenario if isinstance(scenario, Scenario) else load_scenario(Path(scenario))
         self.meli = MeliSimulator(self.scenario, timeout_hold_seconds=timeout_hold_seconds)
@@ -46,6 +47,10 @@ class EmbeddedStack:
             "MeliTimeoutSeconds": str(meli_timeout_seconds),
             "MeliMaxTries": str(meli_max_tries),
             "LogLevel": log_level,
+            # Stay under the simulated ML's quota with a margin, as production stays under ML's.
+            "MeliRequestsPerSecond": str(round(0.9 * self.scenario.quota.requests_per_second, 3))
+            if self.scenario.quota
+            else "0",
             **(parameters or {}),
         }
         self._api_port = api_port
@@ -53,6 +58,7 @@ class EmbeddedStack:
         self.inbox: SnsInbox | None = None
         self.poller: SqsPoller | None = None
         self._worker_concurrency = worker_concurrency
+        self._poll_queues = poll_queues
 
     def __enter__(self) -> Self:
         return self.start()
@@ -73,7 +79,8 @@ class EmbeddedStack:
             secrets_client=self.aws.client("secretsmanager"),
             secret_prefix=settings.meli_connection_secret_prefix,
         )
-        self.poller = SqsPoller(self.aws, concurrency=self._worker_concurrency).start()
+        if self._poll_queues:
+            self.poller = SqsPoller(self.aws, concurrency=self._worker_concurrency).start()
         if self._api_port is not None:
             self.api = LocalApiServer(self.aws, port=self._api_port).start()
         return self

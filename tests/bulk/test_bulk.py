@@ -31,9 +31,7 @@ CART_PACK = "2000006105000019"
 
 
 def submit(call_api: Any, sale_ids: Any) -> tuple[int, dict[str, Any]]:
-    status, body, _ = call_api(
-        "POST", f"/connections/{C}/reprocessing-jobs", body=json.dumps({"sale_ids": sale_ids})
-    )
+    status, body, _ = call_api("POST", f"/connections/{C}/reprocessing-jobs", body=json.dumps({"sale_ids": sale_ids}))
     return status, body
 
 
@@ -58,7 +56,9 @@ def worker_event(aws: Aws, messages: list[dict[str, Any]]) -> dict[str, Any]:
 def run_worker(aws: Aws, messages: list[dict[str, Any]]) -> dict[str, Any]:
     from functions.bulk_worker.app import lambda_handler
 
-    result: dict[str, Any] = lambda_handler(worker_event(aws, messages), lambda_context("sales-recovery-test-bulk-worker"))
+    result: dict[str, Any] = lambda_handler(
+        worker_event(aws, messages), lambda_context("sales-recovery-test-bulk-worker")
+    )
     return result
 
 
@@ -72,7 +72,9 @@ def job(call_api: Any, job_id: str, **query: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(("count", "messages"), [(1, [1]), (50, [50]), (51, [50, 1]), (120, [50, 50, 20])])
-def test_accepted_ids_travel_in_messages_of_at_most_50(call_api: Any, aws: Aws, count: int, messages: list[int]) -> None:
+def test_accepted_ids_travel_in_messages_of_at_most_50(
+    call_api: Any, aws: Aws, count: int, messages: list[int]
+) -> None:
     ids = [str(2000009400000000 + n) for n in range(count)]
     status, body = submit(call_api, ids)
     assert status == 202
@@ -179,9 +181,7 @@ def test_a_poison_message_fails_alone(call_api: Any, aws: Aws) -> None:
     assert job(call_api, submitted["job_id"])["counts"]["reflected"] == 2
 
 
-def test_a_transient_failure_continues_in_the_state_machine_with_its_attempt_counted(
-    call_api: Any, aws: Aws
-) -> None:
+def test_a_transient_failure_continues_in_the_state_machine_with_its_attempt_counted(call_api: Any, aws: Aws) -> None:
     _, submitted = submit(call_api, [HEALTHY[0], ALWAYS_503])
     run_worker(aws, queued(aws))
     view = job(call_api, submitted["job_id"])

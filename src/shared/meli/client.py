@@ -39,6 +39,7 @@ from shared.meli.tokens import (
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from shared.ratelimit import RateLimiter
     from shared.settings import Settings
     from shared.stores.base import ConnectionStore
 
@@ -99,8 +100,10 @@ class HttpMeliClient:
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
         timeout: httpx.Timeout | float | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.connection_id = connection_id
+        self._limiter = limiter
         self._base_url = base_url.rstrip("/")
         self._tokens = tokens
         self._http = http
@@ -225,6 +228,8 @@ class HttpMeliClient:
             attempt += 1
             request_headers = {"accept": "application/json", **(headers or {})}
             request_headers["authorization"] = f"Bearer {tokens.access_token}"
+            if self._limiter is not None:
+                self._limiter.acquire(self.connection_id)  # the connection's share of ML's request quota
             self._count()
             started = time.monotonic()
             error: MeliError
@@ -358,8 +363,10 @@ class HttpMeliClientFactory:
         http: httpx.Client | None = None,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self._settings = settings
+        self._limiter = limiter
         self._tokens = token_manager
         self._http = http
         self._owns_http = http is None
@@ -384,6 +391,7 @@ class HttpMeliClientFactory:
             sleep=self._sleep,
             rng=self._rng,
             timeout=httpx.Timeout(self._settings.meli_timeout_seconds),
+            limiter=self._limiter,
         )
 
     def close(self) -> None:
