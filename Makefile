@@ -5,8 +5,12 @@ PY := $(VENV)/bin/python
 export PYTHONPATH := src
 SCENARIO ?= scenarios/default.json
 STAMP := $(VENV)/.installed
+# checkov has its own venv: its pins (boto3, pydantic, ...) would fight the project's.
+TOOLS_VENV := .venv-tools
+CHECKOV_VERSION := 3.3.30
+CHECKOV_STAMP := $(TOOLS_VENV)/.checkov-$(CHECKOV_VERSION)
 
-.PHONY: venv run serve test lint format typecheck cfn-lint unit bench clean
+.PHONY: venv run serve test lint format typecheck cfn-lint checkov unit bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,13 +40,22 @@ typecheck: $(STAMP)
 cfn-lint: $(STAMP)
 	$(VENV)/bin/cfn-lint template.yaml
 
+$(CHECKOV_STAMP):
+	test -x $(TOOLS_VENV)/bin/python || $(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(TOOLS_VENV)/bin/python -m pip install --quiet checkov==$(CHECKOV_VERSION)
+	touch $(CHECKOV_STAMP)
+
+checkov: $(CHECKOV_STAMP)  ## security scan of template.yaml; any finding fails (skips live in the template, with reasons)
+	$(TOOLS_VENV)/bin/checkov -f template.yaml --framework cloudformation --compact --quiet --skip-download
+
 unit: $(STAMP)
 	$(VENV)/bin/pytest
 
-test: lint typecheck cfn-lint unit  ## everything CI runs
+test: lint typecheck cfn-lint checkov unit  ## everything CI runs
 
 bench: $(STAMP)
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .aws-sam
+	rm -rf $(VENV) $(TOOLS_VENV) .mypy_cache .pytest_cache .ruff_cache .aws-sam

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 REGION = "us-east-1"
 ARTIFACTS_BUCKET = "local-sam-artifacts"
 _DROPPED_PREFIXES = ("AWS::ApiGateway::", "AWS::ApiGatewayV2::")
+HELP_DESK_TOPIC = "HelpDeskTopic"  # the help desk's topic in template.yaml
 _QUIET_LOGGERS = ("werkzeug", "moto.stepfunctions.parser")  # access log lines; Fail states logged as errors
 
 
@@ -451,8 +452,11 @@ class LocalAws:
             raise KeyError(f"{logical_id!r} is not a state machine (have: {sorted(self._state_machines)})") from None
 
     def help_desk_inbox(self, topic_logical_id: str | None = None) -> SnsInbox:
-        """Subscribe a fresh SQS queue (raw delivery) to the topic; the template's only topic by default."""
+        """Subscribe a fresh SQS queue (raw delivery) to the topic: by default ``HelpDeskTopic`` (the alarms have
+        their own ops topic) or the template's only topic."""
         topics = sorted(k for k, (kind, _) in self._resources.items() if kind == "AWS::SNS::Topic")
+        if topic_logical_id is None and HELP_DESK_TOPIC in topics:
+            topic_logical_id = HELP_DESK_TOPIC
         if topic_logical_id is None:
             if len(topics) != 1:
                 raise ValueError(f"say which topic: the stack has {topics}")

@@ -18,7 +18,7 @@ from devstack.simulator.server import MeliSimulator
 from devstack.sqs_poller import SqsPoller
 from shared.recovery import RecoveryService
 from shared.settings import Settings
-from shared.wiring import build_service
+from shared.wiring import build_bulk_service, build_job_store, build_service
 
 TERMINAL_EXECUTION = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
 
@@ -67,11 +67,18 @@ class EmbeddedStack:
         self.stop()
 
     def start(self) -> Self:
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()  # a half-started stack must not leak moto state into the next one
+            raise
+
+    def _start(self) -> Self:
         moto_fidelity.install()
         self.meli.start()
         self.aws.start()
         self.aws.deploy({**self._parameters, "MeliApiUrl": self.meli.url})
-        self.inbox = self.aws.help_desk_inbox()
+        self.inbox = self.aws.help_desk_inbox("HelpDeskTopic")
         settings = self.settings()
         seed(
             self.scenario,
@@ -92,7 +99,8 @@ class EmbeddedStack:
             self.poller.stop()
         self.aws.stop()
         self.meli.stop()
-        build_service.cache_clear()
+        for cache in (build_service, build_bulk_service, build_job_store):
+            cache.cache_clear()  # their clients point at this stack's endpoint
 
     def settings(self) -> Settings:
         return Settings.from_env(self.aws.function_env("ApiFunction"))

@@ -132,6 +132,7 @@ class BulkService:
         *,
         max_ids: int = 10_000,
         threads: int = 8,
+        max_attempts: int = 6,
     ) -> None:
         self._recovery = recovery
         self._jobs = jobs
@@ -139,6 +140,7 @@ class BulkService:
         self._workflow = workflow
         self._max_ids = max_ids
         self._threads = max(1, threads)
+        self._max_attempts = max_attempts
 
     # --- submit (API) -----------------------------------------------------------------------------------------------
 
@@ -147,12 +149,31 @@ class BulkService:
             raise RuntimeError("no bulk queue configured")
         self._recovery.connection(connection_id)
         selection = parse_sale_ids(sale_ids, max_ids=self._max_ids)
+        return self._enqueue(connection_id, selection, Trigger.API)
+
+    def submit_ids(self, connection_id: str, sale_ids: list[str], *, trigger: Trigger) -> Job:
+        """A job for ids the caller already validated (the schedules found them in the stores or in ML's search):
+        the same ledger and 50-id messages as ``submit``, marked with who asked."""
+        if self._queue is None:
+            raise RuntimeError("no bulk queue configured")
+        self._recovery.connection(connection_id)
+        unique = list(dict.fromkeys(sale_ids))
+        if any(not (s.isascii() and s.isdigit()) for s in unique):
+            raise ValueError("submit_ids takes validated sale ids (ASCII digits) only; use submit for user input")
+        if len(unique) > self._max_ids:
+            raise TooManyIds(f"{len(unique)} ids in one job; the most is {self._max_ids}.")
+        selection = Selection(accepted=unique, rejected=[], duplicates=len(sale_ids) - len(unique))
+        return self._enqueue(connection_id, selection, trigger)
+
+    def _enqueue(self, connection_id: str, selection: Selection, trigger: Trigger) -> Job:
+        assert self._queue is not None
         job = Job(
             job_id=uuid.uuid4().hex,
             connection_id=connection_id,
             accepted=len(selection.accepted),
             rejected=selection.rejected,
             duplicates=selection.duplicates,
+            trigger=trigger,
         )
         self._jobs.create(job, selection.accepted)
         messages = [
@@ -176,6 +197,8 @@ class BulkService:
     def process(self, message: BulkMessage) -> list[JobItem]:
         """Settle (or hand over) every id of one message. Safe to run again: settled ids are skipped."""
         self._jobs.mark_started(message.job_id)
+        header = self._jobs.get(message.job_id)
+        trigger = header.trigger if header is not None else Trigger.API
         known = self._jobs.get_items(message.job_id, message.sale_ids)
         todo = [
             sale_id
@@ -183,14 +206,33 @@ class BulkService:
             if sale_id in known  # an id the job never accepted is not this job's to settle
             and known[sale_id].outcome in (Outcome.PENDING, Outcome.IN_PROGRESS)
             and known[sale_id].execution_arn is None  # already continuing in the state machine
+            and not known[sale_id].deferred  # already waiting for a later sweep
         ]
         with ThreadPoolExecutor(max_workers=min(self._threads, max(1, len(todo)))) as pool:
-            list(pool.map(lambda sale_id: self._process_one(message, sale_id), todo))
+            list(pool.map(lambda sale_id: self._process_one(message, sale_id, trigger), todo))
         return list(self._jobs.get_items(message.job_id, message.sale_ids).values())
 
-    def _process_one(self, message: BulkMessage, sale_id: str) -> None:
+    def _process_one(self, message: BulkMessage, sale_id: str, trigger: Trigger = Trigger.API) -> None:
         """One attempt per id, reading the order once: it verifies and imports in one go (seed steps 1-4)."""
         connection_id, job_id = message.connection_id, message.job_id
+        if trigger is Trigger.SCHEDULE and self._recovery.in_error_list(connection_id, sale_id):
+            # An automatic retry (error sweep, self-heal): backoff between sweeps, the help desk only when spent.
+            retried = self._recovery.retry_listed(
+                connection_id, sale_id, attempt_key=f"{job_id}#retry", max_attempts=self._max_attempts
+            )
+            if retried.outcome.terminal:
+                self._settle(job_id, retried)
+            else:
+                entry = self._recovery.stores.errors.get(connection_id, sale_id)
+                retry_at = entry.next_retry_at if entry is not None else None
+                self._jobs.defer(
+                    job_id,
+                    sale_id,
+                    attempts=retried.attempts,
+                    retry_at=retry_at,
+                    detail=f"Still failing ({retried.error_type}); the error sweep retries it after its backoff.",
+                )
+            return
         if self._recovery.in_error_list(connection_id, sale_id):
             # Seed step 3: resync a listed sale; still failing -> the help desk.
             result = self._recovery.resync(
@@ -203,7 +245,11 @@ class BulkService:
             self._settle(job_id, result)
             return
         result = self._recovery.relink_attempt(
-            connection_id, sale_id, attempt=1, trigger=Trigger.BULK, attempt_key=f"{job_id}#relink#1"
+            connection_id,
+            sale_id,
+            attempt=1,
+            trigger=Trigger.SCHEDULE if trigger is Trigger.SCHEDULE else Trigger.BULK,
+            attempt_key=f"{job_id}#relink#1",
         )
         if result.outcome.terminal:
             self._settle(job_id, result)

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from pydantic import Field
 
-from shared.models import Model, Outcome, Reason, utc_now
+from shared.models import Model, Outcome, Reason, Trigger, utc_now
 from shared.stores.base import Page
 
 MESSAGE_SIZE = 50  # the seed's bulk box: at most 50 sale ids at a time, so one SQS message carries at most 50
@@ -40,6 +40,9 @@ class JobItem(Model):
     attempts: int = 0
     detail: str | None = None
     execution_arn: str | None = None
+    # A schedule's retry that failed transiently: the sale stays in the error list and a later sweep retries it.
+    deferred: bool = False
+    retry_at: datetime | None = None
     updated_at: datetime = Field(default_factory=utc_now)
 
 
@@ -52,6 +55,7 @@ class Job(Model):
     messages: int = 0
     settled: int = 0
     handed_over: int = 0  # items waiting for a relink state machine execution
+    trigger: Trigger = Trigger.API  # who asked: the API (a person) or a schedule (sweep, reconciliation)
     counts: dict[str, int] = Field(default_factory=dict)  # terminal outcome -> number of items
     created_at: datetime = Field(default_factory=utc_now)
     started_at: datetime | None = None
@@ -89,6 +93,10 @@ class JobStore(Protocol):
 
     def hand_over(self, job_id: str, sale_id: str, execution_arn: str, attempts: int) -> None:
         """The item continues in a relink state machine execution (not terminal yet)."""
+        ...
+
+    def defer(self, job_id: str, sale_id: str, *, attempts: int, retry_at: datetime | None, detail: str) -> None:
+        """The item continues in a later error sweep (a schedule's retry failed transiently; not terminal yet)."""
         ...
 
     def settle(

@@ -213,6 +213,18 @@ class ErrorEvent(Model):
     attempt_key: str | None = None  # de-duplicates retried writes of the same attempt
 
 
+class ListingRef(Model):
+    """An ML listing (item + optional variation) an order line uses; kept on entries blocked by their product."""
+
+    item_id: str
+    variation_id: int | None = None
+
+
+def retry_delay_seconds(attempts: int, *, base_seconds: float, max_seconds: float) -> float:
+    """Exponential backoff between automatic retries of a listed sale: base, 2 x base, 4 x base, ... capped."""
+    return float(min(max_seconds, base_seconds * 2 ** max(0, attempts - 1)))
+
+
 class ErrorEntry(Model):
     """A sale in the "sales with errors" list of one connection (seed step 3)."""
 
@@ -231,6 +243,8 @@ class ErrorEntry(Model):
     escalated: bool = False
     escalated_at: datetime | None = None
     reason: Reason | None = None
+    # The listings that blocked the sale (product_not_found / inactive / not_synced): self-heal watches them.
+    listings: list[ListingRef] | None = None
 
 
 class ExecutionRef(Model):

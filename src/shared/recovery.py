@@ -44,6 +44,7 @@ from shared.models import (
     ExecutionRef,
     IdentifierKind,
     IdentifierResolution,
+    ListingRef,
     NextAction,
     Outcome,
     ProductLineCheck,
@@ -146,6 +147,15 @@ class RecoveryService:
         self._notifier = notifier
         self._workflow = workflow
         self._clock = clock
+
+    @property
+    def stores(self) -> Stores:
+        """The stores, for the schedules (error sweep, reconciliation) that read the lists in bulk."""
+        return self._stores
+
+    @property
+    def marketplace(self) -> MarketplaceClientFactory:
+        return self._marketplace
 
     # --- helpers --------------------------------------------------------------------------------------------------
 
@@ -304,6 +314,12 @@ class RecoveryService:
         )
         if report.in_error_list or reason in WAITING_FOR_PRODUCT:
             # The sale waits in the error list, not retryable, until the seller fixes what the reason names.
+            # The blocking listings are kept on the entry: when they are fixed, the error sweep heals the sale.
+            listings = (
+                [ListingRef(item_id=line.item_id, variation_id=line.variation_id) for line in report.lines if line.reason]
+                if reason in WAITING_FOR_PRODUCT
+                else None
+            )
             self._stores.errors.record_failure(
                 report.connection_id,
                 report.sale_id,
@@ -311,6 +327,7 @@ class RecoveryService:
                 retryable=False,
                 reason=reason,
                 count_attempt=False,
+                listings=listings,
             )
         return self._result(
             report.connection_id,
@@ -364,6 +381,34 @@ class RecoveryService:
                 execution_id=execution_id,
             )
         return result.model_copy(update={"attempts": 1})
+
+    def retry_listed(
+        self, connection_id: str, sale_id: str, *, attempt_key: str, max_attempts: int
+    ) -> RecoveryResult:
+        """An automatic retry of a listed sale (the error sweep, self-heal). Unlike a person's resync, a transient
+        failure is not escalated at once: the entry keeps its backoff and the next sweep retries it, until
+        ``max_attempts`` are spent; then the help desk is paged (once per episode). ``IN_PROGRESS`` = retry later."""
+        result = self.resync(
+            connection_id,
+            sale_id,
+            trigger=Trigger.SCHEDULE,
+            attempt_key=attempt_key,
+            escalate_on_failure=False,
+            require_listed=False,
+        )
+        if result.outcome is not Outcome.IN_PROGRESS:
+            return result
+        entry = self._stores.errors.get(connection_id, sale_id)
+        attempts = entry.attempts if entry is not None else max_attempts
+        if result.retryable and attempts < max_attempts:
+            return result.model_copy(update={"attempts": attempts})
+        return self.escalate(
+            connection_id,
+            sale_id,
+            reason=Reason.RETRIES_EXHAUSTED if result.retryable else Reason.MARKETPLACE_REFUSED,
+            attempts=attempts,
+            last_error=result.detail,
+        )
 
     # --- relink (seed step 4) ---------------------------------------------------------------------------------------
 

@@ -30,6 +30,19 @@ class Settings(BaseModel):
     bulk_max_ids: int = Field(default=10_000, ge=1)
     bulk_worker_threads: int = Field(default=8, ge=1, le=64)
     meli_requests_per_second: float = Field(default=0.0, ge=0)
+    # Error sweep: automatic retries of listed sales with exponential backoff, then the help desk.
+    error_retry_base_seconds: float = Field(default=300.0, gt=0)
+    error_retry_max_seconds: float = Field(default=21_600.0, gt=0)
+    error_max_attempts: int = Field(default=6, ge=1, le=50)
+    sweep_max_ids: int = Field(default=5_000, ge=1)
+    sweep_claim_seconds: int = Field(default=900, ge=60)
+    # Reconciliation of paid ML orders that never arrived.
+    reconcile_lookback_hours: int = Field(default=24, ge=1, le=24 * 365)
+    reconcile_overlap_hours: int = Field(default=1, ge=1, le=48)
+    reconcile_max_pages: int = Field(default=20, ge=1)
+    reconcile_max_ids: int = Field(default=1_000, ge=1)
+    reconcile_max_seconds: float = Field(default=240.0, gt=0)
+    reconcile_claim_seconds: int = Field(default=3_600, ge=60)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

@@ -13,6 +13,7 @@ from shared.settings import Settings
 if TYPE_CHECKING:
     from shared.bulk import BulkService
     from shared.jobs import JobStore
+    from shared.schedules import ScheduleService
     from shared.meli.port import MarketplaceClient, MarketplaceClientFactory
 
 T = TypeVar("T")
@@ -83,7 +84,11 @@ def build_service(settings: Settings, *, notifier: bool = False, workflow: bool 
     dynamodb = boto3.resource("dynamodb")  # every operation reads the tables: no point deferring it
     stores = Stores(
         sales=DynamoSaleStore(dynamodb.Table(settings.sales_table)),
-        errors=DynamoErrorStore(dynamodb.Table(settings.sale_errors_table)),
+        errors=DynamoErrorStore(
+            dynamodb.Table(settings.sale_errors_table),
+            retry_base_seconds=settings.error_retry_base_seconds,
+            retry_max_seconds=settings.error_retry_max_seconds,
+        ),
         products=DynamoProductStore(dynamodb.Table(settings.product_links_table)),
         connections=DynamoConnectionStore(dynamodb.Table(settings.connections_table)),
         aliases=DynamoAliasStore(dynamodb.Table(settings.identifier_aliases_table)),
@@ -137,7 +142,17 @@ def build_bulk_service(settings: Settings, *, queue: bool = False) -> BulkServic
         workflow,
         max_ids=settings.bulk_max_ids,
         threads=settings.bulk_worker_threads,
+        max_attempts=settings.error_max_attempts,
     )
+
+
+@lru_cache(maxsize=8)
+def build_schedule_service(settings: Settings) -> ScheduleService:
+    """The schedules (error sweep, reconciliation): they find work and hand it to the bulk path (queue)."""
+    from shared.schedules import ScheduleService
+
+    bulk = build_bulk_service(settings, queue=True)
+    return ScheduleService(build_service(settings, notifier=True), bulk, settings)
 
 
 @lru_cache(maxsize=8)

@@ -41,9 +41,11 @@ def wait_for_job(http: httpx.Client, job_id: str, timeout: float = 90.0) -> dict
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[EmbeddedStack]:
-    with EmbeddedStack(scenario(), api_port=0, timeout_hold_seconds=1.0, meli_timeout_seconds=0.5) as running:
-        with instant_retries():
-            yield running
+    with (
+        EmbeddedStack(scenario(), api_port=0, timeout_hold_seconds=1.0, meli_timeout_seconds=0.5) as running,
+        instant_retries(),
+    ):
+        yield running
 
 
 def test_the_default_scenario_as_one_job_settles_every_id_within_the_quota(stack: EmbeddedStack) -> None:

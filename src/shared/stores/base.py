@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Generic, Protocol, TypeVar
 
 from shared.models import (
@@ -11,6 +12,7 @@ from shared.models import (
     ErrorEvent,
     ExecutionRef,
     IdentifierKind,
+    ListingRef,
     Outcome,
     ProductLink,
     Reason,
@@ -26,6 +28,15 @@ T = TypeVar("T")
 class Page(Generic[T]):
     items: list[T]
     next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class ReconcileCursor:
+    """Where a connection's reconciliation stands: every order updated before ``watermark`` was fully paged, and
+    the hour starting at ``watermark`` was paged up to ``offset``."""
+
+    watermark: datetime | None
+    offset: int = 0
 
 
 class SaleStore(Protocol):
@@ -52,6 +63,16 @@ class SaleStore(Protocol):
 
     def set_execution(self, connection_id: str, sale_id: str, execution: ExecutionRef) -> None: ...
 
+    def claim_pending(self, connection_id: str, sale_id: str, *, owner: str, stale_before: datetime) -> bool:
+        """Mark a sale ``pending`` for a reconciliation run, once: only a sale the service never saw, one whose
+        pending / in-progress mark is older than ``stale_before``, or one that was not paid when last checked.
+        False when someone else already owns it (or it is reflected or settled)."""
+        ...
+
+    def release_pending(self, connection_id: str, sale_id: str, *, owner: str) -> None:
+        """Undo ``claim_pending`` (the sale could not be queued): the next run may claim it again."""
+        ...
+
 
 class ErrorStore(Protocol):
     def get(self, connection_id: str, sale_id: str) -> ErrorEntry | None: ...
@@ -67,9 +88,16 @@ class ErrorStore(Protocol):
         retryable: bool,
         reason: Reason | None = None,
         count_attempt: bool = True,
+        listings: list[ListingRef] | None = None,
     ) -> ErrorEntry:
         """Open or update the sale's entry: type, message, attempts and history. The same ``attempt_key`` twice
-        (a retried Lambda) changes nothing the second time."""
+        (a retried Lambda) changes nothing the second time. A counted retryable failure sets ``next_retry_at``
+        (exponential backoff from the attempts); ``listings`` records the listings that block the sale."""
+        ...
+
+    def claim_retry(self, connection_id: str, sale_id: str, *, now: datetime, until: datetime) -> bool:
+        """Claim a due entry for an automatic retry: ``next_retry_at`` absent or <= ``now`` moves to ``until``.
+        False if it is not due (another sweep claimed it, or its backoff has not elapsed)."""
         ...
 
     def resolve(self, connection_id: str, sale_id: str) -> ErrorEntry | None:
@@ -107,6 +135,21 @@ class ConnectionStore(Protocol):
         ...
 
     def release_refresh_lock(self, connection_id: str, owner: str) -> None: ...
+
+    def list_ids(self) -> list[str]:
+        """Every connection id (the schedules visit them all)."""
+        ...
+
+    def acquire_reconcile_lease(self, connection_id: str, owner: str, ttl_seconds: int) -> ReconcileCursor | None:
+        """Take the per-connection reconciliation lease; returns the stored cursor, or None if a live lease is
+        someone else's (another run is reconciling this connection)."""
+        ...
+
+    def advance_reconcile_cursor(self, connection_id: str, owner: str, cursor: ReconcileCursor) -> bool:
+        """Store the cursor if ``owner`` still holds the lease and it does not move backwards."""
+        ...
+
+    def release_reconcile_lease(self, connection_id: str, owner: str) -> None: ...
 
 
 class AliasStore(Protocol):

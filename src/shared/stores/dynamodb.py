@@ -23,13 +23,15 @@ from shared.models import (
     ErrorEvent,
     ExecutionRef,
     IdentifierKind,
+    ListingRef,
     Outcome,
     ProductLink,
     Reason,
     ReflectedSale,
     SaleState,
+    retry_delay_seconds,
 )
-from shared.stores.base import ListingKey, Page
+from shared.stores.base import ListingKey, Page, ReconcileCursor
 
 
 class InvalidCursor(ValueError):
@@ -38,6 +40,11 @@ class InvalidCursor(ValueError):
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _iso(value: datetime) -> str:
+    """Fixed-width UTC timestamps for attributes that conditions compare as strings (next_retry_at, watermarks)."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
 
 
 def _to_dynamo(value: Any) -> Any:
@@ -90,6 +97,7 @@ class DynamoSaleStore:
             return None
         data = _from_dynamo(item["Item"])
         data.pop("reflected_at", None)
+        data.pop("claimed_by", None)
         return SaleState.model_validate(data)
 
     def reflect(self, record: ReflectedSale, *, attempts: int = 1) -> bool:
@@ -168,14 +176,65 @@ class DynamoSaleStore:
             },
         )
 
+    def claim_pending(self, connection_id: str, sale_id: str, *, owner: str, stale_before: datetime) -> bool:
+        try:
+            self._table.update_item(
+                Key={"connection_id": connection_id, "sale_id": sale_id},
+                UpdateExpression="SET outcome = :pending, updated_at = :now, claimed_by = :owner REMOVE reason, detail",
+                ConditionExpression=(
+                    "attribute_not_exists(#record) AND (attribute_not_exists(outcome) "
+                    "OR ((outcome = :pending OR outcome = :in_progress) AND updated_at < :stale) "
+                    "OR (outcome = :not_reflectable AND reason = :unpaid))"
+                ),
+                ExpressionAttributeNames={"#record": "record"},
+                ExpressionAttributeValues={
+                    ":pending": Outcome.PENDING.value,
+                    ":in_progress": Outcome.IN_PROGRESS.value,
+                    ":not_reflectable": Outcome.NOT_REFLECTABLE.value,
+                    ":unpaid": Reason.PAYMENT_NOT_VERIFIED.value,
+                    ":now": _now().isoformat(),
+                    ":stale": stale_before.astimezone(UTC).isoformat(),
+                    ":owner": owner,
+                },
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    def release_pending(self, connection_id: str, sale_id: str, *, owner: str) -> None:
+        try:
+            self._table.delete_item(
+                Key={"connection_id": connection_id, "sale_id": sale_id},
+                ConditionExpression=(
+                    "claimed_by = :owner AND outcome = :pending AND attribute_not_exists(#record) "
+                    "AND attribute_not_exists(latest_execution)"
+                ),
+                ExpressionAttributeNames={"#record": "record"},
+                ExpressionAttributeValues={":owner": owner, ":pending": Outcome.PENDING.value},
+            )
+        except ClientError as exc:
+            if not _conditional_failed(exc):
+                raise
+
 
 # --- Error list -------------------------------------------------------------------------------------------------------
 
 
 class DynamoErrorStore:
-    def __init__(self, table: Any, *, index_name: str = "ErrorTypeIndex") -> None:
+    def __init__(
+        self,
+        table: Any,
+        *,
+        index_name: str = "ErrorTypeIndex",
+        retry_base_seconds: float = 300.0,
+        retry_max_seconds: float = 21_600.0,
+    ) -> None:
         self._table = table
         self._index = index_name
+        self._retry_base = retry_base_seconds
+        self._retry_max = retry_max_seconds
 
     @staticmethod
     def _entry(item: dict[str, Any]) -> ErrorEntry:
@@ -208,6 +267,7 @@ class DynamoErrorStore:
         retryable: bool,
         reason: Reason | None = None,
         count_attempt: bool = True,
+        listings: list[ListingRef] | None = None,
     ) -> ErrorEntry:
         now = event.at.isoformat()
         error_type = str(event.error_type)
@@ -232,6 +292,9 @@ class DynamoErrorStore:
         if reason is not None:
             expression += ", reason = :reason"
             values[":reason"] = reason.value
+        if listings is not None:
+            expression += ", listings = :listings"
+            values[":listings"] = [_to_dynamo(ref.model_dump(mode="json")) for ref in listings]
         expression += " ADD attempts :attempt"
         condition = None
         if event.attempt_key:
@@ -258,7 +321,43 @@ class DynamoErrorStore:
             if existing is None:  # pragma: no cover - the condition only fails on an existing item
                 raise
             return existing
-        return self._entry(result["Attributes"])
+        entry = self._entry(result["Attributes"])
+        if retryable and count_attempt:
+            entry = self._schedule_retry(entry, event.at)
+        return entry
+
+    def _schedule_retry(self, entry: ErrorEntry, failed_at: datetime) -> ErrorEntry:
+        """Exponential backoff from the attempts: the error sweep retries the entry once ``next_retry_at`` passed."""
+        delay = retry_delay_seconds(entry.attempts, base_seconds=self._retry_base, max_seconds=self._retry_max)
+        at = failed_at + timedelta(seconds=delay)
+        try:
+            self._table.update_item(
+                Key={"connection_id": entry.connection_id, "sale_id": entry.sale_id},
+                UpdateExpression="SET next_retry_at = :at",
+                ConditionExpression="attempts = :attempts",  # a newer failure sets its own
+                ExpressionAttributeValues={":at": _iso(at), ":attempts": entry.attempts},
+            )
+        except ClientError as exc:
+            if not _conditional_failed(exc):
+                raise
+            return entry
+        return entry.model_copy(update={"next_retry_at": at})
+
+    def claim_retry(self, connection_id: str, sale_id: str, *, now: datetime, until: datetime) -> bool:
+        try:
+            self._table.update_item(
+                Key={"connection_id": connection_id, "sale_id": sale_id},
+                UpdateExpression="SET next_retry_at = :until",
+                ConditionExpression=(
+                    "attribute_exists(sale_id) AND (attribute_not_exists(next_retry_at) OR next_retry_at <= :now)"
+                ),
+                ExpressionAttributeValues={":until": _iso(until), ":now": _iso(now)},
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
 
     def resolve(self, connection_id: str, sale_id: str) -> ErrorEntry | None:
         result = self._table.delete_item(
@@ -414,6 +513,79 @@ class DynamoConnectionStore:
             if not _conditional_failed(exc):
                 raise
 
+    def list_ids(self) -> list[str]:
+        ids: list[str] = []
+        kwargs: dict[str, Any] = {"ProjectionExpression": "connection_id"}
+        while True:
+            page = self._table.scan(**kwargs)
+            ids += [str(item["connection_id"]) for item in page.get("Items", [])]
+            if not page.get("LastEvaluatedKey"):
+                return sorted(ids)
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    # Reconciliation: a run lease (like the refresh lease) and the cursor, on the connection's row.
+
+    def acquire_reconcile_lease(self, connection_id: str, owner: str, ttl_seconds: int) -> ReconcileCursor | None:
+        now = _now()
+        try:
+            result = self._table.update_item(
+                Key={"connection_id": connection_id},
+                UpdateExpression="SET reconcile_lease_owner = :owner, reconcile_lease_until = :until",
+                ConditionExpression=(
+                    "attribute_exists(connection_id) AND (attribute_not_exists(reconcile_lease_until) "
+                    "OR reconcile_lease_until < :now OR reconcile_lease_owner = :owner)"
+                ),
+                ExpressionAttributeValues={
+                    ":owner": owner,
+                    ":until": _iso(now + timedelta(seconds=ttl_seconds)),
+                    ":now": _iso(now),
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return None
+            raise
+        row = _from_dynamo(result["Attributes"])
+        watermark = row.get("reconcile_watermark")
+        return ReconcileCursor(
+            watermark=datetime.fromisoformat(watermark) if watermark else None,
+            offset=int(row.get("reconcile_offset", 0)),
+        )
+
+    def advance_reconcile_cursor(self, connection_id: str, owner: str, cursor: ReconcileCursor) -> bool:
+        if cursor.watermark is None:
+            return False
+        try:
+            self._table.update_item(
+                Key={"connection_id": connection_id},
+                UpdateExpression="SET reconcile_watermark = :wm, reconcile_offset = :off",
+                ConditionExpression=(
+                    "reconcile_lease_owner = :owner AND (attribute_not_exists(reconcile_watermark) "
+                    "OR reconcile_watermark < :wm "
+                    "OR (reconcile_watermark = :wm AND (attribute_not_exists(reconcile_offset) "
+                    "OR reconcile_offset <= :off)))"
+                ),
+                ExpressionAttributeValues={":owner": owner, ":wm": _iso(cursor.watermark), ":off": cursor.offset},
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    def release_reconcile_lease(self, connection_id: str, owner: str) -> None:
+        try:
+            self._table.update_item(
+                Key={"connection_id": connection_id},
+                UpdateExpression="REMOVE reconcile_lease_owner, reconcile_lease_until",
+                ConditionExpression="reconcile_lease_owner = :owner",
+                ExpressionAttributeValues={":owner": owner},
+            )
+        except ClientError as exc:
+            if not _conditional_failed(exc):
+                raise
+
 
 # --- Identifier aliases -----------------------------------------------------------------------------------------------
 
@@ -545,6 +717,18 @@ class DynamoJobStore:
         )
 
     def hand_over(self, job_id: str, sale_id: str, execution_arn: str, attempts: int) -> None:
+        self._continue_elsewhere(job_id, sale_id, {"execution_arn": execution_arn, "attempts": attempts})
+
+    def defer(self, job_id: str, sale_id: str, *, attempts: int, retry_at: datetime | None, detail: str) -> None:
+        values: dict[str, Any] = {"attempts": attempts, "detail": detail}
+        if retry_at is not None:
+            values["retry_at"] = retry_at.isoformat()
+        values["deferred"] = True
+        self._continue_elsewhere(job_id, sale_id, values)
+
+    def _continue_elsewhere(self, job_id: str, sale_id: str, fields: dict[str, Any]) -> None:
+        """pending -> in_progress (a state machine execution or a later sweep continues the sale), counted once."""
+        sets = ", ".join(f"#{k} = :{k}" for k in fields)
         try:
             self._client.transact_write_items(
                 TransactItems=[
@@ -552,16 +736,14 @@ class DynamoJobStore:
                         "Update": {
                             "TableName": self._table.name,
                             "Key": {"job_id": job_id, "item_key": sale_id},
-                            "UpdateExpression": (
-                                "SET outcome = :ip, execution_arn = :arn, attempts = :a, updated_at = :now"
-                            ),
+                            "UpdateExpression": f"SET outcome = :ip, updated_at = :now, {sets}",
                             "ConditionExpression": "outcome = :pending",
+                            "ExpressionAttributeNames": {f"#{k}": k for k in fields},
                             "ExpressionAttributeValues": {
                                 ":ip": Outcome.IN_PROGRESS.value,
                                 ":pending": Outcome.PENDING.value,
-                                ":arn": execution_arn,
-                                ":a": attempts,
                                 ":now": _now().isoformat(),
+                                **{f":{k}": v for k, v in fields.items()},
                             },
                         }
                     },
@@ -597,7 +779,9 @@ class DynamoJobStore:
                 return False
             previous = current["Item"]["outcome"]
             header_update = "ADD settled :one, #count :one"
-            if previous == Outcome.IN_PROGRESS.value and current["Item"].get("execution_arn"):
+            if previous == Outcome.IN_PROGRESS.value and (
+                current["Item"].get("execution_arn") or current["Item"].get("deferred")
+            ):
                 header_update += ", handed_over :minus"
             sets = "SET outcome = :o, attempts = :a, updated_at = :now"
             values: dict[str, Any] = {

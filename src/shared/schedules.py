@@ -1,0 +1,422 @@
+"""Scheduled work that needs no human (DESIGN §1 "EventBridge schedules", §6 "our edge").
+
+- **Error sweep**: every retryable error-list entry whose backoff has elapsed is retried through the bulk path
+  (a job, 50-id SQS messages); an entry whose retries are spent is escalated once; an entry blocked by its product
+  is retried as soon as every listing that blocked it is linked to an active, synced product (self-heal).
+  Entries blocked by the sale itself (cancelled, unpaid, cart, ...) are left alone: the seller must act.
+- **Reconciliation**: pages through ML's ``orders/search`` (status paid, ``order.date_last_updated`` in hour
+  slices) for each connection's seller and relinks, through the bulk path, every paid sale the platform has not
+  reflected, not listed and not settled. A per-connection lease keeps two runs apart, a per-sale claim enqueues a
+  sale once, and a per-connection cursor (watermark + offset) on the connection's row makes runs resumable.
+
+The handlers parse the event; this module takes and returns models.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from shared.bulk import BulkService
+from shared.checks import PAID_STATUSES, check_not_cancelled
+from shared.identifiers import validate_connection_id
+from shared.meli.models import MeliOrder
+from shared.models import Connection, ErrorEntry, Reason, Trigger
+from shared.recovery import WAITING_FOR_PRODUCT, RecoveryService
+from shared.settings import Settings
+from shared.stores.base import ReconcileCursor
+
+HOUR = timedelta(hours=1)
+PAGE_SIZE = 50  # ML's documented default and the most clients use (reference/meli-api.md §2)
+ML_RETENTION = timedelta(days=365)  # "orders created up to 12 months ago are currently saved"
+RUNNING_GRACE = timedelta(hours=2)  # a sale in progress elsewhere (a relink execution) is left to it this long
+
+
+class InvalidScheduleInput(ValueError):
+    """A manual run's input is not one the schedule understands. Nothing was read or written."""
+
+
+class InvalidWindow(InvalidScheduleInput):
+    """A manual reconciliation window that cannot be searched (inverted, empty, too old)."""
+
+
+class ScheduleRunFailed(RuntimeError):
+    """At least one connection's run failed; the others completed. The message names each failure."""
+
+
+# --- input ------------------------------------------------------------------------------------------------------------
+
+
+class Window(BaseModel):
+    """A manual reconciliation window, ``{"from": ISO, "to": ISO}`` with a UTC offset."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    start: AwareDatetime = Field(alias="from")
+    end: AwareDatetime = Field(alias="to")
+
+
+class ScheduleRequest(BaseModel):
+    """What a run works on. A scheduled event means every connection; a manual run may name one (and a window)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    connection_id: str | None = Field(default=None, min_length=1, max_length=64)
+    window: Window | None = None
+
+    @model_validator(mode="after")
+    def _window_order(self) -> ScheduleRequest:
+        if self.window is not None and self.window.start >= self.window.end:
+            raise InvalidWindow(
+                f"window.from ({self.window.start.isoformat()}) must be before window.to "
+                f"({self.window.end.isoformat()}); swap them or widen the window."
+            )
+        return self
+
+
+class ScheduledEvent(BaseModel):
+    """An EventBridge scheduled event (rule with a schedule expression and no Input)."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    version: str
+    id: str
+    detail_type: str = Field(alias="detail-type", pattern="^Scheduled Event$")
+    source: str = Field(pattern="^aws\\.events$")
+    account: str
+    time: datetime
+    region: str
+    resources: list[str]
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+def parse_schedule_input(event: Any, *, windows: bool) -> ScheduleRequest:
+    """A real scheduled event -> every connection; a plain JSON object (a manual run from the console) ->
+    ``{"connection_id"?, "window"?: {"from", "to"}}``. Raises InvalidScheduleInput / InvalidWindow."""
+    example = '{"connection_id": "mla-main"' + (
+        ', "window": {"from": "2024-11-04T00:00:00-03:00", "to": "2024-11-05T00:00:00-03:00"}}' if windows else "}"
+    )
+    if not isinstance(event, dict):
+        raise InvalidScheduleInput(f"The input must be a JSON object, for example {example}.")
+    if event.get("source") == "aws.events" or "detail-type" in event:
+        try:
+            ScheduledEvent.model_validate(event)
+        except ValidationError as exc:
+            raise InvalidScheduleInput(f"Not an EventBridge scheduled event: {_problems(exc)}.") from None
+        return ScheduleRequest()
+    try:
+        request = ScheduleRequest.model_validate(event)
+    except InvalidWindow:
+        raise
+    except ValidationError as exc:
+        cause = exc.errors()[0].get("ctx", {}).get("error") if exc.errors() else None
+        if isinstance(cause, InvalidWindow):
+            raise cause from None
+        raise InvalidScheduleInput(f"Invalid manual run input ({_problems(exc)}). Use {example}.") from None
+    if request.window is not None and not windows:
+        raise InvalidScheduleInput(f'The error sweep takes no "window". Use {example}.')
+    if request.connection_id is not None:
+        validate_connection_id(request.connection_id)
+    return request
+
+
+def _problems(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err["loc"]) or "(input)"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+# --- output -----------------------------------------------------------------------------------------------------------
+
+
+class RunSummary(BaseModel):
+    """One connection's run: what was found, queued, left alone and escalated. Logged and turned into metrics."""
+
+    schedule: str
+    connection_id: str
+    found: int = 0
+    enqueued: int = 0
+    skipped: int = 0
+    escalated: int = 0
+    healed: int = 0  # of ``enqueued``: sales blocked by a product that is now active and synced
+    job_id: str | None = None
+    messages: int = 0
+    sale_ids: list[str] = Field(default_factory=list)
+    pages: int = 0
+    window_from: datetime | None = None
+    window_to: datetime | None = None
+    complete: bool = True  # the whole window was paged (reconciliation)
+    watermark: datetime | None = None
+    note: str | None = None
+    error: str | None = None
+
+    def log_view(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True, exclude={"sale_ids"})
+
+
+def floor_hour(value: datetime) -> datetime:
+    return value.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def hours(first: datetime, last: datetime) -> Iterator[datetime]:
+    slot = floor_hour(first)
+    while slot <= last:
+        yield slot
+        slot += HOUR
+
+
+class ScheduleService:
+    def __init__(
+        self,
+        recovery: RecoveryService,
+        bulk: BulkService,
+        settings: Settings,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._recovery = recovery
+        self._stores = recovery.stores
+        self._bulk = bulk
+        self._settings = settings
+        self._now = clock
+
+    def connection_ids(self, request: ScheduleRequest) -> list[str]:
+        if request.connection_id is not None:
+            self._recovery.connection(request.connection_id)  # ConnectionNotFound before anything is written
+            return [request.connection_id]
+        return self._stores.connections.list_ids()
+
+    def _each(self, request: ScheduleRequest, run: Callable[[str], RunSummary], schedule: str) -> list[RunSummary]:
+        summaries = []
+        for connection_id in self.connection_ids(request):
+            try:
+                summaries.append(run(connection_id))
+            except Exception as exc:  # one connection's trouble must not stop the others; reported at the end
+                summaries.append(
+                    RunSummary(schedule=schedule, connection_id=connection_id, error=f"{type(exc).__name__}: {exc}")
+                )
+        return summaries
+
+    # --- error sweep ------------------------------------------------------------------------------------------------
+
+    def sweep(self, request: ScheduleRequest) -> list[RunSummary]:
+        return self._each(request, self._sweep_one, "error_sweep")
+
+    def _sweep_one(self, connection_id: str) -> RunSummary:
+        settings, errors = self._settings, self._stores.errors
+        now = self._now()
+        summary = RunSummary(schedule="error_sweep", connection_id=connection_id)
+        due: list[ErrorEntry] = []
+        waiting: list[ErrorEntry] = []
+        cursor: str | None = None
+        while len(due) + len(waiting) < settings.sweep_max_ids:
+            page = errors.list(connection_id, limit=100, cursor=cursor)
+            for entry in page.items:
+                summary.found += 1
+                if entry.escalated:
+                    summary.skipped += 1  # the help desk has it
+                elif entry.retryable and entry.attempts >= settings.error_max_attempts:
+                    self._recovery.escalate(
+                        connection_id,
+                        entry.sale_id,
+                        reason=Reason.RETRIES_EXHAUSTED,
+                        attempts=entry.attempts,
+                        last_error=entry.message,
+                    )
+                    summary.escalated += 1
+                elif entry.retryable:
+                    if (entry.next_retry_at is not None and entry.next_retry_at > now) or self._running(
+                        connection_id, entry.sale_id, now
+                    ):
+                        summary.skipped += 1  # backoff not elapsed, or a relink execution has it
+                    else:
+                        due.append(entry)
+                elif entry.reason in WAITING_FOR_PRODUCT and entry.listings:
+                    waiting.append(entry)
+                else:
+                    summary.skipped += 1  # blocked by the sale itself: the seller must act
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        healable = self._healable(connection_id, waiting)
+        summary.skipped += len(waiting) - len(healable)
+        claim_until = now + timedelta(seconds=settings.sweep_claim_seconds)
+        chosen = (due + healable)[: settings.sweep_max_ids]
+        claimed = [e for e in chosen if errors.claim_retry(connection_id, e.sale_id, now=now, until=claim_until)]
+        summary.skipped += len(due) + len(healable) - len(claimed)
+        if claimed:
+            job = self._bulk.submit_ids(connection_id, [e.sale_id for e in claimed], trigger=Trigger.SCHEDULE)
+            summary.job_id, summary.messages = job.job_id, job.messages
+            summary.sale_ids = [e.sale_id for e in claimed]
+            summary.enqueued = len(claimed)
+            summary.healed = sum(1 for e in claimed if not e.retryable)
+        return summary
+
+    def _running(self, connection_id: str, sale_id: str, now: datetime) -> bool:
+        from shared.models import Outcome
+
+        state = self._stores.sales.get(connection_id, sale_id)
+        return bool(
+            state is not None and state.outcome is Outcome.IN_PROGRESS and state.updated_at > now - RUNNING_GRACE
+        )
+
+    def _healable(self, connection_id: str, entries: list[ErrorEntry]) -> list[ErrorEntry]:
+        """Entries every blocking listing of which is now linked to an active, synced product."""
+        if not entries:
+            return []
+        keys = sorted({(ref.item_id, ref.variation_id) for e in entries for ref in e.listings or []}, key=str)
+        links = self._stores.products.get_links(connection_id, keys)
+
+        def fixed(entry: ErrorEntry) -> bool:
+            for ref in entry.listings or []:
+                link = links.get((ref.item_id, ref.variation_id))
+                if link is None or not link.active or not link.synced:
+                    return False
+            return True
+
+        return [e for e in entries if fixed(e)]
+
+    # --- reconciliation ---------------------------------------------------------------------------------------------
+
+    def reconcile(self, request: ScheduleRequest) -> list[RunSummary]:
+        window = request.window
+        if window is not None and window.start < self._now() - ML_RETENTION:
+            raise InvalidWindow(
+                f"window.from ({window.start.isoformat()}) is more than 12 months ago; Mercado Libre keeps orders "
+                "for 12 months. Start the window later."
+            )
+        return self._each(request, lambda cid: self._reconcile_one(cid, window), "reconcile")
+
+    def _reconcile_one(self, connection_id: str, window: Window | None) -> RunSummary:
+        connection = self._recovery.connection(connection_id)
+        connections = self._stores.connections
+        owner = uuid.uuid4().hex
+        ttl = int(self._settings.reconcile_max_seconds) + 120
+        cursor = connections.acquire_reconcile_lease(connection_id, owner, ttl)
+        if cursor is None:
+            return RunSummary(
+                schedule="reconcile",
+                connection_id=connection_id,
+                note="another reconciliation of this connection is running; this run did nothing",
+            )
+        try:
+            return self._reconcile_leased(connection, owner, cursor, window)
+        finally:
+            connections.release_reconcile_lease(connection_id, owner)
+
+    def _reconcile_leased(
+        self, connection: Connection, owner: str, cursor: ReconcileCursor, window: Window | None
+    ) -> RunSummary:
+        settings, stores = self._settings, self._stores
+        connection_id = connection.connection_id
+        now = self._now()
+        current = floor_hour(now)
+        resume: dict[datetime, int] = {}
+        if window is not None:
+            primary = list(hours(window.start, min(window.end, now)))
+            overlap: list[datetime] = []
+        else:
+            start = floor_hour(cursor.watermark or now - timedelta(hours=settings.reconcile_lookback_hours))
+            primary = list(hours(start, current))
+            # ML keeps only the hour of a date filter: re-read the hour(s) before the watermark, last.
+            overlap = (
+                [start - HOUR * n for n in range(settings.reconcile_overlap_hours, 0, -1)] if cursor.watermark else []
+            )
+            resume = {start: cursor.offset}
+        summary = RunSummary(
+            schedule="reconcile",
+            connection_id=connection_id,
+            window_from=(overlap or primary)[0] if (overlap or primary) else None,
+            window_to=(primary[-1] + HOUR) if primary else None,
+        )
+        client = self._recovery.marketplace.for_connection(connection_id)
+        deadline = time.monotonic() + settings.reconcile_max_seconds
+        stale = now - timedelta(seconds=settings.reconcile_claim_seconds)
+        seen: set[str] = set()
+        claimed: list[str] = []
+        stopped: tuple[datetime, int] | None = None
+        try:
+            for slot in [*primary, *overlap]:
+                offset = resume.get(slot, 0)
+                while True:
+                    if (
+                        summary.pages >= settings.reconcile_max_pages
+                        or len(claimed) >= settings.reconcile_max_ids
+                        or time.monotonic() > deadline
+                    ):
+                        stopped = (slot, offset)
+                        break
+                    page = client.search_orders(
+                        seller_id=connection.seller_id,
+                        status="paid",
+                        updated_from=slot,
+                        updated_to=slot + HOUR,  # overlaps the next slot: a superset, whatever ML rounds to
+                        offset=offset,
+                        limit=PAGE_SIZE,
+                    )
+                    summary.pages += 1
+                    full = True
+                    for order in page.results:
+                        if len(claimed) >= settings.reconcile_max_ids:
+                            full = False  # the rest of this page is read again next run (claims skip the done)
+                            break
+                        self._consider(connection_id, order, owner, stale, seen, claimed, summary)
+                    if not full:
+                        stopped = (slot, offset)
+                        break
+                    offset += len(page.results)
+                    if not page.results or offset >= page.paging.total:
+                        break
+                if stopped is not None:
+                    break
+            if claimed:
+                job = self._bulk.submit_ids(connection_id, claimed, trigger=Trigger.SCHEDULE)
+                summary.job_id, summary.messages = job.job_id, job.messages
+        except BaseException:
+            for sale_id in claimed:  # not queued: let the next run claim them again
+                stores.sales.release_pending(connection_id, sale_id, owner=owner)
+            raise
+        summary.enqueued = len(claimed)
+        summary.sale_ids = claimed
+        summary.skipped = summary.found - summary.enqueued
+        summary.complete = stopped is None
+        if window is None:
+            # Only after the enqueue succeeded, and only as far as the primary hours were fully paged.
+            if stopped is not None and stopped[0] in primary:
+                advanced = ReconcileCursor(watermark=stopped[0], offset=stopped[1])
+            else:
+                advanced = ReconcileCursor(watermark=current, offset=0)
+            if stores.connections.advance_reconcile_cursor(connection_id, owner, advanced):
+                summary.watermark = advanced.watermark
+            else:
+                summary.watermark = cursor.watermark
+        return summary
+
+    def _consider(
+        self,
+        connection_id: str,
+        order: MeliOrder,
+        owner: str,
+        stale: datetime,
+        seen: set[str],
+        claimed: list[str],
+        summary: RunSummary,
+    ) -> None:
+        sale_id = str(order.id)
+        if sale_id in seen:
+            return  # overlapping hours: the same order twice
+        seen.add(sale_id)
+        if order.status not in PAID_STATUSES or not check_not_cancelled(order).ok:
+            return  # ML filters these for sellers; never relink one that slipped through
+        summary.found += 1
+        if self._stores.errors.get(connection_id, sale_id) is not None:
+            return  # the error sweep owns listed sales
+        if self._stores.sales.claim_pending(connection_id, sale_id, owner=owner, stale_before=stale):
+            claimed.append(sale_id)
