@@ -316,7 +316,11 @@ class RecoveryService:
             # The sale waits in the error list, not retryable, until the seller fixes what the reason names.
             # The blocking listings are kept on the entry: when they are fixed, the error sweep heals the sale.
             listings = (
-                [ListingRef(item_id=line.item_id, variation_id=line.variation_id) for line in report.lines if line.reason]
+                [
+                    ListingRef(item_id=line.item_id, variation_id=line.variation_id)
+                    for line in report.lines
+                    if line.reason
+                ]
                 if reason in WAITING_FOR_PRODUCT
                 else None
             )
@@ -382,9 +386,7 @@ class RecoveryService:
             )
         return result.model_copy(update={"attempts": 1})
 
-    def retry_listed(
-        self, connection_id: str, sale_id: str, *, attempt_key: str, max_attempts: int
-    ) -> RecoveryResult:
+    def retry_listed(self, connection_id: str, sale_id: str, *, attempt_key: str, max_attempts: int) -> RecoveryResult:
         """An automatic retry of a listed sale (the error sweep, self-heal). Unlike a person's resync, a transient
         failure is not escalated at once: the entry keeps its backoff and the next sweep retries it, until
         ``max_attempts`` are spent; then the help desk is paged (once per episode). ``IN_PROGRESS`` = retry later."""

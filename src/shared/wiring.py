@@ -13,8 +13,8 @@ from shared.settings import Settings
 if TYPE_CHECKING:
     from shared.bulk import BulkService
     from shared.jobs import JobStore
-    from shared.schedules import ScheduleService
     from shared.meli.port import MarketplaceClient, MarketplaceClientFactory
+    from shared.schedules import ScheduleService
 
 T = TypeVar("T")
 
