@@ -81,8 +81,10 @@ def main(argv: list[str] | None = None) -> int:
             meli_requests=stack.meli.count(),
         )
         from devstack.main_job import TERMINAL
+        from devstack.schedules_demo import reconcile_unnotified_sale
 
-        return 0 if all(row.outcome in TERMINAL for row in report.rows) else 1
+        reconciled = reconcile_unnotified_sale(stack, console)
+        return 0 if reconciled and all(row.outcome in TERMINAL for row in report.rows) else 1
     finally:
         stack.stop()
 

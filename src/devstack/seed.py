@@ -18,12 +18,13 @@ from shared.models import (
     ErrorEntry,
     ErrorEvent,
     ErrorType,
+    ListingRef,
     ProductLink,
     Reason,
     ReflectedSale,
     Trigger,
 )
-from shared.recovery import Stores
+from shared.recovery import WAITING_FOR_PRODUCT, Stores
 
 
 def _retryable(error_type: str) -> bool:
@@ -87,6 +88,7 @@ def seed(
     for error in scenario.sale_errors:
         retryable = error.retryable if error.retryable is not None else _retryable(error.error_type)
         reason = _reason(error.error_type)
+        listings = _blocking_listings(stores, error.connection_id, orders.get(error.sale_id), reason)
         stores.errors.put_if_absent(
             ErrorEntry(
                 connection_id=error.connection_id,
@@ -100,5 +102,17 @@ def seed(
                 history=[ErrorEvent(at=now, error_type=error.error_type, message=error.message, trigger=Trigger.SEED)],
                 episode=uuid.uuid4().hex,
                 reason=reason if not retryable else None,
+                listings=listings if not retryable else None,
             )
         )
+
+
+def _blocking_listings(
+    stores: Stores, connection_id: str, order: MeliOrder | None, reason: Reason | None
+) -> list[ListingRef] | None:
+    """A listed sale blocked by its product keeps the listings that block it, as the service writes them: the error
+    sweep heals it when they are fixed."""
+    if order is None or reason not in WAITING_FOR_PRODUCT:
+        return None
+    _, lines = check_products(order, stores.products.get_links(connection_id, listing_keys(order)))
+    return [ListingRef(item_id=line.item_id, variation_id=line.variation_id) for line in lines if line.reason]

@@ -47,6 +47,17 @@ class NoSaleIds(ValueError):
     pass
 
 
+class NoValidSaleIds(NoSaleIds):
+    """Every id of a request was rejected: nothing to queue, so no job is written (the answer lists each reason)."""
+
+    def __init__(self, rejected: list[RejectedId]) -> None:
+        super().__init__(
+            f"No sale id among the {len(rejected)} value(s) sent; each one's reason is under \"rejected\". "
+            "Nothing was queued: send the sale ids (digits only, e.g. 2000001234567890)."
+        )
+        self.rejected = rejected
+
+
 class Selection(BaseModel):
     accepted: list[str]
     rejected: list[RejectedId]
@@ -149,6 +160,8 @@ class BulkService:
             raise RuntimeError("no bulk queue configured")
         self._recovery.connection(connection_id)
         selection = parse_sale_ids(sale_ids, max_ids=self._max_ids)
+        if not selection.accepted and selection.rejected:
+            raise NoValidSaleIds(selection.rejected)
         return self._enqueue(connection_id, selection, Trigger.API)
 
     def submit_ids(self, connection_id: str, sale_ids: list[str], *, trigger: Trigger) -> Job:
@@ -269,6 +282,7 @@ class BulkService:
             reason=result.reason,
             attempts=result.attempts,
             detail=result.seller_action or result.detail,
+            handed_over=False,
         )
 
     def _hand_over(self, message: BulkMessage, sale_id: str, *, attempts: int) -> None:

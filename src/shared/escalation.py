@@ -6,9 +6,11 @@ import json
 from datetime import datetime
 from typing import Any, Protocol
 
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from pydantic import BaseModel, Field
 
 from shared.models import ErrorEvent, Reason, utc_now
+from shared.observability import metrics
 
 
 class EscalationMessage(BaseModel):
@@ -50,4 +52,8 @@ class SnsHelpDeskNotifier:
                 "reason": {"DataType": "String", "StringValue": message.reason.value},
             },
         )
+        # One per page actually sent (whichever path escalated: state machine, API resync, bulk, schedules); the
+        # EscalationsAlarm of template.yaml watches it with the service dimension alone.
+        with single_metric(name="SalesEscalated", unit=MetricUnit.Count, value=1, namespace=metrics.namespace):
+            pass
         return str(response["MessageId"])

@@ -108,6 +108,8 @@ class JobStore(Protocol):
         reason: Reason | None = None,
         attempts: int = 0,
         detail: str | None = None,
+        handed_over: bool | None = None,
     ) -> bool:
-        """Record the item's terminal outcome once. False if it was already terminal (nothing changed)."""
+        """Record the item's terminal outcome once. False if it was already terminal (nothing changed).
+        ``handed_over`` says whether the item went to the state machine (saves a read when known)."""
         ...

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
@@ -17,3 +19,18 @@ def record_outcome(result: RecoveryResult, *, operation: str) -> None:
     with single_metric(name="SaleOutcome", unit=MetricUnit.Count, value=1, namespace=metrics.namespace) as metric:
         metric.add_dimension(name="operation", value=operation)
         metric.add_dimension(name="outcome", value=result.outcome.value)
+
+
+def record_schedule_run(schedule: str, summaries: list[Any]) -> None:
+    """Metrics for one scheduled run (found, enqueued, skipped, escalated; per run, dimensioned by schedule) and
+    one structured log line with the run's summary."""
+    totals = {name: sum(getattr(s, name) for s in summaries) for name in ("found", "enqueued", "skipped", "escalated")}
+    metrics.add_dimension(name="schedule", value=schedule)
+    for name, value in totals.items():
+        metrics.add_metric(name=f"Schedule{name.capitalize()}", unit=MetricUnit.Count, value=value)
+    failed = [s for s in summaries if getattr(s, "error", None)]
+    log = logger.error if failed else logger.info
+    log(
+        f"{schedule} run",
+        extra={"schedule": schedule, **totals, "failed": len(failed), "connections": [s.log_view() for s in summaries]},
+    )

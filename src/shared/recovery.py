@@ -57,6 +57,9 @@ from shared.models import (
 from shared.stores.base import AliasStore, ConnectionStore, ErrorStore, Page, ProductStore, SaleStore
 from shared.workflow import RelinkWorkflow, execution_name
 
+CONNECTION_CACHE_SECONDS = 60.0
+_UNREAD: Any = object()  # "not read yet", distinct from a read that found nothing (None)
+
 # Blocked sales that stay in the error list, waiting for the seller to fix the product (self-heal picks them up).
 WAITING_FOR_PRODUCT = frozenset({Reason.PRODUCT_NOT_FOUND, Reason.PRODUCT_INACTIVE, Reason.PRODUCT_NOT_SYNCED})
 
@@ -147,6 +150,8 @@ class RecoveryService:
         self._notifier = notifier
         self._workflow = workflow
         self._clock = clock
+        # Connections change rarely; a warm container re-reads each one at most once a minute.
+        self._known_connections: dict[str, tuple[float, Connection]] = {}
 
     @property
     def stores(self) -> Stores:
@@ -161,9 +166,13 @@ class RecoveryService:
 
     def connection(self, connection_id: str) -> Connection:
         validate_connection_id(connection_id)
+        cached = self._known_connections.get(connection_id)
+        if cached is not None and self._clock() - cached[0] < CONNECTION_CACHE_SECONDS:
+            return cached[1]
         found = self._stores.connections.get(connection_id)
         if found is None:
             raise ConnectionNotFound(connection_id)
+        self._known_connections[connection_id] = (self._clock(), found)
         return found
 
     def _require_sale_id(self, connection_id: str, sale_id: str) -> str:
@@ -187,10 +196,13 @@ class RecoveryService:
         self.connection(connection_id)
         return self._assess(connection_id, sale_id.strip()).report
 
-    def _assess(self, connection_id: str, sale_id: str) -> Assessment:
+    def _assess(self, connection_id: str, sale_id: str, *, state: Any = _UNREAD, entry: Any = _UNREAD) -> Assessment:
+        """Callers that already read the sale's state or error entry pass them, so nothing is read twice."""
         client = self._marketplace.for_connection(connection_id)
-        state = self._stores.sales.get(connection_id, sale_id)
-        entry = self._stores.errors.get(connection_id, sale_id)
+        if state is _UNREAD:
+            state = self._stores.sales.get(connection_id, sale_id)
+        if entry is _UNREAD:
+            entry = self._stores.errors.get(connection_id, sale_id)
         resolution = resolve(client, self._stores.aliases, connection_id, sale_id)
         checks = [_identifier_check(resolution)]
         lines: list[ProductLineCheck] = []
@@ -244,7 +256,7 @@ class RecoveryService:
         state = self._stores.sales.get(connection_id, sale_id)
         if state is not None and state.record is not None:
             return NextAction.NONE, self._result(connection_id, sale_id, Outcome.ALREADY_REFLECTED)
-        report = self._assess(connection_id, sale_id).report
+        report = self._assess(connection_id, sale_id, state=state).report
         if report.reflected:
             return NextAction.NONE, self._result(connection_id, sale_id, Outcome.ALREADY_REFLECTED)
         if report.blocked:
@@ -257,11 +269,13 @@ class RecoveryService:
         self, connection_id: str, sale_id: str, trigger: Trigger, attempt_key: str | None, *, attempt: int = 1
     ) -> RecoveryResult:
         state = self._stores.sales.get(connection_id, sale_id)
+        entry = self._stores.errors.get(connection_id, sale_id)
         if state is not None and state.record is not None:
-            self._stores.errors.resolve(connection_id, sale_id)
+            if entry is not None:
+                self._stores.errors.resolve(connection_id, sale_id)
             return self._result(connection_id, sale_id, Outcome.ALREADY_REFLECTED, detail="Already in the platform.")
         try:
-            assessment = self._assess(connection_id, sale_id)
+            assessment = self._assess(connection_id, sale_id, state=state, entry=entry)
         except MeliError as exc:
             return self._record_failure(connection_id, sale_id, exc, trigger, attempt_key)
         report = assessment.report
@@ -272,7 +286,8 @@ class RecoveryService:
         assert assessment.order is not None  # not blocked means ML confirmed the sale
         record = build_record(connection_id, assessment.order, assessment.lines, trigger)
         stored = self._stores.sales.reflect(record, attempts=attempt)
-        self._stores.errors.resolve(connection_id, sale_id)
+        if entry is not None:
+            self._stores.errors.resolve(connection_id, sale_id)
         outcome = Outcome.REFLECTED if stored else Outcome.ALREADY_REFLECTED
         return self._result(connection_id, sale_id, outcome, record=record)
 

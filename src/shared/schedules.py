@@ -26,14 +26,13 @@ from shared.bulk import BulkService
 from shared.checks import PAID_STATUSES, check_not_cancelled
 from shared.identifiers import validate_connection_id
 from shared.meli.models import MeliOrder
-from shared.models import Connection, ErrorEntry, Reason, Trigger
+from shared.models import Connection, ErrorEntry, Outcome, Reason, Trigger
 from shared.recovery import WAITING_FOR_PRODUCT, RecoveryService
 from shared.settings import Settings
 from shared.stores.base import ReconcileCursor
 
 HOUR = timedelta(hours=1)
 PAGE_SIZE = 50  # ML's documented default and the most clients use (reference/meli-api.md §2)
-ML_RETENTION = timedelta(days=365)  # "orders created up to 12 months ago are currently saved"
 RUNNING_GRACE = timedelta(hours=2)  # a sale in progress elsewhere (a relink execution) is left to it this long
 
 
@@ -260,8 +259,6 @@ class ScheduleService:
         return summary
 
     def _running(self, connection_id: str, sale_id: str, now: datetime) -> bool:
-        from shared.models import Outcome
-
         state = self._stores.sales.get(connection_id, sale_id)
         return bool(
             state is not None and state.outcome is Outcome.IN_PROGRESS and state.updated_at > now - RUNNING_GRACE
@@ -287,11 +284,6 @@ class ScheduleService:
 
     def reconcile(self, request: ScheduleRequest) -> list[RunSummary]:
         window = request.window
-        if window is not None and window.start < self._now() - ML_RETENTION:
-            raise InvalidWindow(
-                f"window.from ({window.start.isoformat()}) is more than 12 months ago; Mercado Libre keeps orders "
-                "for 12 months. Start the window later."
-            )
         return self._each(request, lambda cid: self._reconcile_one(cid, window), "reconcile")
 
     def _reconcile_one(self, connection_id: str, window: Window | None) -> RunSummary:

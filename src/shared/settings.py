@@ -39,7 +39,7 @@ class Settings(BaseModel):
     # Reconciliation of paid ML orders that never arrived.
     reconcile_lookback_hours: int = Field(default=24, ge=1, le=24 * 365)
     reconcile_overlap_hours: int = Field(default=1, ge=1, le=48)
-    reconcile_max_pages: int = Field(default=20, ge=1)
+    reconcile_max_pages: int = Field(default=100, ge=1)
     reconcile_max_ids: int = Field(default=1_000, ge=1)
     reconcile_max_seconds: float = Field(default=240.0, gt=0)
     reconcile_claim_seconds: int = Field(default=3_600, ge=60)

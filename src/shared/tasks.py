@@ -93,4 +93,5 @@ def report_to_job(task: TaskInput, result: RecoveryResult) -> None:
         reason=result.reason,
         attempts=result.attempts,
         detail=result.seller_action or result.detail,
+        handed_over=True,
     )

@@ -152,7 +152,8 @@ def build_schedule_service(settings: Settings) -> ScheduleService:
     from shared.schedules import ScheduleService
 
     bulk = build_bulk_service(settings, queue=True)
-    return ScheduleService(build_service(settings, notifier=True), bulk, settings)
+    recovery = build_service(settings, notifier=True, workflow=bool(settings.relink_state_machine_arn))
+    return ScheduleService(recovery, bulk, settings)
 
 
 @lru_cache(maxsize=8)

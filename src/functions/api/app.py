@@ -17,7 +17,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from shared.bulk import BulkService, NoSaleIds, TooManyIds
+from shared.bulk import BulkService, NoSaleIds, NoValidSaleIds, TooManyIds
 from shared.identifiers import InvalidConnectionId, InvalidIdentifier
 from shared.meli.errors import MeliError, MeliTransientError
 from shared.models import Outcome, Reason
@@ -236,6 +236,12 @@ def _no_ids(exc: NoSaleIds) -> Response[str]:
     return _error(422, "no_sale_ids", str(exc))
 
 
+@app.exception_handler(NoValidSaleIds)
+def _no_valid_ids(exc: NoValidSaleIds) -> Response[str]:
+    rejected = [r.model_dump(exclude_none=True) for r in exc.rejected[:100]]
+    return _error(422, "no_valid_sale_ids", str(exc), rejected=rejected, rejected_count=len(exc.rejected))
+
+
 @app.exception_handler(TooManyIds)
 def _too_many(exc: TooManyIds) -> Response[str]:
     return _error(422, "too_many_sale_ids", str(exc))
@@ -303,6 +309,9 @@ def _invalid_request(exc: RequestValidationError) -> Response[str]:
 def _no_route(exc: NotFoundError) -> Response[str]:
     method = app.current_event.http_method
     path = app.current_event.path
+    empty = _empty_parameter(path)
+    if empty:
+        return _error(400, "missing_path_parameter", f"The {empty} in {path} is empty; put the {empty} in the path.")
     allowed = _allowed_methods(path)
     if allowed:
         return _json(
@@ -314,6 +323,18 @@ def _no_route(exc: NotFoundError) -> Response[str]:
             headers={"Allow": ", ".join(sorted(allowed))},
         )
     return _error(404, "not_found", f"No route {method} {path}. The routes are listed in the README (API).")
+
+
+def _empty_parameter(path: str) -> str | None:
+    """The name of a route's path parameter left empty (``/sales//verification``), in words; else None."""
+    parts = path.rstrip("/").split("/")
+    for template in ROUTES:
+        tparts = template.split("/")
+        if len(tparts) == len(parts) and all(t.startswith("{") or t == p for t, p in zip(tparts, parts, strict=True)):
+            empty = [t[1:-1] for t, p in zip(tparts, parts, strict=True) if t.startswith("{") and not p.strip()]
+            if empty:
+                return empty[0].replace("_", " ")
+    return None
 
 
 def _allowed_methods(path: str) -> set[str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.models import Reason
@@ -29,7 +28,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             execution_id=task.execution_id,
             last_error=task.last_error_text,
         )
-    metrics.add_metric(name="SalesEscalated", unit=MetricUnit.Count, value=1)
     logger.info("escalated", extra={"reason": result.reason, "attempts": result.attempts})
     report_to_job(task, result)
     return result.to_output()

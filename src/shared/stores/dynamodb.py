@@ -250,6 +250,8 @@ class DynamoErrorStore:
     def put_if_absent(self, entry: ErrorEntry) -> bool:
         item = entry.model_dump(mode="json", exclude_none=True)
         item["error_type_sale_id"] = f"{entry.error_type}#{entry.sale_id}"
+        if entry.next_retry_at is not None:
+            item["next_retry_at"] = _iso(entry.next_retry_at)  # compared as a string by claim_retry
         try:
             self._table.put_item(Item=_to_dynamo(item), ConditionExpression="attribute_not_exists(connection_id)")
         except ClientError as exc:
@@ -770,58 +772,26 @@ class DynamoJobStore:
         reason: Reason | None = None,
         attempts: int = 0,
         detail: str | None = None,
+        handed_over: bool | None = None,
     ) -> bool:
         if not outcome.terminal:
             raise ValueError(f"{outcome} is not a terminal outcome")
-        for _ in range(3):  # optimistic: the item may move (pending -> in_progress) between read and write
-            current = self._table.get_item(Key={"job_id": job_id, "item_key": sale_id}, ConsistentRead=True)
-            if "Item" not in current or current["Item"]["outcome"] not in OPEN_OUTCOMES:
-                return False
-            previous = current["Item"]["outcome"]
-            header_update = "ADD settled :one, #count :one"
-            if previous == Outcome.IN_PROGRESS.value and (
-                current["Item"].get("execution_arn") or current["Item"].get("deferred")
-            ):
-                header_update += ", handed_over :minus"
-            sets = "SET outcome = :o, attempts = :a, updated_at = :now"
-            values: dict[str, Any] = {
-                ":o": outcome.value,
-                ":a": attempts,
-                ":now": _now().isoformat(),
-                ":prev": previous,
-            }
-            removes = []
-            for name, value in (("reason", reason.value if reason else None), ("detail", detail)):
-                if value is None:
-                    removes.append(name)
-                else:
-                    sets += f", {name} = :{name}"
-                    values[f":{name}"] = value
-            expression = sets + (" REMOVE " + ", ".join(removes) if removes else "")
+        # The worker settles items it has not handed over (pending); the state machine settles handed-over ones
+        # (in_progress). A caller that says which skips the read; a wrong guess falls back to reading.
+        guess: str | None = None
+        if handed_over is not None:
+            guess = Outcome.IN_PROGRESS.value if handed_over else Outcome.PENDING.value
+        for _ in range(3):
+            previous = guess
+            if previous is None:
+                current = self._table.get_item(Key={"job_id": job_id, "item_key": sale_id}, ConsistentRead=True)
+                if "Item" not in current or current["Item"]["outcome"] not in OPEN_OUTCOMES:
+                    return False
+                previous = str(current["Item"]["outcome"])
+            guess = None
             try:
                 self._client.transact_write_items(
-                    TransactItems=[
-                        {
-                            "Update": {
-                                "TableName": self._table.name,
-                                "Key": {"job_id": job_id, "item_key": sale_id},
-                                "UpdateExpression": expression,
-                                "ConditionExpression": "outcome = :prev",
-                                "ExpressionAttributeValues": values,
-                            }
-                        },
-                        {
-                            "Update": {
-                                "TableName": self._table.name,
-                                "Key": {"job_id": job_id, "item_key": HEADER_KEY},
-                                "UpdateExpression": header_update,
-                                "ExpressionAttributeNames": {"#count": f"count_{outcome.value}"},
-                                "ExpressionAttributeValues": {":one": 1, ":minus": -1}
-                                if ":minus" in header_update
-                                else {":one": 1},
-                            }
-                        },
-                    ]
+                    TransactItems=self._settle_items(job_id, sale_id, outcome, previous, reason, attempts, detail)
                 )
             except ClientError as exc:
                 if _transaction_cancelled(exc):
@@ -829,6 +799,51 @@ class DynamoJobStore:
                 raise
             return True
         return False
+
+    def _settle_items(
+        self,
+        job_id: str,
+        sale_id: str,
+        outcome: Outcome,
+        previous: str,
+        reason: Reason | None,
+        attempts: int,
+        detail: str | None,
+    ) -> list[dict[str, Any]]:
+        sets = "SET outcome = :o, attempts = :a, updated_at = :now"
+        values: dict[str, Any] = {":o": outcome.value, ":a": attempts, ":now": _now().isoformat(), ":prev": previous}
+        removes = []
+        for name, value in (("reason", reason.value if reason else None), ("detail", detail)):
+            if value is None:
+                removes.append(name)
+            else:
+                sets += f", {name} = :{name}"
+                values[f":{name}"] = value
+        header_update = "ADD settled :one, #count :one"
+        header_values = {":one": 1}
+        if previous == Outcome.IN_PROGRESS.value:
+            header_update += ", handed_over :minus"
+            header_values[":minus"] = -1
+        return [
+            {
+                "Update": {
+                    "TableName": self._table.name,
+                    "Key": {"job_id": job_id, "item_key": sale_id},
+                    "UpdateExpression": sets + (" REMOVE " + ", ".join(removes) if removes else ""),
+                    "ConditionExpression": "outcome = :prev",
+                    "ExpressionAttributeValues": values,
+                }
+            },
+            {
+                "Update": {
+                    "TableName": self._table.name,
+                    "Key": {"job_id": job_id, "item_key": HEADER_KEY},
+                    "UpdateExpression": header_update,
+                    "ExpressionAttributeNames": {"#count": f"count_{outcome.value}"},
+                    "ExpressionAttributeValues": header_values,
+                }
+            },
+        ]
 
 
 _TERMINAL = tuple(o.value for o in Outcome if o.terminal)

@@ -1,0 +1,275 @@
+"""Bulk throughput against the simulated Mercado Libre, in one run, three ways over the same sale ids:
+
+1. naive: a sequential loop calling the single-sale relink for each id (what a script without the bulk path does);
+2. bulk, generous quota: the real API submission (50-id SQS messages) and the real worker handler, driven by
+   ``--workers`` concurrent pollers (Lambda concurrency), each message processed by ``BULK_WORKER_THREADS``;
+3. bulk, tight quota: the same with the simulator's quota tight and the shared token bucket set just under it.
+
+Prints sales/s, ML requests per sale, the achieved request rate as a fraction of the quota, 429s received, lost and
+duplicated ids, and the speed-up over the naive loop. AWS is moto in-process (tables and queue from template.yaml),
+ML is the simulator over HTTP on loopback with ``--latency-ms`` on every request.
+
+    .venv/bin/python benchmarks/bulk_throughput.py [--sales 300] [--latency-ms 50] [--tight-quota 25]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
+os.environ.update(
+    {
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "POWERTOOLS_TRACE_DISABLED": "1",
+        "POWERTOOLS_METRICS_DISABLED": "true",
+        "POWERTOOLS_LOG_LEVEL": "ERROR",
+        "POWERTOOLS_SERVICE_NAME": "sales-recovery",
+    }
+)
+os.environ.pop("AWS_ENDPOINT_URL", None)
+
+import boto3  # noqa: E402
+from moto import mock_aws  # noqa: E402
+
+from devstack import moto_fidelity  # noqa: E402
+from devstack.seed import seed  # noqa: E402
+from devstack.simulator.scenario import Scenario  # noqa: E402
+from devstack.simulator.server import MeliSimulator  # noqa: E402
+from devstack.sqs_poller import sqs_record  # noqa: E402
+from devstack.template import create_tables, table_env  # noqa: E402
+
+C, SELLER, ITEM = "mla-main", 123456789, "MLA1100000001"
+FIRST_ID = 2000009700000000
+
+
+@dataclass
+class Result:
+    name: str
+    sales: int
+    seconds: float
+    ml_requests: int
+    throttled: int
+    quota: float | None
+    lost: int
+    duplicated: int
+
+    @property
+    def per_second(self) -> float:
+        return self.sales / self.seconds
+
+    @property
+    def requests_per_sale(self) -> float:
+        return self.ml_requests / self.sales
+
+    @property
+    def quota_use(self) -> str:
+        return f"{self.ml_requests / self.seconds / self.quota:.2f}" if self.quota else "-"
+
+
+def scenario(count: int, latency_ms: float) -> tuple[Scenario, list[str]]:
+    template = json.loads((ROOT / "scenarios" / "default.json").read_text())
+    order = next(o for o in template["orders"] if o["id"] == 2000009101000011)
+    orders, ids = [], []
+    for n in range(count):
+        copy_ = copy.deepcopy(order)
+        copy_["id"] = FIRST_ID + n
+        copy_["shipping"] = {"id": None}
+        orders.append(copy_)
+        ids.append(str(copy_["id"]))
+    data = {
+        "connections": [c for c in template["connections"] if c["connection_id"] == C],
+        "products": [p for p in template["products"] if p["connection_id"] == C],
+        "orders": orders,
+        "faults": [{"path": ".*", "kind": "latency", "ms": latency_ms}] if latency_ms else [],
+    }
+    return Scenario.model_validate(data), ids
+
+
+class Account:
+    """One moto account built from template.yaml, seeded from the scenario, with the handlers' environment."""
+
+    def __init__(self, sim: MeliSimulator, scn: Scenario, *, rate: float, threads: int) -> None:
+        self._mock = mock_aws()
+        self._mock.start()
+        create_tables(boto3.client("dynamodb"), "bench")
+        sqs = boto3.client("sqs")
+        self.queue_url = sqs.create_queue(QueueName="bench-bulk", Attributes={"VisibilityTimeout": "720"})["QueueUrl"]
+        self.queue_arn = sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        secrets = boto3.client("secretsmanager")
+        app = secrets.create_secret(Name="bench/meli-app", SecretString='{"client_id": "1", "client_secret": "s"}')
+        topic = boto3.client("sns").create_topic(Name="bench-help-desk")["TopicArn"]
+        self.env = {
+            **table_env("bench"),
+            "MELI_API_URL": sim.url,
+            "MELI_TIMEOUT_SECONDS": "5",
+            "MELI_MAX_TRIES": "3",
+            "MELI_APP_SECRET_ID": app["ARN"],
+            "MELI_CONNECTION_SECRET_PREFIX": "bench/connections/",
+            "HELP_DESK_TOPIC_ARN": topic,
+            "BULK_QUEUE_URL": self.queue_url,
+            "BULK_WORKER_THREADS": str(threads),
+            "MELI_REQUESTS_PER_SECOND": str(rate),
+        }
+        os.environ.update(self.env)
+        self.clear_caches()
+        seed(scn, self.service()._stores, secrets_client=secrets, secret_prefix="bench/connections/")
+
+    @staticmethod
+    def clear_caches() -> None:
+        from shared.wiring import build_bulk_service, build_job_store, build_service
+
+        for cache in (build_service, build_bulk_service, build_job_store):
+            cache.cache_clear()
+
+    @staticmethod
+    def service() -> Any:
+        from shared.settings import Settings
+        from shared.wiring import build_service
+
+        return build_service(Settings.from_env(), notifier=True)
+
+    def stored_sales(self) -> int:
+        return int(boto3.client("dynamodb").scan(TableName=self.env["SALES_TABLE"], Select="COUNT")["Count"])
+
+    def close(self) -> None:
+        self.clear_caches()
+        self._mock.stop()
+
+
+def naive(sim: MeliSimulator, scn: Scenario, ids: list[str]) -> Result:
+    account = Account(sim, scn, rate=0, threads=1)
+    try:
+        service = account.service()
+        sim.reset_log()
+        started = time.perf_counter()
+        outcomes = [service.relink_attempt(C, sale_id, attempt=1).outcome.value for sale_id in ids]
+        seconds = time.perf_counter() - started
+        return Result(
+            "naive sequential loop",
+            len(ids),
+            seconds,
+            sim.count(),
+            sim.count(status=429),
+            None,
+            lost=sum(1 for o in outcomes if o != "reflected"),
+            duplicated=max(0, account.stored_sales() - len(ids)),
+        )
+    finally:
+        account.close()
+
+
+def bulk(sim: MeliSimulator, scn: Scenario, ids: list[str], *, quota: float | None, workers: int, threads: int) -> Result:
+    sim.set_quota(quota)
+    # The shared bucket runs just under the quota, as production should under ML's.
+    account = Account(sim, scn, rate=round(quota * 0.95, 3) if quota else 0, threads=threads)
+    try:
+        from functions.api.app import lambda_handler as api
+        from functions.bulk_worker.app import lambda_handler as worker
+        from tests.conftest import api_event, lambda_context
+
+        sim.reset_log()
+        started = time.perf_counter()
+        response = api(
+            api_event("POST", f"/connections/{C}/reprocessing-jobs", body=json.dumps({"sale_ids": ids})),
+            lambda_context(),
+        )
+        job_id = json.loads(response["body"])["job_id"]
+        sqs = boto3.client("sqs")
+
+        def poll() -> None:  # one Lambda instance of the worker: receive up to 5 messages, process, delete
+            while True:
+                got = sqs.receive_message(QueueUrl=account.queue_url, MaxNumberOfMessages=5, AttributeNames=["All"])
+                messages = got.get("Messages", [])
+                if not messages:
+                    return
+                event = {"Records": [sqs_record(m, account.queue_arn, "us-east-1") for m in messages]}
+                failed = {f["itemIdentifier"] for f in worker(event, lambda_context("bench-worker"))["batchItemFailures"]}
+                for m in messages:
+                    if m["MessageId"] not in failed:
+                        sqs.delete_message(QueueUrl=account.queue_url, ReceiptHandle=m["ReceiptHandle"])
+
+        pollers = [threading.Thread(target=poll) for _ in range(workers)]
+        for t in pollers:
+            t.start()
+        for t in pollers:
+            t.join()
+        seconds = time.perf_counter() - started
+        from shared.settings import Settings
+        from shared.wiring import build_job_store
+
+        job = build_job_store(Settings.from_env()).get(job_id)
+        assert job is not None
+        settled = sum(job.counts.values())
+        return Result(
+            f"bulk, quota {quota:g} rps" if quota else "bulk, no quota",
+            len(ids),
+            seconds,
+            sim.count(),
+            sim.count(status=429),
+            quota,
+            lost=len(ids) - settled,
+            duplicated=max(0, account.stored_sales() - len(ids)) + max(0, settled - len(ids)),
+        )
+    finally:
+        account.close()
+        sim.set_quota(None)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sales", type=int, default=300)
+    parser.add_argument("--latency-ms", type=float, default=50.0)
+    parser.add_argument("--generous-quota", type=float, default=1000.0)
+    parser.add_argument("--tight-quota", type=float, default=25.0)
+    parser.add_argument("--workers", type=int, default=4, help="concurrent worker instances (Lambda concurrency)")
+    parser.add_argument("--threads", type=int, default=16, help="sales processed concurrently per message")
+    args = parser.parse_args()
+
+    moto_fidelity.install()
+    scn, ids = scenario(args.sales, args.latency_ms)
+    with MeliSimulator(scn, timeout_hold_seconds=5) as sim:
+        base = naive(sim, scn, ids)
+        fast = bulk(sim, scn, ids, quota=args.generous_quota, workers=args.workers, threads=args.threads)
+        tight = bulk(sim, scn, ids, quota=args.tight_quota, workers=args.workers, threads=args.threads)
+
+    print(
+        f"bulk throughput: {args.sales} healthy sales, ML latency {args.latency_ms:g} ms, "
+        f"{args.workers} workers x {args.threads} threads"
+    )
+    header = (
+        f"{'run':<26}{'sales/s':>9}{'ML req/sale':>13}{'rate/quota':>12}{'429s':>6}{'lost':>6}{'dup':>5}{'speed-up':>10}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in (base, fast, tight):
+        print(
+            f"{r.name:<26}{r.per_second:>9.1f}{r.requests_per_sale:>13.2f}{r.quota_use:>12}{r.throttled:>6}"
+            f"{r.lost:>6}{r.duplicated:>5}{r.per_second / base.per_second:>9.1f}x"
+        )
+    checks = {
+        "speed-up over the naive loop >= 10x (generous quota)": fast.per_second / base.per_second >= 10,
+        "tight quota: rate >= 0.9 of the quota": tight.ml_requests / tight.seconds / args.tight_quota >= 0.9,
+        "no lost and no duplicated ids": not any(r.lost or r.duplicated for r in (base, fast, tight)),
+        "ML requests per healthy sale <= 1.2": max(fast.requests_per_sale, tight.requests_per_sale) <= 1.2,
+    }
+    for name, ok in checks.items():
+        print(f"  [{'ok' if ok else 'MISSED'}] {name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""EventBridge schedule: sweep the error list. Retries what is due (through the bulk queue), escalates what is spent,
+heals what a fixed product unblocked. A scheduled event sweeps every connection; a manual run from the console may
+name one: ``{"connection_id": "mla-main"}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from shared.observability import logger, metrics, record_schedule_run, tracer
+from shared.schedules import ScheduleRunFailed, parse_schedule_input
+from shared.settings import Settings
+from shared.wiring import build_schedule_service
+
+
+@logger.inject_lambda_context(log_event=False, clear_state=True)
+@metrics.log_metrics
+@tracer.capture_lambda_handler(capture_response=False)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    request = parse_schedule_input(event, windows=False)
+    summaries = build_schedule_service(Settings.from_env()).sweep(request)
+    record_schedule_run("error_sweep", summaries)
+    failed = [s for s in summaries if s.error]
+    if failed:
+        raise ScheduleRunFailed("; ".join(f"{s.connection_id}: {s.error}" for s in failed))
+    return {"schedule": "error_sweep", "connections": [s.model_dump(mode="json", exclude_none=True) for s in summaries]}
