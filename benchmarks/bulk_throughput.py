@@ -172,7 +172,9 @@ def naive(sim: MeliSimulator, scn: Scenario, ids: list[str]) -> Result:
         account.close()
 
 
-def bulk(sim: MeliSimulator, scn: Scenario, ids: list[str], *, quota: float | None, workers: int, threads: int) -> Result:
+def bulk(
+    sim: MeliSimulator, scn: Scenario, ids: list[str], *, quota: float | None, workers: int, threads: int
+) -> Result:
     sim.set_quota(quota)
     # The shared bucket runs just under the quota, as production should under ML's.
     account = Account(sim, scn, rate=round(quota * 0.95, 3) if quota else 0, threads=threads)
@@ -197,7 +199,9 @@ def bulk(sim: MeliSimulator, scn: Scenario, ids: list[str], *, quota: float | No
                 if not messages:
                     return
                 event = {"Records": [sqs_record(m, account.queue_arn, "us-east-1") for m in messages]}
-                failed = {f["itemIdentifier"] for f in worker(event, lambda_context("bench-worker"))["batchItemFailures"]}
+                failed = {
+                    f["itemIdentifier"] for f in worker(event, lambda_context("bench-worker"))["batchItemFailures"]
+                }
                 for m in messages:
                     if m["MessageId"] not in failed:
                         sqs.delete_message(QueueUrl=account.queue_url, ReceiptHandle=m["ReceiptHandle"])
@@ -251,7 +255,8 @@ def main() -> int:
         f"{args.workers} workers x {args.threads} threads"
     )
     header = (
-        f"{'run':<26}{'sales/s':>9}{'ML req/sale':>13}{'rate/quota':>12}{'429s':>6}{'lost':>6}{'dup':>5}{'speed-up':>10}"
+        f"{'run':<26}{'sales/s':>9}{'ML req/sale':>13}{'rate/quota':>12}"
+        f"{'429s':>6}{'lost':>6}{'dup':>5}{'speed-up':>10}"
     )
     print(header)
     print("-" * len(header))
