@@ -10,12 +10,13 @@ TOOLS_VENV := .venv-tools
 CHECKOV_VERSION := 3.3.30
 CHECKOV_STAMP := $(TOOLS_VENV)/.checkov-$(CHECKOV_VERSION)
 
-.PHONY: venv run serve test lint format typecheck cfn-lint checkov unit bench clean
+.PHONY: venv run serve test lint format typecheck cfn-lint checkov unit bench clean browser
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -49,7 +50,16 @@ $(CHECKOV_STAMP):
 checkov: $(CHECKOV_STAMP)  ## security scan of template.yaml; any finding fails (skips live in the template, with reasons)
 	$(TOOLS_VENV)/bin/checkov -f template.yaml --framework cloudformation --compact --quiet --skip-download
 
-unit: $(STAMP)
+# tests/ui loads the API page in Debian's chromium. Installed only when missing and we are root; otherwise nothing
+# is installed and that test fails with a message saying so.
+browser:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing Debian's chromium for tests/ui"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	    || echo "could not install chromium: tests/ui will fail"; \
+	fi
+
+unit: $(STAMP) browser
 	$(VENV)/bin/pytest
 
 test: lint typecheck cfn-lint checkov unit  ## everything CI runs

@@ -162,11 +162,14 @@ def build_proxy_event(
     source_ip: str = "127.0.0.1",
     domain_name: str = "127.0.0.1:3000",
     api_id: str | None = None,
+    stage_in_path: bool = True,
 ) -> dict[str, Any]:
     """An API Gateway REST (v1) proxy event, as API Gateway would deliver it to the function.
 
     ``path`` may carry a query string. Without ``resource``, the template's routes are matched to fill ``resource``
     and ``pathParameters``; an unmatched path becomes its own ``resource``. A dict or list ``body`` is sent as JSON.
+    ``stage_in_path``: ``requestContext.path`` starts with ``/<stage>`` as on the execute-api host; False for a host
+    that serves the API at its root (a custom domain, the local server), as ``sam local start-api`` does.
     """
     split = urlsplit(path)
     path = unquote(split.path) or "/"
@@ -242,7 +245,7 @@ def build_proxy_event(
             "httpMethod": method,
             "extendedRequestId": base64.b64encode(uuid.uuid4().bytes[:12]).decode(),
             "requestTime": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
-            "path": f"/{stage}{path}",
+            "path": f"/{stage}{path}" if stage_in_path else path,
             "accountId": ACCOUNT_ID,
             "protocol": "HTTP/1.1",
             "stage": stage,
@@ -362,6 +365,7 @@ class LocalApiServer:
             stage=found[0].stage if found else self.default_stage,
             domain_name=f"{self._httpd.server_address[0]!s}:{self._httpd.server_address[1]}",
             api_id=self._api_id,
+            stage_in_path=False,  # this server has no /<stage> prefix: links the API builds (the /docs page) work
         )
         try:
             result = self.runtime.invoke(function, event)

@@ -52,7 +52,7 @@ class NoValidSaleIds(NoSaleIds):
 
     def __init__(self, rejected: list[RejectedId]) -> None:
         super().__init__(
-            f"No sale id among the {len(rejected)} value(s) sent; each one's reason is under \"rejected\". "
+            f'No sale id among the {len(rejected)} value(s) sent; each one\'s reason is under "rejected". '
             "Nothing was queued: send the sale ids (digits only, e.g. 2000001234567890)."
         )
         self.rejected = rejected

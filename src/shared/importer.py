@@ -11,7 +11,11 @@ from shared.models import ProductLineCheck, ReflectedSale, SaleLine, Trigger
 
 
 def build_record(
-    connection_id: str, order: MeliOrder, lines: list[ProductLineCheck], trigger: Trigger
+    connection_id: str,
+    order: MeliOrder,
+    lines: list[ProductLineCheck],
+    trigger: Trigger,
+    import_key: str | None = None,
 ) -> ReflectedSale:
     sku_by_listing = {(line.item_id, line.variation_id): line.sku for line in lines}
     return ReflectedSale(
@@ -38,4 +42,5 @@ def build_record(
             for item in order.order_items
         ],
         imported_by=trigger,
+        import_key=import_key,
     )

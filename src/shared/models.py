@@ -201,6 +201,8 @@ class ReflectedSale(Model):
     lines: list[SaleLine] = Field(default_factory=list)
     imported_at: datetime = Field(default_factory=utc_now)
     imported_by: Trigger = Trigger.API
+    # The attempt that stored it (job or execution + attempt): its retries and duplicates answer "reflected" too.
+    import_key: str | None = None
 
 
 class ErrorEvent(Model):

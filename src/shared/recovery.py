@@ -284,10 +284,15 @@ class RecoveryService:
         if report.blocked:
             return self._settle_blocked(report, trigger)
         assert assessment.order is not None  # not blocked means ML confirmed the sale
-        record = build_record(connection_id, assessment.order, assessment.lines, trigger)
+        record = build_record(connection_id, assessment.order, assessment.lines, trigger, attempt_key)
         stored = self._stores.sales.reflect(record, attempts=attempt)
         if entry is not None:
             self._stores.errors.resolve(connection_id, sale_id)
+        if not stored and attempt_key is not None:
+            # Lost the conditional write: to a duplicate of this very attempt (SQS redelivery, task retry), or to
+            # someone else. Only the latter makes it "already reflected" for this request.
+            current = self._stores.sales.get(connection_id, sale_id)
+            stored = bool(current and current.record and current.record.import_key == attempt_key)
         outcome = Outcome.REFLECTED if stored else Outcome.ALREADY_REFLECTED
         return self._result(connection_id, sale_id, outcome, record=record)
 

@@ -402,7 +402,7 @@ def test_api_server_sends_a_proxy_event_and_returns_the_response(stack: LocalAws
     context = event["requestContext"]
     assert context["resourcePath"] == "/things/{thing_id}/parts/{part_id}"
     assert context["stage"] == "local"
-    assert context["path"] == "/local/things/t 1/parts/p-9"
+    assert context["path"] == "/things/t 1/parts/p-9"  # served at the root, no /<stage> prefix (like sam local)
     assert context["accountId"] == "123456789012"
     assert context["protocol"] == "HTTP/1.1"
     assert context["identity"]["sourceIp"] == "127.0.0.1"

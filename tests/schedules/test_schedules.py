@@ -20,7 +20,7 @@ from devstack.simulator.server import MeliSimulator
 from shared.identifiers import InvalidConnectionId
 from shared.models import ErrorEntry, ErrorEvent, ProductLink, ReflectedSale
 from shared.recovery import ConnectionNotFound
-from shared.schedules import InvalidScheduleInput, InvalidWindow, ScheduleRunFailed
+from shared.schedules import HOUR, InvalidScheduleInput, InvalidWindow, ScheduleRunFailed
 from tests.bulk.test_bulk import queued, run_worker
 from tests.conftest import Aws, build_service_for_tests, lambda_context, load_event
 
@@ -254,7 +254,9 @@ def test_reconciliation_finds_exactly_the_missing_paid_sales_across_pages(
         )
     meli.reset_log()
 
+    hour_before = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     result = run_of(reconcile())
+    hour_after = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     messages, ids = queued_ids(aws)
     assert sorted(ids) == sorted(missing)  # each once, none of the others
     assert len(messages) == 3 and {json.loads(m["Body"])["job_id"] for m in messages} == {result["job_id"]}
@@ -267,7 +269,7 @@ def test_reconciliation_finds_exactly_the_missing_paid_sales_across_pages(
 
     # The watermark is the current hour; the next run re-reads the hour before it (overlap) and queues nothing.
     watermark = datetime.fromisoformat(connection_row(aws)["reconcile_watermark"])
-    assert watermark == datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    assert watermark in (hour_before, hour_after)
     second = run_of(reconcile())
     assert second["window_from"] < result["window_to"]  # overlapping windows
     assert second["enqueued"] == 0 and second["found"] > 0 and queued(aws) == []
@@ -426,3 +428,21 @@ def test_the_sample_scheduled_events_drive_both_handlers(aws: Aws) -> None:
         )["Attributes"]["ApproximateNumberOfMessages"]
         == "1"
     )  # the sweep's job for the scenario's listed timeout
+
+
+def test_the_reconcile_cursor_is_leased_and_never_moves_backwards(aws: Aws) -> None:
+    from shared.stores.base import ReconcileCursor
+
+    connections = build_service_for_tests().stores.connections
+    hour = datetime(2026, 1, 1, 10, tzinfo=UTC)
+    assert connections.acquire_reconcile_lease(C, "run-a", 300) == ReconcileCursor(watermark=None, offset=0)
+    assert connections.acquire_reconcile_lease(C, "run-b", 300) is None  # a live lease is someone else's
+    assert connections.acquire_reconcile_lease("mla-nope", "run-b", 300) is None  # no such connection row
+    assert connections.advance_reconcile_cursor(C, "run-a", ReconcileCursor(hour, 100))
+    assert not connections.advance_reconcile_cursor(C, "run-b", ReconcileCursor(hour + HOUR, 0))  # not the holder
+    assert not connections.advance_reconcile_cursor(C, "run-a", ReconcileCursor(hour, 50))  # backwards (offset)
+    assert not connections.advance_reconcile_cursor(C, "run-a", ReconcileCursor(hour - HOUR, 900))  # backwards
+    assert connections.advance_reconcile_cursor(C, "run-a", ReconcileCursor(hour + HOUR, 0))
+    connections.release_reconcile_lease(C, "run-a")
+    assert connections.acquire_reconcile_lease(C, "run-b", 300) == ReconcileCursor(hour + HOUR, 0)
+    assert connections.get(C) is not None  # the connection still reads as a connection

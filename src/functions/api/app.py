@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.models import Server
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -28,6 +29,13 @@ from shared.stores.dynamodb import InvalidCursor
 from shared.wiring import build_bulk_service, build_service
 
 app = APIGatewayRestResolver(enable_validation=True)
+API_TITLE, API_VERSION = "sales-recovery", "0.1.0"
+API_DESCRIPTION = (
+    "Recovers Mercado Libre sales that never reached the seller platform: verify a sale, resync it from the error "
+    "list, relink it by sale id, reprocess many in bulk, follow a job. AWS_IAM (SigV4) on every route in the cloud."
+)
+# GET /docs: Swagger UI, with its JS and CSS inlined by Powertools (no CDN); GET /openapi.json: the document.
+app.enable_swagger(path="/docs", title=API_TITLE, version=API_VERSION, description=API_DESCRIPTION)
 
 SALE = "/connections/<connection_id>/sales/<sale_id>"
 ROUTES = {  # path template -> methods; used to tell a wrong method (405) from an unknown path (404)
@@ -38,6 +46,8 @@ ROUTES = {  # path template -> methods; used to tell a wrong method (405) from a
     "/connections/{connection_id}/sale-errors": {"GET"},
     "/connections/{connection_id}/reprocessing-jobs": {"POST"},
     "/connections/{connection_id}/reprocessing-jobs/{job_id}": {"GET"},
+    "/docs": {"GET"},  # the API page (Swagger UI)
+    "/openapi.json": {"GET"},  # its OpenAPI document
 }
 MAX_BODY_BYTES = 64 * 1024
 MAX_JOB_BODY_BYTES = 1024 * 1024  # 10,000 ids as text fit with room to spare
@@ -202,6 +212,16 @@ def get_reprocessing_job(
         "next_cursor": page.next_cursor,
     }
     return _json(200, body)
+
+
+@app.get("/openapi.json", include_in_schema=False)
+def get_openapi_document() -> Response[str]:
+    """The OpenAPI document of the contract routes, the same one the /docs page shows."""
+    base = app._get_base_path()  # "/<stage>" on the execute-api host, "" on the local server or a custom domain
+    document = app.get_openapi_json_schema(
+        title=API_TITLE, version=API_VERSION, description=API_DESCRIPTION, servers=[Server(url=base or "/")]
+    )
+    return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=document)
 
 
 # --- errors: one place, bodies a person can act on -------------------------------------------------------------------

@@ -1,0 +1,287 @@
+"""Fault injection on the whole local stack (API over HTTP, SQS driven by the poller, the worker, the relink state
+machine, the simulated ML). After every case: each accepted id has exactly one terminal outcome, no sale is
+stored twice, no sale pages the help desk twice, and the DLQ holds nothing (no poison was sent).
+
+The summary table (case, ids, faults injected, lost, duplicated, escalated) is printed at the end of the run.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from devstack.aws import instant_retries
+from devstack.faults import dynamodb_throttling, lambda_service_exceptions
+from devstack.simulator.scenario import Scenario
+from devstack.stack import EmbeddedStack
+from tests.conftest import DEFAULT_SCENARIO
+from tests.faults.conftest import FaultRow
+
+pytestmark = pytest.mark.stack
+C = "mla-main"
+TEMPLATE_ORDER = 2000009101000011
+_next = iter(range(1, 100_000))
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[EmbeddedStack]:
+    data = json.loads(DEFAULT_SCENARIO.read_text())
+    data["faults"], data["quota"] = [], None
+    with (
+        EmbeddedStack(
+            Scenario.model_validate(data),
+            api_port=0,
+            meli_timeout_seconds=0.5,
+            timeout_hold_seconds=1.0,
+            worker_concurrency=4,
+        ) as running,
+        instant_retries(),
+    ):
+        yield running
+
+
+@pytest.fixture
+def http(stack: EmbeddedStack) -> Iterator[httpx.Client]:
+    assert stack.api is not None
+    with httpx.Client(base_url=stack.api.url, timeout=60) as client:
+        yield client
+
+
+def new_sales(stack: EmbeddedStack, count: int) -> list[str]:
+    """Fresh healthy sales in the simulator, so each case owns its ids."""
+    template = stack.meli.order(TEMPLATE_ORDER)
+    assert template is not None
+    ids = []
+    base = 2000009800000000 + next(_next) * 1000
+    for n in range(count):
+        order = copy.deepcopy(template)
+        order["id"] = base + n
+        order["shipping"] = {"id": None}
+        stack.meli.upsert_order(order)
+        ids.append(str(order["id"]))
+    return ids
+
+
+def run_job(http: httpx.Client, ids: list[str], timeout: float = 120.0) -> dict[str, Any]:
+    submitted = http.post(f"/connections/{C}/reprocessing-jobs", json={"sale_ids": ids})
+    assert submitted.status_code == 202, submitted.text
+    return wait_job(http, submitted.json()["job_id"], timeout)
+
+
+def wait_job(http: httpx.Client, job_id: str, timeout: float = 120.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        body: dict[str, Any] = http.get(f"/connections/{C}/reprocessing-jobs/{job_id}", params={"limit": "1000"}).json()
+        if body["status"] == "completed" or time.monotonic() > deadline:
+            return body
+        time.sleep(0.2)
+
+
+def stored(stack: EmbeddedStack, ids: list[str]) -> int:
+    """Sales of these ids that the platform holds (the key makes two copies impossible; this counts records)."""
+    ddb = stack.aws.client("dynamodb")
+    table = stack.settings().sales_table
+    count = 0
+    for sale_id in ids:
+        item = ddb.get_item(TableName=table, Key={"connection_id": {"S": C}, "sale_id": {"S": sale_id}}).get("Item")
+        count += bool(item and "record" in item)
+    return count
+
+
+def check(
+    stack: EmbeddedStack,
+    case: str,
+    ids: list[str],
+    view: dict[str, Any],
+    faults: str,
+    report: Callable[[FaultRow], None],
+) -> FaultRow:
+    items = {i["sale_id"]: i for i in view["items"]}
+    lost = sum(1 for s in ids if s not in items or items[s]["outcome"] in ("pending", "in_progress"))
+    counted = sum(view["counts"].values())
+    pages: dict[str, int] = {}
+    for message in stack.help_desk_messages():
+        if message.get("sale_id") in items:
+            pages[message["sale_id"]] = pages.get(message["sale_id"], 0) + 1
+    escalated = sum(1 for i in items.values() if i["outcome"] == "escalated")
+    reflected = sum(1 for i in items.values() if i["outcome"] == "reflected")
+    duplicated = max(0, counted - len(ids)) + sum(n - 1 for n in pages.values() if n > 1)
+    duplicated += max(0, reflected - stored(stack, ids))  # an id counted reflected twice would show here
+    dlq = stack.aws.physical_id("BulkDeadLetterQueue")
+    in_dlq = int(
+        stack.aws.client("sqs").get_queue_attributes(QueueUrl=dlq, AttributeNames=["ApproximateNumberOfMessages"])[
+            "Attributes"
+        ]["ApproximateNumberOfMessages"]
+    )
+    row = FaultRow(case, len(ids), faults, lost, duplicated, escalated, in_dlq)
+    report(row)
+    assert view["status"] == "completed", view["counts"]
+    assert (lost, duplicated, in_dlq) == (0, 0, 0)
+    assert counted == len(ids) and stored(stack, ids) == reflected
+    assert all(n == 1 for n in pages.values()) and len(pages) == escalated
+    return row
+
+
+def test_ml_timeouts_on_a_fraction_of_calls(stack: EmbeddedStack, http: httpx.Client, fault_table: Any) -> None:
+    ids = new_sales(stack, 30)
+    stack.meli.add_fault({"path": "^/orders/2000009", "kind": "timeout", "probability": 0.25, "seed": 11})
+    try:
+        view = run_job(http, ids)
+    finally:
+        stack.meli.clear_faults()
+    timeouts = stack.meli.count(status=None, path_regex="^/orders/")
+    check(stack, "ML timeouts (25% of order reads)", ids, view, f"{timeouts} timeouts", fault_table)
+
+
+def test_5xx_bursts(stack: EmbeddedStack, http: httpx.Client, fault_table: Any) -> None:
+    ids = new_sales(stack, 30)
+    stack.meli.reset_log()
+    stack.meli.add_fault({"path": "^/orders/", "kind": "status", "status": 503, "times": 40})
+    stack.meli.add_fault({"path": "^/orders/", "kind": "status", "status": 500, "probability": 0.1, "seed": 5})
+    try:
+        view = run_job(http, ids)
+    finally:
+        stack.meli.clear_faults()
+    injected = stack.meli.count(status=503) + stack.meli.count(status=500)
+    check(stack, "5xx burst (40 x 503) + 10% 500", ids, view, f"{injected} 5xx", fault_table)
+
+
+def test_429_storm(stack: EmbeddedStack, http: httpx.Client, fault_table: Any) -> None:
+    ids = new_sales(stack, 30)
+    stack.meli.reset_log()
+    stack.meli.set_quota(8)  # far below what the workers ask for: the simulator throttles
+    try:
+        view = run_job(http, ids)
+    finally:
+        stack.meli.set_quota(None)
+    check(stack, "429 storm (quota 8 rps)", ids, view, f"{stack.meli.count(status=429)} 429s", fault_table)
+
+
+def test_expired_access_tokens_refresh_once_each_time(
+    stack: EmbeddedStack, http: httpx.Client, fault_table: Any
+) -> None:
+    ids = new_sales(stack, 30)
+    stack.meli.reset_log()
+    stack.meli.expire_token(C)  # every worker thread meets a 401 at once: one refresh spends the token
+    view = run_job(http, ids)
+    refreshes = stack.meli.count(method="POST", path_regex="^/oauth/token$")
+    assert refreshes == 1
+    assert stack.meli.count(method="POST", path_regex="^/oauth/token$", status=400) == 0  # no refresh token reused
+    check(stack, "expired token, concurrent 401s", ids, view, f"1 expiry, {refreshes} refresh", fault_table)
+
+
+def test_dynamodb_throttling(stack: EmbeddedStack, http: httpx.Client, fault_table: Any) -> None:
+    ids = new_sales(stack, 20)
+    with dynamodb_throttling(0.05, seed=3) as throttled:
+        view = run_job(http, ids)
+    assert throttled.injected > 0
+    check(stack, "DynamoDB throttling (5% of calls)", ids, view, f"{throttled.injected} throttles", fault_table)
+
+
+def test_a_worker_crashing_after_half_its_outcomes(stack: EmbeddedStack, http: httpx.Client, fault_table: Any) -> None:
+    ids = new_sales(stack, 40)
+    crashes = [0]
+
+    def crash_once(handler: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+        def wrapped(event: Any, context: Any) -> Any:
+            if crashes[0]:
+                return handler(event, context)
+            crashes[0] += 1
+            half = copy.deepcopy(event)
+            for record in half["Records"]:
+                body = json.loads(record["body"])
+                body["sale_ids"] = body["sale_ids"][: len(body["sale_ids"]) // 2]
+                record["body"] = json.dumps(body)
+            handler(half, context)  # half of the outcomes are written...
+            raise RuntimeError("worker killed mid-message")  # ...then the instance dies: the batch comes back
+
+        return wrapped
+
+    with stack.aws.runtime.intercept("BulkWorkerFunction", crash_once):
+        view = run_job(http, ids)
+    check(stack, "worker killed after half its outcomes", ids, view, f"{crashes[0]} crash", fault_table)
+
+
+def test_duplicate_sqs_deliveries(stack: EmbeddedStack, http: httpx.Client, fault_table: Any) -> None:
+    ids = new_sales(stack, 60)
+    submitted = http.post(f"/connections/{C}/reprocessing-jobs", json={"sale_ids": ids}).json()
+    sqs = stack.aws.client("sqs")
+    queue = stack.aws.physical_id("BulkQueue")
+    duplicates = 0
+    for start in range(0, len(ids), 50):  # SQS delivers at least once: every message again, twice
+        body = json.dumps({"job_id": submitted["job_id"], "connection_id": C, "sale_ids": ids[start : start + 50]})
+        for _ in range(2):
+            sqs.send_message(QueueUrl=queue, MessageBody=body)
+            duplicates += 1
+    view = wait_job(http, submitted["job_id"])
+    assert stack.poller is not None
+    stack.poller.wait_idle()
+    view = wait_job(http, submitted["job_id"])
+    check(stack, "duplicate SQS deliveries", ids, view, f"{duplicates} duplicate messages", fault_table)
+
+
+def test_a_state_machine_task_failing_with_a_lambda_service_exception(
+    stack: EmbeddedStack, http: httpx.Client, fault_table: Any
+) -> None:
+    ids = new_sales(stack, 10)
+    # Half of the sales fail their bulk attempt transiently and continue in the state machine...
+    for sale_id in ids[:5]:
+        stack.meli.add_fault({"path": f"^/orders/{sale_id}$", "kind": "status", "status": 503, "times": 3})
+    # ...whose first Lambda invocations fail in the Lambda service itself. Three can never exhaust one task's
+    # Retry (1 + 3 tries), wherever they land: every one must be absorbed.
+    with lambda_service_exceptions(3, function_name_contains="local-") as failures:
+        view = run_job(http, ids)
+    stack.meli.clear_faults()
+    assert failures.injected == 3
+    row = check(
+        stack, "Lambda.ServiceException in tasks", ids, view, f"{failures.injected} service exceptions", fault_table
+    )
+    assert row.escalated == 0
+
+
+def test_a_console_rerun_racing_an_api_relink(stack: EmbeddedStack, http: httpx.Client, fault_table: Any) -> None:
+    ids = new_sales(stack, 8)
+    sfn = stack.aws.client("stepfunctions")
+    executions: list[str] = []
+    lock = threading.Lock()
+
+    def api(sale_id: str) -> None:
+        arn = http.post(f"/connections/{C}/sales/{sale_id}/relink").json()["execution_id"]
+        with lock:
+            executions.append(arn)
+
+    def console(sale_id: str) -> None:
+        arn = sfn.start_execution(
+            stateMachineArn=stack.state_machine_arn,
+            name=f"console-{uuid.uuid4().hex[:10]}",
+            input=json.dumps({"connection_id": C, "sale_id": sale_id}),
+        )["executionArn"]
+        with lock:
+            executions.append(arn)
+
+    threads = [threading.Thread(target=f, args=(s,)) for s in ids for f in (api, console)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    outcomes: dict[str, list[str]] = {}
+    for arn in executions:
+        result = stack.wait(arn)
+        outcomes.setdefault(result["output"]["sale_id"], []).append(result["output"]["outcome"])
+    # The conditional write lets exactly one racer store each sale; the other answers already_reflected.
+    assert all(sorted(o) == ["already_reflected", "reflected"] for o in outcomes.values()), outcomes
+    assert stored(stack, ids) == len(ids)
+    view = {
+        "status": "completed",
+        "items": [{"sale_id": s, "outcome": "reflected"} for s in ids],
+        "counts": {"reflected": len(ids)},
+    }
+    check(stack, "console rerun racing API relink", ids, view, f"{len(ids)} races", fault_table)
