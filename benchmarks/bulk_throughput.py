@@ -9,7 +9,7 @@ Prints sales/s, ML requests per sale, the achieved request rate as a fraction of
 duplicated ids, and the speed-up over the naive loop. AWS is moto in-process (tables and queue from template.yaml),
 ML is the simulator over HTTP on loopback with ``--latency-ms`` on every request.
 
-    .venv/bin/python benchmarks/bulk_throughput.py [--sales 300] [--latency-ms 50] [--tight-quota 25]
+    .venv/bin/python benchmarks/bulk_throughput.py [--sales 300] [--latency-ms 50] [--tight-quota 8]
 """
 
 from __future__ import annotations
@@ -238,7 +238,7 @@ def main() -> int:
     parser.add_argument("--sales", type=int, default=300)
     parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument("--generous-quota", type=float, default=1000.0)
-    parser.add_argument("--tight-quota", type=float, default=25.0)
+    parser.add_argument("--tight-quota", type=float, default=8.0, help="ML answers 429 at 5-7 rps (meli-api.md 9)")
     parser.add_argument("--workers", type=int, default=4, help="concurrent worker instances (Lambda concurrency)")
     parser.add_argument("--threads", type=int, default=16, help="sales processed concurrently per message")
     args = parser.parse_args()

@@ -183,7 +183,9 @@ class Cli:
                 }
             )
             return OK
-        table = Table(title=f"Sales with errors in {self.connection}" + (f" ({self.args.type})" if self.args.type else ""))
+        table = Table(
+            title=f"Sales with errors in {self.connection}" + (f" ({self.args.type})" if self.args.type else "")
+        )
         for column in ("sale id", "error type", "retryable", "attempts", "escalated", "last seen", "message"):
             table.add_column(column, overflow="fold")
         for item in items:
@@ -210,7 +212,11 @@ class Cli:
             self.emit_json(result)
         else:
             style = STYLE.get(outcome, "")
-            line = f"{result.get('sale_id', '')}: [{style}]{outcome}[/]" if style else f"{result.get('sale_id')}: {outcome}"
+            line = (
+                f"{result.get('sale_id', '')}: [{style}]{outcome}[/]"
+                if style
+                else f"{result.get('sale_id')}: {outcome}"
+            )
             if result.get("reason"):
                 line += f" ({result['reason']})"
             self.out.print(line)

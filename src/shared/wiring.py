@@ -101,7 +101,15 @@ def build_service(settings: Settings, *, notifier: bool = False, workflow: bool 
         tokens = build_token_manager(
             settings, secrets_client=boto3.client("secretsmanager"), connections=stores.connections, http=http
         )
-        return HttpMeliClientFactory(settings, token_manager=tokens, http=http)
+        limiter = None
+        if settings.meli_requests_per_second > 0:
+            from shared.ratelimit import DynamoTokenBucket
+
+            # Every worker of a connection draws from one bucket on the connection's row (ML's quota is shared).
+            limiter = DynamoTokenBucket(
+                dynamodb.Table(settings.connections_table), rate=settings.meli_requests_per_second
+            )
+        return HttpMeliClientFactory(settings, token_manager=tokens, http=http, limiter=limiter)
 
     help_desk = None
     if notifier:
