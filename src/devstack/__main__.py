@@ -23,6 +23,8 @@ def _quiet() -> None:
     # Lambda-style JSON logs and EMF metrics are for CloudWatch; locally the table is the output.
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "1")
+    os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "sales-recovery")
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "ERROR")  # the shared Logger is built at import
     warnings.filterwarnings("ignore")
     logging.getLogger().setLevel(logging.ERROR)
 

@@ -236,10 +236,12 @@ class Cli:
             chunks.append(sys.stdin.read())
         return [s for chunk in chunks for s in _SPLIT.split(chunk) if s]
 
-    def _job_view(self, api: ApiClient, job_id: str) -> dict[str, Any]:
-        """The job with every item (all pages)."""
+    def _job_view(self, api: ApiClient, job_id: str, *, items: bool = True) -> dict[str, Any]:
+        """The job with every item (all pages); ``items=False``: the header and counts only (cheap, for polling)."""
         path = f"/connections/{self.connection}/reprocessing-jobs/{job_id}"
-        view: dict[str, Any] = api.request("GET", path, params={"limit": "1000"}).body
+        view: dict[str, Any] = api.request("GET", path, params={"limit": "1000" if items else "1"}).body
+        if not items:
+            return view
         items = list(view.get("items", []))
         cursor = view.get("next_cursor")
         while cursor:
@@ -251,7 +253,7 @@ class Cli:
 
     def _follow_job(self, api: ApiClient, job_id: str, submitted: dict[str, Any] | None = None) -> int:
         deadline = time.monotonic() + self.args.timeout
-        view = self._job_view(api, job_id)
+        view = self._job_view(api, job_id, items=False)
         total = int(view.get("accepted", 0))
         show_bar = not self.args.json
         with Progress(
@@ -272,7 +274,8 @@ class Cli:
                 if view.get("status") == "completed" or time.monotonic() > deadline:
                     break
                 time.sleep(self.args.poll)
-                view = self._job_view(api, job_id)
+                view = self._job_view(api, job_id, items=False)
+        view = self._job_view(api, job_id)  # every item, once, at the end
         if submitted is not None:
             view["rejected"] = submitted.get("rejected", [])
         if self.args.json:

@@ -10,7 +10,7 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from pydantic import BaseModel, Field
 
 from shared.models import ErrorEvent, Reason, utc_now
-from shared.observability import metrics
+from shared.observability import dimensioned_metrics_enabled, metrics
 
 
 class EscalationMessage(BaseModel):
@@ -54,6 +54,7 @@ class SnsHelpDeskNotifier:
         )
         # One per page actually sent (whichever path escalated: state machine, API resync, bulk, schedules); the
         # EscalationsAlarm of template.yaml watches it with the service dimension alone.
-        with single_metric(name="SalesEscalated", unit=MetricUnit.Count, value=1, namespace=metrics.namespace):
-            pass
+        if dimensioned_metrics_enabled():
+            with single_metric(name="SalesEscalated", unit=MetricUnit.Count, value=1, namespace=metrics.namespace):
+                pass
         return str(response["MessageId"])

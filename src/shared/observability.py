@@ -14,8 +14,17 @@ metrics = Metrics()
 tracer = Tracer()
 
 
+def dimensioned_metrics_enabled() -> bool:
+    """``single_metric`` prints even when metrics are disabled; honour POWERTOOLS_METRICS_DISABLED for it too."""
+    from aws_lambda_powertools.metrics.functions import is_metrics_disabled
+
+    return not is_metrics_disabled()
+
+
 def record_outcome(result: RecoveryResult, *, operation: str) -> None:
     """One EMF metric per settled sale, dimensioned by operation and outcome."""
+    if not dimensioned_metrics_enabled():
+        return
     with single_metric(name="SaleOutcome", unit=MetricUnit.Count, value=1, namespace=metrics.namespace) as metric:
         metric.add_dimension(name="operation", value=operation)
         metric.add_dimension(name="outcome", value=result.outcome.value)
