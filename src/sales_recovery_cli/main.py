@@ -236,11 +236,11 @@ class Cli:
             chunks.append(sys.stdin.read())
         return [s for chunk in chunks for s in _SPLIT.split(chunk) if s]
 
-    def _job_view(self, api: ApiClient, job_id: str, *, items: bool = True) -> dict[str, Any]:
-        """The job with every item (all pages); ``items=False``: the header and counts only (cheap, for polling)."""
+    def _job_view(self, api: ApiClient, job_id: str, *, all_items: bool = True) -> dict[str, Any]:
+        """The job with every item (all pages); ``all_items=False``: the header and counts only (cheap, for polling)."""
         path = f"/connections/{self.connection}/reprocessing-jobs/{job_id}"
-        view: dict[str, Any] = api.request("GET", path, params={"limit": "1000" if items else "1"}).body
-        if not items:
+        view: dict[str, Any] = api.request("GET", path, params={"limit": "1000" if all_items else "1"}).body
+        if not all_items:
             return view
         items = list(view.get("items", []))
         cursor = view.get("next_cursor")
@@ -253,7 +253,7 @@ class Cli:
 
     def _follow_job(self, api: ApiClient, job_id: str, submitted: dict[str, Any] | None = None) -> int:
         deadline = time.monotonic() + self.args.timeout
-        view = self._job_view(api, job_id, items=False)
+        view = self._job_view(api, job_id, all_items=False)
         total = int(view.get("accepted", 0))
         show_bar = not self.args.json
         with Progress(
@@ -274,7 +274,7 @@ class Cli:
                 if view.get("status") == "completed" or time.monotonic() > deadline:
                     break
                 time.sleep(self.args.poll)
-                view = self._job_view(api, job_id, items=False)
+                view = self._job_view(api, job_id, all_items=False)
         view = self._job_view(api, job_id)  # every item, once, at the end
         if submitted is not None:
             view["rejected"] = submitted.get("rejected", [])

@@ -223,7 +223,8 @@ def make_manager(settings: Settings, aws: Aws, http: httpx.Client) -> ManagerFac
     """A TokenManager as one Lambda container builds it. ``isolated=True`` gives it its own boto3 clients."""
 
     def make(*, isolated: bool = False, **kwargs: Any) -> TokenManager:
-        options: dict[str, Any] = {"poll_seconds": 0.01, "sleep": time.sleep}
+        # Generous waits: on a loaded 2-core CI machine eight pollers must not starve the lease holder.
+        options: dict[str, Any] = {"poll_seconds": 0.05, "wait_seconds": 30.0, "sleep": time.sleep}
         options.update(kwargs)
         if isolated:
             return build_token_manager(
