@@ -36,6 +36,10 @@ import boto3
 import pytest
 from moto import mock_aws
 
+# Imported here, with the test process's environment: Powertools child loggers keep the level of their first import,
+# and a lazy first import inside an in-process Lambda invocation of a local stack (LogLevel WARNING) would silence
+# the ML client's INFO lines for every later test (tests/security/test_no_tokens_in_logs.py reads them).
+import shared.meli.client  # noqa: F401
 from devstack import moto_fidelity
 from devstack.seed import seed
 from devstack.simulator.scenario import Scenario, load_scenario

@@ -212,3 +212,19 @@ def test_job_items_paginate(call_api: Any, aws: Aws) -> None:
         if not cursor:
             break
     assert sorted(seen) == sorted(HEALTHY)
+
+
+def test_a_retried_submission_with_the_same_idempotency_key_answers_the_first_job(call_api: Any, aws: Aws) -> None:
+    headers = {"Idempotency-Key": "backoffice-batch-17"}
+    body = json.dumps({"sale_ids": HEALTHY[:3]})
+    first = call_api("POST", f"/connections/{C}/reprocessing-jobs", body=body, headers=headers)
+    again = call_api("POST", f"/connections/{C}/reprocessing-jobs", body=body, headers=headers)
+    assert first[0] == again[0] == 202
+    assert again[1]["job_id"] == first[1]["job_id"]
+    assert len(queued(aws)) == 1  # one message: the retry queued nothing
+    other = call_api(
+        "POST", f"/connections/{C}/reprocessing-jobs", body=json.dumps({"sale_ids": HEALTHY[3:5]}), headers=headers
+    )
+    assert (other[0], other[1]["error"]) == (422, "idempotency_key_reused")
+    fresh = call_api("POST", f"/connections/{C}/reprocessing-jobs", body=body)
+    assert fresh[0] == 202 and fresh[1]["job_id"] != first[1]["job_id"]  # without a key, a new job

@@ -16,7 +16,17 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.event_handler.openapi.models import Server
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyAlreadyInProgressError,
+    IdempotencyValidationError,
+)
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel
 
 from shared.bulk import BulkService, NoSaleIds, NoValidSaleIds, TooManyIds
 from shared.identifiers import InvalidConnectionId, InvalidIdentifier
@@ -174,20 +184,49 @@ def post_reprocessing_job(connection_id: str) -> Response[str]:
     unknown = sorted(set(body) - {"sale_ids"})
     if unknown:
         raise BadRequestBody(f'Unknown field(s) {", ".join(unknown)}; the body takes only "sale_ids".')
-    job = bulk_service().submit(connection_id, body["sale_ids"])
-    return _json(
-        202,
-        {
-            "job_id": job.job_id,
-            "connection_id": connection_id,
-            "status": job.status.value,
-            "accepted": job.accepted,
-            "rejected": [r.model_dump(exclude_none=True) for r in job.rejected],
-            "duplicates": job.duplicates,
-            "messages": job.messages,
-            "status_url": f"/connections/{connection_id}/reprocessing-jobs/{job.job_id}",
-        },
-    )
+    key = app.current_event.get_header_value("Idempotency-Key", case_sensitive=False)
+    if key:
+        if len(key) > 128:
+            raise BadRequestBody("The Idempotency-Key header is longer than 128 characters.")
+        # A retried submission with the same key answers the first job instead of queueing every id again.
+        _JOB_REQUESTS.table_name = Settings.from_env().idempotency_table
+        answer = _submit_job_once(request=JobRequest(connection_id=connection_id, key=key, sale_ids=body["sale_ids"]))
+    else:
+        answer = _submit_job(connection_id, body["sale_ids"])
+    return _json(202, answer)
+
+
+class JobRequest(BaseModel):
+    connection_id: str
+    key: str
+    sale_ids: Any
+
+
+_JOB_REQUESTS = DynamoDBPersistenceLayer(table_name="idempotency")  # the real name is set per request from env
+_JOB_REQUEST_IDEMPOTENCY = IdempotencyConfig(
+    event_key_jmespath="[connection_id, key]",
+    payload_validation_jmespath="sale_ids",
+    expires_after_seconds=24 * 3600,
+)
+
+
+@idempotent_function(data_keyword_argument="request", persistence_store=_JOB_REQUESTS, config=_JOB_REQUEST_IDEMPOTENCY)
+def _submit_job_once(request: JobRequest) -> dict[str, Any]:
+    return _submit_job(request.connection_id, request.sale_ids)
+
+
+def _submit_job(connection_id: str, sale_ids: Any) -> dict[str, Any]:
+    job = bulk_service().submit(connection_id, sale_ids)
+    return {
+        "job_id": job.job_id,
+        "connection_id": connection_id,
+        "status": job.status.value,
+        "accepted": job.accepted,
+        "rejected": [r.model_dump(exclude_none=True) for r in job.rejected],
+        "duplicates": job.duplicates,
+        "messages": job.messages,
+        "status_url": f"/connections/{connection_id}/reprocessing-jobs/{job.job_id}",
+    }
 
 
 @app.get("/connections/<connection_id>/reprocessing-jobs/<job_id>")
@@ -249,6 +288,16 @@ def _invalid_cursor(exc: InvalidCursor) -> Response[str]:
 @app.exception_handler(BadRequestBody)
 def _bad_body(exc: BadRequestBody) -> Response[str]:
     return _error(exc.status, "invalid_body", str(exc))
+
+
+@app.exception_handler(IdempotencyValidationError)
+def _key_reused(exc: IdempotencyValidationError) -> Response[str]:
+    return _error(422, "idempotency_key_reused", "This Idempotency-Key was used with a different list of sale ids.")
+
+
+@app.exception_handler(IdempotencyAlreadyInProgressError)
+def _key_in_flight(exc: IdempotencyAlreadyInProgressError) -> Response[str]:
+    return _error(409, "request_in_progress", "A request with this Idempotency-Key is in progress; retry shortly.")
 
 
 @app.exception_handler(NoSaleIds)
@@ -370,4 +419,5 @@ def _allowed_methods(path: str) -> set[str]:
 @metrics.log_metrics
 @tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    _JOB_REQUEST_IDEMPOTENCY.register_lambda_context(context)
     return app.resolve(event, context)
