@@ -199,7 +199,7 @@ def aws(meli: MeliSimulator, scenario: Scenario, monkeypatch: pytest.MonkeyPatch
             **table_env(STAGE),
             "STAGE": STAGE,
             "MELI_API_URL": meli.url,
-            "MELI_TIMEOUT_SECONDS": "0.3",
+            "MELI_TIMEOUT_SECONDS": "0.5",  # under the simulator's 1 s hold, above a loaded CI's jitter
             "MELI_MAX_TRIES": "3",
             "MELI_APP_SECRET_ID": app_secret,
             "MELI_CONNECTION_SECRET_PREFIX": SECRET_PREFIX,

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.identifiers import InvalidIdentifier, parse_identifier
-from shared.jobs import MESSAGE_SIZE, Job, JobItem, JobStore, RejectedId
+from shared.jobs import MESSAGE_SIZE, Job, JobItem, JobStore, RejectedId, settle_result
 from shared.models import Outcome, Reason, RecoveryResult, Trigger
 from shared.recovery import RecoveryService
 from shared.stores.base import Page
@@ -275,15 +275,7 @@ class BulkService:
             self._settle(job_id, escalated)
 
     def _settle(self, job_id: str, result: RecoveryResult) -> None:
-        self._jobs.settle(
-            job_id,
-            result.sale_id,
-            result.outcome,
-            reason=result.reason,
-            attempts=result.attempts,
-            detail=result.seller_action or result.detail,
-            handed_over=False,
-        )
+        settle_result(self._jobs, job_id, result, handed_over=False)
 
     def _hand_over(self, message: BulkMessage, sale_id: str, *, attempts: int) -> None:
         if self._workflow is None:

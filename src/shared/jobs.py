@@ -14,7 +14,7 @@ from typing import Protocol
 
 from pydantic import Field
 
-from shared.models import Model, Outcome, Reason, Trigger, utc_now
+from shared.models import Model, Outcome, Reason, RecoveryResult, Trigger, utc_now
 from shared.stores.base import Page
 
 MESSAGE_SIZE = 50  # the seed's bulk box: at most 50 sale ids at a time, so one SQS message carries at most 50
@@ -113,3 +113,16 @@ class JobStore(Protocol):
         """Record the item's terminal outcome once. False if it was already terminal (nothing changed).
         ``handed_over`` says whether the item went to the state machine (saves a read when known)."""
         ...
+
+
+def settle_result(jobs: JobStore, job_id: str, result: RecoveryResult, *, handed_over: bool) -> bool:
+    """Record a recovery result on its job item (the worker: not handed over; the state machine: handed over)."""
+    return jobs.settle(
+        job_id,
+        result.sale_id,
+        result.outcome,
+        reason=result.reason,
+        attempts=result.attempts,
+        detail=result.seller_action or result.detail,
+        handed_over=handed_over,
+    )

@@ -84,14 +84,7 @@ def report_to_job(task: TaskInput, result: RecoveryResult) -> None:
     """A sale handed over by a bulk job settles its job item when the state machine reaches its outcome."""
     if not task.job_id or not result.outcome.terminal:
         return
+    from shared.jobs import settle_result
     from shared.wiring import build_job_store
 
-    build_job_store(Settings.from_env()).settle(
-        task.job_id,
-        result.sale_id,
-        result.outcome,
-        reason=result.reason,
-        attempts=result.attempts,
-        detail=result.seller_action or result.detail,
-        handed_over=True,
-    )
+    settle_result(build_job_store(Settings.from_env()), task.job_id, result, handed_over=True)

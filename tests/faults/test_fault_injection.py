@@ -18,12 +18,10 @@ from typing import Any
 import httpx
 import pytest
 
-from devstack.aws import instant_retries
 from devstack.faults import dynamodb_throttling, lambda_service_exceptions
-from devstack.simulator.scenario import Scenario
 from devstack.stack import EmbeddedStack
-from tests.conftest import DEFAULT_SCENARIO
 from tests.faults.conftest import FaultRow
+from tests.stack.support import running_stack, stack_scenario
 
 pytestmark = pytest.mark.stack
 C = "mla-main"
@@ -33,18 +31,7 @@ _next = iter(range(1, 100_000))
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[EmbeddedStack]:
-    data = json.loads(DEFAULT_SCENARIO.read_text())
-    data["faults"], data["quota"] = [], None
-    with (
-        EmbeddedStack(
-            Scenario.model_validate(data),
-            api_port=0,
-            meli_timeout_seconds=0.5,
-            timeout_hold_seconds=1.0,
-            worker_concurrency=4,
-        ) as running,
-        instant_retries(),
-    ):
+    with running_stack(stack_scenario(), worker_concurrency=4) as running:
         yield running
 
 

@@ -12,39 +12,15 @@ from typing import Any
 import httpx
 import pytest
 
-from devstack.aws import instant_retries
-from devstack.simulator.scenario import Scenario
 from devstack.stack import EmbeddedStack
-from tests.conftest import DEFAULT_SCENARIO
+from tests.stack.support import C, running_stack, stack_scenario, wait_for_job
 
 pytestmark = pytest.mark.stack
-C = "mla-main"
-
-
-def scenario(quota: float | None = 40.0) -> Scenario:
-    data = json.loads(DEFAULT_SCENARIO.read_text())
-    # Keep the scenario's timeouts and 503s; drop its latency and its one deliberate 429, so any 429 here
-    # would be the quota's.
-    data["faults"] = [f for f in data["faults"] if f["kind"] != "latency" and f.get("status") != 429]
-    data["quota"] = {"requests_per_second": quota} if quota else None
-    return Scenario.model_validate(data)
-
-
-def wait_for_job(http: httpx.Client, job_id: str, timeout: float = 90.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        body: dict[str, Any] = http.get(f"/connections/{C}/reprocessing-jobs/{job_id}", params={"limit": "1000"}).json()
-        if body["status"] == "completed" or time.monotonic() > deadline:
-            return body
-        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[EmbeddedStack]:
-    with (
-        EmbeddedStack(scenario(), api_port=0, timeout_hold_seconds=1.0, meli_timeout_seconds=0.5) as running,
-        instant_retries(),
-    ):
+    with running_stack(stack_scenario(quota=40.0, keep_faults=True)) as running:
         yield running
 
 

@@ -12,13 +12,13 @@ import httpx
 import pytest
 
 from devstack.stack import EmbeddedStack
-from tests.stack.test_bulk_on_stack import C, scenario
+from tests.stack.support import C, stack_scenario
 
 pytestmark = pytest.mark.stack
 
 
 def test_ten_thousand_ids_are_accepted_in_two_hundred_messages() -> None:
-    with EmbeddedStack(scenario(None), api_port=0, poll_queues=False) as running:
+    with EmbeddedStack(stack_scenario(), api_port=0, poll_queues=False) as running:
         assert running.api is not None
         ids = [str(2000009500000000 + n) for n in range(10_000)]
         with httpx.Client(base_url=running.api.url, timeout=120) as http:

@@ -8,7 +8,6 @@ attempts is then readable in each test.
 from __future__ import annotations
 
 import copy
-import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,10 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from devstack.aws import instant_retries
-from devstack.simulator.scenario import Scenario
 from devstack.stack import EmbeddedStack
-from tests.conftest import DEFAULT_SCENARIO
+from tests.stack.support import running_stack, stack_scenario
 
 pytestmark = pytest.mark.stack
 
@@ -38,18 +35,7 @@ LISTED_TIMEOUT = "2000009109000015"
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[EmbeddedStack]:
-    data = json.loads(DEFAULT_SCENARIO.read_text())
-    data["faults"], data["quota"] = [], None
-    with (
-        EmbeddedStack(
-            Scenario.model_validate(data),
-            meli_max_tries=1,
-            meli_timeout_seconds=0.5,
-            timeout_hold_seconds=1.0,
-            api_port=0,
-        ) as running,
-        instant_retries(),
-    ):
+    with running_stack(stack_scenario(), meli_max_tries=1) as running:
         yield running
 
 
