@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import json
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -21,7 +20,7 @@ import pytest
 from devstack.faults import dynamodb_throttling, lambda_service_exceptions
 from devstack.stack import EmbeddedStack
 from tests.faults.conftest import FaultRow
-from tests.stack.support import running_stack, stack_scenario
+from tests.stack.support import running_stack, stack_scenario, wait_for_job
 
 pytestmark = pytest.mark.stack
 C = "mla-main"
@@ -60,16 +59,7 @@ def new_sales(stack: EmbeddedStack, count: int) -> list[str]:
 def run_job(http: httpx.Client, ids: list[str], timeout: float = 120.0) -> dict[str, Any]:
     submitted = http.post(f"/connections/{C}/reprocessing-jobs", json={"sale_ids": ids})
     assert submitted.status_code == 202, submitted.text
-    return wait_job(http, submitted.json()["job_id"], timeout)
-
-
-def wait_job(http: httpx.Client, job_id: str, timeout: float = 120.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        body: dict[str, Any] = http.get(f"/connections/{C}/reprocessing-jobs/{job_id}", params={"limit": "1000"}).json()
-        if body["status"] == "completed" or time.monotonic() > deadline:
-            return body
-        time.sleep(0.2)
+    return wait_for_job(http, submitted.json()["job_id"], timeout)
 
 
 def stored(stack: EmbeddedStack, ids: list[str]) -> int:
@@ -208,10 +198,10 @@ def test_duplicate_sqs_deliveries(stack: EmbeddedStack, http: httpx.Client, faul
         for _ in range(2):
             sqs.send_message(QueueUrl=queue, MessageBody=body)
             duplicates += 1
-    view = wait_job(http, submitted["job_id"])
+    view = wait_for_job(http, submitted["job_id"])
     assert stack.poller is not None
     stack.poller.wait_idle()
-    view = wait_job(http, submitted["job_id"])
+    view = wait_for_job(http, submitted["job_id"])
     check(stack, "duplicate SQS deliveries", ids, view, f"{duplicates} duplicate messages", fault_table)
 
 
