@@ -98,6 +98,9 @@ def _serve(url: str, console: Console) -> int:
         f"  curl -X POST {url}/connections/mla-main/sales/2000009101000011/relink\n"
         f"  curl {url}/connections/mla-main/sales/2000009101000011\n"
         f"  curl '{url}/connections/mla-main/sale-errors?limit=10'\n"
+        f"  curl -X POST -H 'Content-Type: application/json' {url}/connections/mla-main/reprocessing-jobs "
+        """-d '{"sale_ids": "2000009101000021, 2000009101000031"}'\n"""
+        f"  open {url}/docs for the API page\n"
         "Ctrl-C stops."
     )
     try:

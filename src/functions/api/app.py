@@ -94,7 +94,11 @@ def _optional_json_object_body(max_bytes: int = MAX_BODY_BYTES) -> dict[str, Any
         raise BadRequestBody(f"The body is larger than {max_bytes} bytes.", status=413)
     content_type = (event.headers or {}).get("content-type") or (event.headers or {}).get("Content-Type") or ""
     if content_type and "json" not in content_type.lower():
-        raise BadRequestBody(f"Send JSON (Content-Type: application/json), not '{content_type}'.", status=415)
+        raise BadRequestBody(
+            f"Send JSON (Content-Type: application/json), not '{content_type}'. "
+            "With curl, add -H 'Content-Type: application/json' (curl -d sends a form by default).",
+            status=415,
+        )
     try:
         body = json.loads(raw)
     except json.JSONDecodeError as exc:
