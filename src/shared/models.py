@@ -265,7 +265,8 @@ class SaleState(Model):
     reason: Reason | None = None
     detail: str | None = None
     identifier_kind: IdentifierKind | None = None
-    sale_ids: list[str] | None = None
+    sale_ids: list[str] | None = None  # what a non-sale identifier holds, or the sales of a cart's pack
+    pack_id: str | None = None  # a cart sale's pack
     attempts: int = 0
     updated_at: datetime = Field(default_factory=utc_now)
     latest_execution: ExecutionRef | None = None
@@ -335,6 +336,7 @@ class RecoveryResult(Model):
     seller_action: str | None = None
     identifier_kind: IdentifierKind | None = None
     sale_ids: list[str] | None = None
+    pack_id: str | None = None
     attempts: int = 0
     retryable: bool = False
     error_type: str | None = None

@@ -323,6 +323,9 @@ class RecoveryService:
         detail = blocking.detail if blocking else None
         kind = report.identifier.kind if reason is Reason.NOT_A_SALE_ID else None
         sale_ids = report.identifier.sale_ids if reason is Reason.NOT_A_SALE_ID else None
+        pack_id = None
+        if reason is Reason.CART_SALE:  # the cart procedure needs the pack and every sale in it
+            sale_ids, pack_id = report.pack_sale_ids, report.pack_id
         self._stores.sales.set_outcome(
             report.connection_id,
             report.sale_id,
@@ -331,6 +334,7 @@ class RecoveryService:
             detail=detail,
             identifier_kind=kind,
             sale_ids=sale_ids,
+            pack_id=pack_id,
         )
         if report.in_error_list or reason in WAITING_FOR_PRODUCT:
             # The sale waits in the error list, not retryable, until the seller fixes what the reason names.
@@ -361,6 +365,7 @@ class RecoveryService:
             detail=detail,
             identifier_kind=kind,
             sale_ids=sale_ids,
+            pack_id=pack_id,
         )
 
     @staticmethod

@@ -170,6 +170,16 @@ def test_blocked_sales_end_without_attempts_or_escalation(stack: EmbeddedStack, 
     assert pages_for(stack, sale_id) == []
 
 
+def test_a_cart_sale_is_answered_with_its_pack_and_the_pack_s_sales(stack: EmbeddedStack) -> None:
+    result = run(stack, CART_SALE)
+    assert result["output"]["reason"] == "cart_sale"
+    assert stack.api is not None
+    state = httpx.get(f"{stack.api.url}/connections/{C}/sales/{CART_SALE}", timeout=10).json()
+    assert (state["outcome"], state["reason"], state["pack_id"]) == ("not_reflectable", "cart_sale", CART_PACK)
+    assert sorted(state["sale_ids"]) == sorted([CART_SALE, "2000009105000028"])
+    assert "cart procedure" in state["seller_action"]
+
+
 def test_a_listed_sale_is_resynced_once_then_escalated(stack: EmbeddedStack, new_sale: Callable[[], str]) -> None:
     # Given a listed sale whose verification passes but whose resync then hits ML failures
     sale = new_sale()

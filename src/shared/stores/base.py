@@ -57,6 +57,7 @@ class SaleStore(Protocol):
         attempts: int | None = None,
         identifier_kind: IdentifierKind | None = None,
         sale_ids: list[str] | None = None,
+        pack_id: str | None = None,
     ) -> None:
         """Record a non-reflected outcome. Never overwrites a sale that is already reflected."""
         ...

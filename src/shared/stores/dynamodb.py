@@ -136,6 +136,7 @@ class DynamoSaleStore:
         attempts: int | None = None,
         identifier_kind: IdentifierKind | None = None,
         sale_ids: list[str] | None = None,
+        pack_id: str | None = None,
     ) -> None:
         sets = {"outcome": outcome.value, "updated_at": _now().isoformat()}
         optional = {
@@ -143,6 +144,7 @@ class DynamoSaleStore:
             "detail": detail,
             "identifier_kind": identifier_kind.value if identifier_kind else None,
             "sale_ids": sale_ids,
+            "pack_id": pack_id,
         }
         removes = [name for name, value in optional.items() if value is None]
         sets.update({name: value for name, value in optional.items() if value is not None})  # type: ignore[misc]
