@@ -2,7 +2,7 @@
 
 moto cannot create the template's API Gateway (aws-offline.md section 4), so this server plays its part: routes come
 from the ``Api`` events of the template's functions; each HTTP request becomes the proxy event API Gateway would send
-(``resource`` with its ``{placeholders}``, ``pathParameters``, single and multi-value headers and query parameters,
+(``resource`` with its ``{path_parameters}``, ``pathParameters``, single and multi-value headers and query parameters,
 ``requestContext``), the matching function's handler runs in-process with its deployed environment, and its proxy
 response (``statusCode``, ``headers``, ``multiValueHeaders``, ``body``, ``isBase64Encoded``) goes back over HTTP.
 
@@ -75,14 +75,14 @@ class Route:
 
 @lru_cache(maxsize=256)
 def _compile(resource: str) -> re.Pattern[str]:
-    def placeholder(m: re.Match[str]) -> str:
+    def path_parameter(m: re.Match[str]) -> str:
         name = m.group(1)
         if name.endswith("+"):  # greedy {proxy+}
             return f"(?P<{_group(name[:-1])}>.+)"
         return f"(?P<{_group(name)}>[^/]+)"
 
     parts = re.split(r"(\{[^}]+\})", resource)
-    regex = "".join(placeholder(re.match(r"\{([^}]+)\}", p)) if p.startswith("{") else re.escape(p) for p in parts)  # type: ignore[arg-type]
+    regex = "".join(path_parameter(re.match(r"\{([^}]+)\}", p)) if p.startswith("{") else re.escape(p) for p in parts)  # type: ignore[arg-type]
     return re.compile(regex)
 
 
@@ -93,7 +93,7 @@ def _group(name: str) -> str:
 def template_routes(
     template: Mapping[str, Any] | Path = TEMPLATE_PATH, parameters: Mapping[str, str] | None = None
 ) -> list[Route]:
-    """The ``Api`` events of every function, most specific first (literal segments beat placeholders)."""
+    """The ``Api`` events of every function, most specific first (literal segments beat path parameters)."""
     if isinstance(template, Path):
         from samtranslator.yaml_helper import yaml_parse
 
