@@ -27,6 +27,7 @@ from shared.checks import PAID_STATUSES, check_not_cancelled
 from shared.identifiers import validate_connection_id
 from shared.meli.models import MeliOrder
 from shared.models import Connection, ErrorEntry, Outcome, Reason, Trigger
+from shared.observability import record_schedule_run
 from shared.recovery import WAITING_FOR_PRODUCT, RecoveryService
 from shared.settings import Settings
 from shared.stores.base import ReconcileCursor
@@ -412,3 +413,13 @@ class ScheduleService:
             return  # the error sweep owns listed sales
         if self._stores.sales.claim_pending(connection_id, sale_id, owner=owner, stale_before=stale):
             claimed.append(sale_id)
+
+
+def finish_run(schedule: str, summaries: list[Any]) -> dict[str, Any]:
+    """The end of every scheduled run: its metrics and summary log line, then the answer — or, when a connection
+    failed, an error naming each failure (so the invocation fails and its alarm sees it)."""
+    record_schedule_run(schedule, summaries)
+    failed = [s for s in summaries if s.error]
+    if failed:
+        raise ScheduleRunFailed("; ".join(f"{s.connection_id}: {s.error}" for s in failed))
+    return {"schedule": schedule, "connections": [s.model_dump(mode="json", exclude_none=True) for s in summaries]}

@@ -9,8 +9,8 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from shared.observability import logger, metrics, record_schedule_run, tracer
-from shared.schedules import ScheduleRunFailed, parse_schedule_input
+from shared.observability import logger, metrics, tracer
+from shared.schedules import finish_run, parse_schedule_input
 from shared.settings import Settings
 from shared.wiring import build_schedule_service
 
@@ -21,8 +21,4 @@ from shared.wiring import build_schedule_service
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = parse_schedule_input(event, windows=False)
     summaries = build_schedule_service(Settings.from_env()).sweep(request)
-    record_schedule_run("error_sweep", summaries)
-    failed = [s for s in summaries if s.error]
-    if failed:
-        raise ScheduleRunFailed("; ".join(f"{s.connection_id}: {s.error}" for s in failed))
-    return {"schedule": "error_sweep", "connections": [s.model_dump(mode="json", exclude_none=True) for s in summaries]}
+    return finish_run("error_sweep", summaries)

@@ -10,8 +10,8 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from shared.observability import logger, metrics, record_schedule_run, tracer
-from shared.schedules import ScheduleRunFailed, parse_schedule_input
+from shared.observability import logger, metrics, tracer
+from shared.schedules import finish_run, parse_schedule_input
 from shared.settings import Settings
 from shared.wiring import build_schedule_service
 
@@ -22,8 +22,4 @@ from shared.wiring import build_schedule_service
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = parse_schedule_input(event, windows=True)
     summaries = build_schedule_service(Settings.from_env()).reconcile(request)
-    record_schedule_run("reconcile", summaries)
-    failed = [s for s in summaries if s.error]
-    if failed:
-        raise ScheduleRunFailed("; ".join(f"{s.connection_id}: {s.error}" for s in failed))
-    return {"schedule": "reconcile", "connections": [s.model_dump(mode="json", exclude_none=True) for s in summaries]}
+    return finish_run("reconcile", summaries)
