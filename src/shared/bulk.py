@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
 import uuid
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,14 +20,16 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.identifiers import InvalidIdentifier, parse_identifier
-from shared.jobs import MESSAGE_SIZE, Job, JobItem, JobStore, RejectedId, settle_result
+from shared.jobs import MESSAGE_SIZE, Job, JobItem, JobStore, RejectedId, Settlement
 from shared.models import Outcome, Reason, RecoveryResult, Trigger
-from shared.recovery import RecoveryService
+from shared.recovery import KnownReads, RecoveryService
 from shared.stores.base import Page
+from shared.stores.memo import ProductLinkMemo
 from shared.workflow import RelinkWorkflow
 
 _SEPARATORS = re.compile(r"[,;\s]+")
 MAX_ID_TEXT = 64  # longer entries are junk; echoing them back in full would bloat the answer
+SETTLE_BATCH = 10  # results per settling transaction: progress every few sales, a tenth of the writes
 
 
 class BulkMessage(BaseModel):
@@ -127,6 +130,34 @@ def chunks(ids: list[str], size: int = MESSAGE_SIZE) -> Iterable[list[str]]:
         yield ids[start : start + size]
 
 
+class _Settler:
+    """Collects a message's terminal results from its threads and settles them on the job in batches, so the
+    job's progress moves every few sales while costing one transaction per batch rather than one per sale.
+    A worker that dies with results not yet settled loses nothing: the message comes back, and each of those
+    sales answers again from its stored state (its import key says this job imported it)."""
+
+    def __init__(self, jobs: JobStore, job_id: str, batch: int = SETTLE_BATCH) -> None:
+        self._jobs = jobs
+        self._job_id = job_id
+        self._batch = batch
+        self._waiting: list[Settlement] = []
+        self._lock = threading.Lock()
+
+    def add(self, result: RecoveryResult) -> None:
+        with self._lock:
+            self._waiting.append(Settlement.of(result))
+            if len(self._waiting) < self._batch:
+                return
+            ready, self._waiting = self._waiting, []
+        self._jobs.settle_many(self._job_id, ready)
+
+    def flush(self) -> None:
+        with self._lock:
+            ready, self._waiting = self._waiting, []
+        if ready:
+            self._jobs.settle_many(self._job_id, ready)
+
+
 class BulkQueue(Protocol):
     def send(self, messages: list[BulkMessage]) -> int:
         """Send every message (batched); returns how many were sent. Raises if any could not be sent."""
@@ -208,7 +239,11 @@ class BulkService:
     # --- process (worker) -------------------------------------------------------------------------------------------
 
     def process(self, message: BulkMessage) -> list[JobItem]:
-        """Settle (or hand over) every id of one message. Safe to run again: settled ids are skipped."""
+        """Settle (or hand over) every id of one message. Safe to run again: settled ids are skipped.
+
+        What every id needs is read for the whole message first (sale states and error entries: one BatchGetItem
+        each; product links once per listing), and outcomes are settled on the job in batches (one transaction
+        per ``SETTLE_BATCH`` items): a healthy sale costs its one ML request and one write of its own."""
         self._jobs.mark_started(message.job_id)
         header = self._jobs.get(message.job_id)
         trigger = header.trigger if header is not None else Trigger.API
@@ -221,61 +256,74 @@ class BulkService:
             and known[sale_id].execution_arn is None  # already continuing in the state machine
             and not known[sale_id].deferred  # already waiting for a later sweep
         ]
-        with ThreadPoolExecutor(max_workers=min(self._threads, max(1, len(todo)))) as pool:
-            list(pool.map(lambda sale_id: self._process_one(message, sale_id, trigger), todo))
+        if todo:
+            stores = self._recovery.stores
+            states = stores.sales.get_many(message.connection_id, todo)
+            entries = stores.errors.get_many(message.connection_id, todo)
+            products = ProductLinkMemo(stores.products)
+            settler = _Settler(self._jobs, message.job_id)
+
+            def one(sale_id: str) -> None:
+                reads = KnownReads(state=states.get(sale_id), entry=entries.get(sale_id), products=products)
+                result = self._process_one(message, sale_id, reads, trigger)
+                if result is not None:
+                    settler.add(result)
+
+            try:
+                with ThreadPoolExecutor(max_workers=min(self._threads, len(todo))) as pool:
+                    list(pool.map(one, todo))
+            finally:
+                settler.flush()  # what did settle is recorded even when a sibling failed the message
         return list(self._jobs.get_items(message.job_id, message.sale_ids).values())
 
-    def _process_one(self, message: BulkMessage, sale_id: str, trigger: Trigger = Trigger.API) -> None:
-        """One attempt per id, reading the order once: it verifies and imports in one go (seed steps 1-4)."""
+    def _process_one(
+        self, message: BulkMessage, sale_id: str, reads: KnownReads, trigger: Trigger = Trigger.API
+    ) -> RecoveryResult | None:
+        """One attempt per id, reading the order once: it verifies and imports in one go (seed steps 1-4).
+        Returns the terminal result to settle, or None when the sale continues elsewhere (recorded here)."""
         connection_id, job_id = message.connection_id, message.job_id
-        if trigger is Trigger.SCHEDULE and self._recovery.in_error_list(connection_id, sale_id):
+        if trigger is Trigger.SCHEDULE and reads.entry is not None:
             # An automatic retry (error sweep, self-heal): backoff between sweeps, the help desk only when spent.
             retried = self._recovery.retry_listed(
                 connection_id, sale_id, attempt_key=f"{job_id}#retry", max_attempts=self._max_attempts
             )
             if retried.outcome.terminal:
-                self._settle(job_id, retried)
-            else:
-                entry = self._recovery.stores.errors.get(connection_id, sale_id)
-                retry_at = entry.next_retry_at if entry is not None else None
-                self._jobs.defer(
-                    job_id,
-                    sale_id,
-                    attempts=retried.attempts,
-                    retry_at=retry_at,
-                    detail=f"Still failing ({retried.error_type}); the error sweep retries it after its backoff.",
-                )
-            return
-        if self._recovery.in_error_list(connection_id, sale_id):
+                return retried
+            entry = self._recovery.stores.errors.get(connection_id, sale_id)
+            self._jobs.defer(
+                job_id,
+                sale_id,
+                attempts=retried.attempts,
+                retry_at=entry.next_retry_at if entry is not None else None,
+                detail=f"Still failing ({retried.error_type}); the error sweep retries it after its backoff.",
+            )
+            return None
+        if reads.entry is not None:
             # Seed step 3: resync a listed sale; still failing -> the help desk.
-            result = self._recovery.resync(
+            return self._recovery.resync(
                 connection_id,
                 sale_id,
                 trigger=Trigger.BULK,
                 attempt_key=f"{job_id}#resync",
                 require_listed=False,
+                known=reads,
             )
-            self._settle(job_id, result)
-            return
         result = self._recovery.relink_attempt(
             connection_id,
             sale_id,
             attempt=1,
             trigger=Trigger.SCHEDULE if trigger is Trigger.SCHEDULE else Trigger.BULK,
             attempt_key=f"{job_id}#relink#1",
+            known=reads,
         )
         if result.outcome.terminal:
-            self._settle(job_id, result)
-        elif result.retryable:
+            return result
+        if result.retryable:
             self._hand_over(message, sale_id, attempts=1)
-        else:
-            escalated = self._recovery.escalate(
-                connection_id, sale_id, reason=Reason.MARKETPLACE_REFUSED, attempts=1, last_error=result.detail
-            )
-            self._settle(job_id, escalated)
-
-    def _settle(self, job_id: str, result: RecoveryResult) -> None:
-        settle_result(self._jobs, job_id, result, handed_over=False)
+            return None
+        return self._recovery.escalate(
+            connection_id, sale_id, reason=Reason.MARKETPLACE_REFUSED, attempts=1, last_error=result.detail
+        )
 
     def _hand_over(self, message: BulkMessage, sale_id: str, *, attempts: int) -> None:
         if self._workflow is None:

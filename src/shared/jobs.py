@@ -46,6 +46,26 @@ class JobItem(Model):
     updated_at: datetime = Field(default_factory=utc_now)
 
 
+class Settlement(Model):
+    """One item's terminal outcome, as the worker records it."""
+
+    sale_id: str
+    outcome: Outcome
+    reason: Reason | None = None
+    attempts: int = 0
+    detail: str | None = None
+
+    @classmethod
+    def of(cls, result: RecoveryResult) -> Settlement:
+        return cls(
+            sale_id=result.sale_id,
+            outcome=result.outcome,
+            reason=result.reason,
+            attempts=result.attempts,
+            detail=result.seller_action or result.detail,
+        )
+
+
 class Job(Model):
     job_id: str
     connection_id: str
@@ -114,15 +134,22 @@ class JobStore(Protocol):
         ``handed_over`` says whether the item went to the state machine (saves a read when known)."""
         ...
 
+    def settle_many(self, job_id: str, settlements: list[Settlement]) -> int:
+        """Record the terminal outcomes of items the worker has not handed over, in as few writes as the store
+        allows (header counts summed). Items already terminal or handed over are left alone; returns how many
+        were settled by this call."""
+        ...
+
 
 def settle_result(jobs: JobStore, job_id: str, result: RecoveryResult, *, handed_over: bool) -> bool:
     """Record a recovery result on its job item (the worker: not handed over; the state machine: handed over)."""
+    settlement = Settlement.of(result)
     return jobs.settle(
         job_id,
-        result.sale_id,
-        result.outcome,
-        reason=result.reason,
-        attempts=result.attempts,
-        detail=result.seller_action or result.detail,
+        settlement.sale_id,
+        settlement.outcome,
+        reason=settlement.reason,
+        attempts=settlement.attempts,
+        detail=settlement.detail,
         handed_over=handed_over,
     )

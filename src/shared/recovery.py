@@ -126,6 +126,18 @@ class RelinkStart:
     execution: ExecutionRef | None = None
 
 
+@dataclass(frozen=True)
+class KnownReads:
+    """What a caller working through many sales already read for one of them (the bulk worker reads a message's
+    states and error entries in one BatchGetItem each), so an attempt does not read it again. A read a few
+    seconds old is safe: the import is a conditional write, and resolving a vanished entry changes nothing.
+    ``products`` may be a per-message memo of the product links (sales of one message share listings)."""
+
+    state: SaleState | None
+    entry: ErrorEntry | None
+    products: ProductStore | None = None
+
+
 @dataclass
 class Stores:
     sales: SaleStore
@@ -196,7 +208,15 @@ class RecoveryService:
         self.connection(connection_id)
         return self._assess(connection_id, sale_id.strip()).report
 
-    def _assess(self, connection_id: str, sale_id: str, *, state: Any = _UNREAD, entry: Any = _UNREAD) -> Assessment:
+    def _assess(
+        self,
+        connection_id: str,
+        sale_id: str,
+        *,
+        state: Any = _UNREAD,
+        entry: Any = _UNREAD,
+        products: ProductStore | None = None,
+    ) -> Assessment:
         """Callers that already read the sale's state or error entry pass them, so nothing is read twice."""
         client = self._marketplace.for_connection(connection_id)
         if state is _UNREAD:
@@ -216,7 +236,7 @@ class RecoveryService:
                 except (MeliNotFound, MeliForbidden):
                     pack = None
             checks.append(check_not_cart(order, pack))
-            links = self._stores.products.get_links(connection_id, listing_keys(order))
+            links = (products or self._stores.products).get_links(connection_id, listing_keys(order))
             product_check, lines = check_products(order, links)
             checks.append(product_check)
         blocking = first_blocking(checks)
@@ -266,16 +286,30 @@ class RecoveryService:
     # --- one attempt: verify, then import ---------------------------------------------------------------------------
 
     def _attempt(
-        self, connection_id: str, sale_id: str, trigger: Trigger, attempt_key: str | None, *, attempt: int = 1
+        self,
+        connection_id: str,
+        sale_id: str,
+        trigger: Trigger,
+        attempt_key: str | None,
+        *,
+        attempt: int = 1,
+        known: KnownReads | None = None,
     ) -> RecoveryResult:
-        state = self._stores.sales.get(connection_id, sale_id)
-        entry = self._stores.errors.get(connection_id, sale_id)
+        if known is None:
+            known = KnownReads(
+                state=self._stores.sales.get(connection_id, sale_id),
+                entry=self._stores.errors.get(connection_id, sale_id),
+            )
+        state, entry = known.state, known.entry
         if state is not None and state.record is not None:
             if entry is not None:
                 self._stores.errors.resolve(connection_id, sale_id)
+            if attempt_key is not None and state.record.import_key == attempt_key:
+                # This very attempt imported it before (a redelivered message, a retried task): still its result.
+                return self._result(connection_id, sale_id, Outcome.REFLECTED, record=state.record)
             return self._result(connection_id, sale_id, Outcome.ALREADY_REFLECTED, detail="Already in the platform.")
         try:
-            assessment = self._assess(connection_id, sale_id, state=state, entry=entry)
+            assessment = self._assess(connection_id, sale_id, state=state, entry=entry, products=known.products)
         except MeliError as exc:
             return self._record_failure(connection_id, sale_id, exc, trigger, attempt_key)
         report = assessment.report
@@ -285,7 +319,7 @@ class RecoveryService:
             return self._settle_blocked(report, trigger)
         assert assessment.order is not None  # not blocked means ML confirmed the sale
         record = build_record(connection_id, assessment.order, assessment.lines, trigger, attempt_key)
-        stored = self._stores.sales.reflect(record, attempts=attempt)
+        stored = self._stores.sales.reflect(record, attempts=attempt, row_absent=state is None)
         if entry is not None:
             self._stores.errors.resolve(connection_id, sale_id)
         if not stored and attempt_key is not None:
@@ -387,6 +421,7 @@ class RecoveryService:
         escalate_on_failure: bool = True,
         require_listed: bool = True,
         execution_id: str | None = None,
+        known: KnownReads | None = None,
     ) -> RecoveryResult:
         """Re-run the import of a sale in the error list. Still failing afterwards → the help desk (seed step 3).
 
@@ -400,7 +435,7 @@ class RecoveryService:
                     connection_id, sale_id, Outcome.ALREADY_REFLECTED, detail="Already in the platform."
                 )
             raise NotInErrorList(connection_id, sale_id)
-        result = self._attempt(connection_id, sale_id, trigger, attempt_key)
+        result = self._attempt(connection_id, sale_id, trigger, attempt_key, known=known)
         if result.outcome is Outcome.IN_PROGRESS and escalate_on_failure:
             return self.escalate(
                 connection_id,
@@ -447,12 +482,13 @@ class RecoveryService:
         attempt: int,
         trigger: Trigger = Trigger.STATE_MACHINE,
         attempt_key: str | None = None,
+        known: KnownReads | None = None,
     ) -> RecoveryResult:
         """One relink attempt: fetch the sale from ML by id and import it. A failure is returned, not raised:
         ``outcome`` stays IN_PROGRESS and ``retryable`` says whether another attempt can succeed."""
         self.connection(connection_id)
         parse_identifier(sale_id)
-        result = self._attempt(connection_id, sale_id.strip(), trigger, attempt_key, attempt=attempt)
+        result = self._attempt(connection_id, sale_id.strip(), trigger, attempt_key, attempt=attempt, known=known)
         return result.model_copy(update={"attempts": attempt})
 
     def start_relink(self, connection_id: str, sale_id: str, *, request_key: str | None = None) -> RelinkStart:
@@ -477,9 +513,6 @@ class RecoveryService:
         self._stores.sales.set_execution(connection_id, sale_id, ref)
         self._stores.sales.set_outcome(connection_id, sale_id, Outcome.IN_PROGRESS)
         return RelinkStart(Outcome.IN_PROGRESS, ref)
-
-    def in_error_list(self, connection_id: str, sale_id: str) -> bool:
-        return self._stores.errors.get(connection_id, sale_id) is not None
 
     def track_execution(self, connection_id: str, sale_id: str, ref: ExecutionRef) -> None:
         """The sale continues in a relink execution (started by a bulk job): show it on the sale's state."""

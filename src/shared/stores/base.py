@@ -42,8 +42,13 @@ class ReconcileCursor:
 class SaleStore(Protocol):
     def get(self, connection_id: str, sale_id: str) -> SaleState | None: ...
 
-    def reflect(self, record: ReflectedSale, *, attempts: int = 1) -> bool:
-        """Store the platform's copy of a sale. True if this call stored it, False if it was already there."""
+    def get_many(self, connection_id: str, sale_ids: list[str]) -> dict[str, SaleState]:
+        """The states of many sales in one round trip (sales never seen are absent from the answer)."""
+        ...
+
+    def reflect(self, record: ReflectedSale, *, attempts: int = 1, row_absent: bool = False) -> bool:
+        """Store the platform's copy of a sale. True if this call stored it, False if it was already there.
+        ``row_absent``: the caller read no state for the sale (a cheaper write is tried first)."""
         ...
 
     def set_outcome(
@@ -77,6 +82,10 @@ class SaleStore(Protocol):
 
 class ErrorStore(Protocol):
     def get(self, connection_id: str, sale_id: str) -> ErrorEntry | None: ...
+
+    def get_many(self, connection_id: str, sale_ids: list[str]) -> dict[str, ErrorEntry]:
+        """The error entries of many sales in one round trip (sales not listed are absent from the answer)."""
+        ...
 
     def put_if_absent(self, entry: ErrorEntry) -> bool: ...
 

@@ -10,13 +10,14 @@ import base64
 import binascii
 import json
 import uuid
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from shared.jobs import Job, JobItem
+from shared.jobs import Job, JobItem, Settlement
 from shared.models import (
     Connection,
     ErrorEntry,
@@ -66,6 +67,19 @@ def _conditional_failed(exc: ClientError) -> bool:
     return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
 
+def _batch_get(table: Any, keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Consistent BatchGetItem of any number of keys: 100 per call, unprocessed keys asked again."""
+    client = table.meta.client  # the resource's client (de)serialises attribute values itself
+    found: list[dict[str, Any]] = []
+    for start in range(0, len(keys), 100):
+        request: dict[str, Any] = {table.name: {"Keys": keys[start : start + 100], "ConsistentRead": True}}
+        while request:
+            response = client.batch_get_item(RequestItems=request)
+            found += response.get("Responses", {}).get(table.name, [])
+            request = response.get("UnprocessedKeys") or {}
+    return found
+
+
 def encode_cursor(key: dict[str, Any] | None) -> str | None:
     if not key:
         return None
@@ -91,17 +105,43 @@ class DynamoSaleStore:
     def __init__(self, table: Any) -> None:
         self._table = table
 
-    def get(self, connection_id: str, sale_id: str) -> SaleState | None:
-        item = self._table.get_item(Key={"connection_id": connection_id, "sale_id": sale_id}, ConsistentRead=True)
-        if "Item" not in item:
-            return None
-        data = _from_dynamo(item["Item"])
+    @staticmethod
+    def _state(item: dict[str, Any]) -> SaleState:
+        data = _from_dynamo(item)
         data.pop("reflected_at", None)
         data.pop("claimed_by", None)
         return SaleState.model_validate(data)
 
-    def reflect(self, record: ReflectedSale, *, attempts: int = 1) -> bool:
+    def get(self, connection_id: str, sale_id: str) -> SaleState | None:
+        item = self._table.get_item(Key={"connection_id": connection_id, "sale_id": sale_id}, ConsistentRead=True)
+        return self._state(item["Item"]) if "Item" in item else None
+
+    def get_many(self, connection_id: str, sale_ids: list[str]) -> dict[str, SaleState]:
+        keys = [{"connection_id": connection_id, "sale_id": s} for s in dict.fromkeys(sale_ids)]
+        return {state.sale_id: state for state in map(self._state, _batch_get(self._table, keys))}
+
+    def reflect(self, record: ReflectedSale, *, attempts: int = 1, row_absent: bool = False) -> bool:
         now = _now().isoformat()
+        if row_absent:
+            # The caller saw no row: one conditional put (the whole row is ours to write). A row that appeared in
+            # between makes it fail, and the update below then keeps that row's other attributes.
+            try:
+                self._table.put_item(
+                    Item={
+                        "connection_id": record.connection_id,
+                        "sale_id": record.sale_id,
+                        "record": _to_dynamo(record.model_dump(mode="json")),
+                        "outcome": Outcome.REFLECTED.value,
+                        "attempts": attempts,
+                        "reflected_at": now,
+                        "updated_at": now,
+                    },
+                    ConditionExpression="attribute_not_exists(sale_id)",
+                )
+                return True
+            except ClientError as exc:
+                if not _conditional_failed(exc):
+                    raise
         try:
             self._table.update_item(
                 Key={"connection_id": record.connection_id, "sale_id": record.sale_id},
@@ -248,6 +288,10 @@ class DynamoErrorStore:
     def get(self, connection_id: str, sale_id: str) -> ErrorEntry | None:
         item = self._table.get_item(Key={"connection_id": connection_id, "sale_id": sale_id}, ConsistentRead=True)
         return self._entry(item["Item"]) if "Item" in item else None
+
+    def get_many(self, connection_id: str, sale_ids: list[str]) -> dict[str, ErrorEntry]:
+        keys = [{"connection_id": connection_id, "sale_id": s} for s in dict.fromkeys(sale_ids)]
+        return {entry.sale_id: entry for entry in map(self._entry, _batch_get(self._table, keys))}
 
     def put_if_absent(self, entry: ErrorEntry) -> bool:
         item = entry.model_dump(mode="json", exclude_none=True)
@@ -441,23 +485,16 @@ class DynamoProductStore:
     def get_links(self, connection_id: str, keys: list[ListingKey]) -> dict[ListingKey, ProductLink]:
         wanted = {listing_key(item, var) for item, var in keys} | {listing_key(item, None) for item, _ in keys}
         found: dict[str, ProductLink] = {}
-        pending = [{"connection_id": connection_id, "listing_key": key} for key in sorted(wanted)]
-        resource = self._table.meta.client  # the resource's client (de)serialises attribute values itself
-        while pending:
-            batch, pending = pending[:100], pending[100:]
-            request: dict[str, Any] = {self._table.name: {"Keys": batch, "ConsistentRead": True}}
-            while request:
-                response = resource.batch_get_item(RequestItems=request)
-                for item in response.get("Responses", {}).get(self._table.name, []):
-                    data = _from_dynamo(item)
-                    key = data.pop("listing_key")
-                    found[key] = ProductLink.model_validate(data)
-                request = response.get("UnprocessedKeys") or {}
+        requested = [{"connection_id": connection_id, "listing_key": key} for key in sorted(wanted)]
+        for row in _batch_get(self._table, requested):
+            data = _from_dynamo(row)
+            stored_key = data.pop("listing_key")
+            found[stored_key] = ProductLink.model_validate(data)
         result: dict[ListingKey, ProductLink] = {}
-        for item, var in keys:
-            link = found.get(listing_key(item, var)) or found.get(listing_key(item, None))
+        for item_id, variation_id in keys:
+            link = found.get(listing_key(item_id, variation_id)) or found.get(listing_key(item_id, None))
             if link is not None:
-                result[(item, var)] = link
+                result[(item_id, variation_id)] = link
         return result
 
     def put(self, link: ProductLink) -> None:
@@ -700,18 +737,8 @@ class DynamoJobStore:
         )
 
     def get_items(self, job_id: str, sale_ids: list[str]) -> dict[str, JobItem]:
-        found: dict[str, JobItem] = {}
         keys = [{"job_id": job_id, "item_key": s} for s in dict.fromkeys(sale_ids)]
-        while keys:
-            batch, keys = keys[:100], keys[100:]
-            request: dict[str, Any] = {self._table.name: {"Keys": batch, "ConsistentRead": True}}
-            while request:
-                response = self._client.batch_get_item(RequestItems=request)
-                for item in response.get("Responses", {}).get(self._table.name, []):
-                    job_item = self._item(item)
-                    found[job_item.sale_id] = job_item
-                request = response.get("UnprocessedKeys") or {}
-        return found
+        return {item.sale_id: item for item in map(self._item, _batch_get(self._table, keys))}
 
     def mark_started(self, job_id: str) -> None:
         self._table.update_item(
@@ -802,6 +829,46 @@ class DynamoJobStore:
             return True
         return False
 
+    def settle_many(self, job_id: str, settlements: list[Settlement]) -> int:
+        # One transaction per 99 items plus the header, whose counts are the sums of the items it carries.
+        unique = list({s.sale_id: s for s in settlements}.values())
+        step = _TRANSACTION_ITEMS - 1
+        return sum(self._settle_chunk(job_id, unique[start : start + step]) for start in range(0, len(unique), step))
+
+    def _settle_chunk(self, job_id: str, chunk: list[Settlement]) -> int:
+        while chunk:
+            counts = Counter(s.outcome.value for s in chunk)
+            items = [self._item_update(job_id, s, Outcome.PENDING.value) for s in chunk]
+            try:
+                self._client.transact_write_items(TransactItems=[*items, self._header_update(job_id, counts)])
+                return len(chunk)
+            except ClientError as exc:
+                if not _transaction_cancelled(exc):
+                    raise
+                # Items settled or handed over meanwhile (a duplicate delivery of the message) fail their
+                # condition: they are dropped, by the cancellation reasons, and the rest is written again.
+                reasons = exc.response.get("CancellationReasons") or []
+                done = {
+                    s.sale_id
+                    for s, why in zip(chunk, reasons, strict=False)
+                    if why.get("Code") == "ConditionalCheckFailed"
+                }
+                if not done:  # cancelled for another cause (a conflicting write): one by one, each retried
+                    return sum(self._settle_one(job_id, s) for s in chunk)
+                chunk = [s for s in chunk if s.sale_id not in done]
+        return 0
+
+    def _settle_one(self, job_id: str, settlement: Settlement) -> bool:
+        return self.settle(
+            job_id,
+            settlement.sale_id,
+            settlement.outcome,
+            reason=settlement.reason,
+            attempts=settlement.attempts,
+            detail=settlement.detail,
+            handed_over=False,
+        )
+
     def _settle_items(
         self,
         job_id: str,
@@ -812,40 +879,60 @@ class DynamoJobStore:
         attempts: int,
         detail: str | None,
     ) -> list[dict[str, Any]]:
+        settlement = Settlement(sale_id=sale_id, outcome=outcome, reason=reason, attempts=attempts, detail=detail)
+        handed_back = 1 if previous == Outcome.IN_PROGRESS.value else 0
+        return [
+            self._item_update(job_id, settlement, previous),
+            self._header_update(job_id, Counter({outcome.value: 1}), handed_back=handed_back),
+        ]
+
+    def _item_update(self, job_id: str, settlement: Settlement, previous: str) -> dict[str, Any]:
         sets = "SET outcome = :o, attempts = :a, updated_at = :now"
-        values: dict[str, Any] = {":o": outcome.value, ":a": attempts, ":now": _now().isoformat(), ":prev": previous}
+        values: dict[str, Any] = {
+            ":o": settlement.outcome.value,
+            ":a": settlement.attempts,
+            ":now": _now().isoformat(),
+            ":prev": previous,
+        }
         removes = []
-        for name, value in (("reason", reason.value if reason else None), ("detail", detail)):
+        reason = settlement.reason.value if settlement.reason else None
+        for name, value in (("reason", reason), ("detail", settlement.detail)):
             if value is None:
                 removes.append(name)
             else:
                 sets += f", {name} = :{name}"
                 values[f":{name}"] = value
-        header_update = "ADD settled :one, #count :one"
-        header_values = {":one": 1}
-        if previous == Outcome.IN_PROGRESS.value:
-            header_update += ", handed_over :minus"
-            header_values[":minus"] = -1
-        return [
-            {
-                "Update": {
-                    "TableName": self._table.name,
-                    "Key": {"job_id": job_id, "item_key": sale_id},
-                    "UpdateExpression": sets + (" REMOVE " + ", ".join(removes) if removes else ""),
-                    "ConditionExpression": "outcome = :prev",
-                    "ExpressionAttributeValues": values,
-                }
-            },
-            {
-                "Update": {
-                    "TableName": self._table.name,
-                    "Key": {"job_id": job_id, "item_key": HEADER_KEY},
-                    "UpdateExpression": header_update,
-                    "ExpressionAttributeNames": {"#count": f"count_{outcome.value}"},
-                    "ExpressionAttributeValues": header_values,
-                }
-            },
-        ]
+        return {
+            "Update": {
+                "TableName": self._table.name,
+                "Key": {"job_id": job_id, "item_key": settlement.sale_id},
+                "UpdateExpression": sets + (" REMOVE " + ", ".join(removes) if removes else ""),
+                "ConditionExpression": "outcome = :prev",
+                "ExpressionAttributeValues": values,
+            }
+        }
+
+    def _header_update(self, job_id: str, counts: Counter[str], *, handed_back: int = 0) -> dict[str, Any]:
+        """settled and count_<outcome> grow by the items settled; handed_over shrinks by those that came back."""
+        names = {f"#c{n}": f"count_{outcome}" for n, outcome in enumerate(counts)}
+        values: dict[str, Any] = {":settled": sum(counts.values())}
+        adds = ["settled :settled"]
+        for n, outcome in enumerate(counts):
+            adds.append(f"#c{n} :c{n}")
+            values[f":c{n}"] = counts[outcome]
+        if handed_back:
+            adds.append("handed_over :back")
+            values[":back"] = -handed_back
+        return {
+            "Update": {
+                "TableName": self._table.name,
+                "Key": {"job_id": job_id, "item_key": HEADER_KEY},
+                "UpdateExpression": "ADD " + ", ".join(adds),
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": values,
+            }
+        }
 
 
 _TERMINAL = tuple(o.value for o in Outcome if o.terminal)
+_TRANSACTION_ITEMS = 100  # DynamoDB's limit of items per TransactWriteItems
