@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from shared.identifiers import InvalidIdentifier, parse_identifier
 from shared.jobs import MESSAGE_SIZE, Job, JobItem, JobStore, RejectedId, Settlement
@@ -40,6 +40,14 @@ class BulkMessage(BaseModel):
     job_id: str = Field(min_length=1, max_length=64)
     connection_id: str = Field(min_length=1, max_length=64)
     sale_ids: list[str] = Field(min_length=1, max_length=MESSAGE_SIZE)
+
+
+class UnknownJob(LookupError):
+    """A message whose job has no header: not written by the API (a hand-made message) or expired. It fails, so
+    after its receives it rests in the dead-letter queue for a person to look at, instead of vanishing."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"bulk message for job {job_id}, which does not exist (never written, or expired)")
 
 
 class TooManyIds(ValueError):
@@ -130,18 +138,34 @@ def chunks(ids: list[str], size: int = MESSAGE_SIZE) -> Iterable[list[str]]:
         yield ids[start : start + size]
 
 
+class MessageReport(BaseModel):
+    """What one run over a message did: settled now, continued elsewhere (state machine or a later sweep), or
+    skipped because an earlier delivery already took care of them."""
+
+    ids: int
+    settled: int = 0
+    continued: int = 0
+    skipped: int = 0
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    def count_continued(self) -> None:
+        with self._lock:
+            self.continued += 1
+
+
 class _Settler:
     """Collects a message's terminal results from its threads and settles them on the job in batches, so the
     job's progress moves every few sales while costing one transaction per batch rather than one per sale.
     A worker that dies with results not yet settled loses nothing: the message comes back, and each of those
     sales answers again from its stored state (its import key says this job imported it)."""
 
-    def __init__(self, jobs: JobStore, job_id: str, batch: int = SETTLE_BATCH) -> None:
+    def __init__(self, jobs: JobStore, job: Job, batch: int = SETTLE_BATCH) -> None:
         self._jobs = jobs
-        self._job_id = job_id
+        self._job = job
         self._batch = batch
         self._waiting: list[Settlement] = []
         self._lock = threading.Lock()
+        self.settled = 0
 
     def add(self, result: RecoveryResult) -> None:
         with self._lock:
@@ -149,13 +173,18 @@ class _Settler:
             if len(self._waiting) < self._batch:
                 return
             ready, self._waiting = self._waiting, []
-        self._jobs.settle_many(self._job_id, ready)
+        self._settle(ready)
 
     def flush(self) -> None:
         with self._lock:
             ready, self._waiting = self._waiting, []
         if ready:
-            self._jobs.settle_many(self._job_id, ready)
+            self._settle(ready)
+
+    def _settle(self, ready: list[Settlement]) -> None:
+        done = self._jobs.settle_many(self._job, ready)
+        with self._lock:
+            self.settled += done
 
 
 class BulkQueue(Protocol):
@@ -238,15 +267,17 @@ class BulkService:
 
     # --- process (worker) -------------------------------------------------------------------------------------------
 
-    def process(self, message: BulkMessage) -> list[JobItem]:
+    def process(self, message: BulkMessage) -> MessageReport:
         """Settle (or hand over) every id of one message. Safe to run again: settled ids are skipped.
 
         What every id needs is read for the whole message first (sale states and error entries: one BatchGetItem
         each; product links once per listing), and outcomes are settled on the job in batches (one transaction
         per ``SETTLE_BATCH`` items): a healthy sale costs its one ML request and one write of its own."""
-        self._jobs.mark_started(message.job_id)
-        header = self._jobs.get(message.job_id)
-        trigger = header.trigger if header is not None else Trigger.API
+        header = self._jobs.mark_started(message.job_id)
+        if header is None:
+            raise UnknownJob(message.job_id)
+        report = MessageReport(ids=len(message.sale_ids))
+        trigger = header.trigger
         known = self._jobs.get_items(message.job_id, message.sale_ids)
         todo = [
             sale_id
@@ -261,20 +292,24 @@ class BulkService:
             states = stores.sales.get_many(message.connection_id, todo)
             entries = stores.errors.get_many(message.connection_id, todo)
             products = ProductLinkMemo(stores.products)
-            settler = _Settler(self._jobs, message.job_id)
+            settler = _Settler(self._jobs, header)
 
             def one(sale_id: str) -> None:
                 reads = KnownReads(state=states.get(sale_id), entry=entries.get(sale_id), products=products)
                 result = self._process_one(message, sale_id, reads, trigger)
                 if result is not None:
                     settler.add(result)
+                else:
+                    report.count_continued()
 
             try:
                 with ThreadPoolExecutor(max_workers=min(self._threads, len(todo))) as pool:
                     list(pool.map(one, todo))
             finally:
                 settler.flush()  # what did settle is recorded even when a sibling failed the message
-        return list(self._jobs.get_items(message.job_id, message.sale_ids).values())
+            report.settled = settler.settled
+        report.skipped = len(message.sale_ids) - len(todo)
+        return report
 
     def _process_one(
         self, message: BulkMessage, sale_id: str, reads: KnownReads, trigger: Trigger = Trigger.API

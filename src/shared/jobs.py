@@ -109,7 +109,9 @@ class JobStore(Protocol):
 
     def get_items(self, job_id: str, sale_ids: list[str]) -> dict[str, JobItem]: ...
 
-    def mark_started(self, job_id: str) -> None: ...
+    def mark_started(self, job_id: str) -> Job | None:
+        """Note that work on the job began (the first time only) and return its header; None if no such job."""
+        ...
 
     def hand_over(self, job_id: str, sale_id: str, execution_arn: str, attempts: int) -> None:
         """The item continues in a relink state machine execution (not terminal yet)."""
@@ -134,7 +136,7 @@ class JobStore(Protocol):
         ``handed_over`` says whether the item went to the state machine (saves a read when known)."""
         ...
 
-    def settle_many(self, job_id: str, settlements: list[Settlement]) -> int:
+    def settle_many(self, job: Job, settlements: list[Settlement]) -> int:
         """Record the terminal outcomes of items the worker has not handed over, in as few writes as the store
         allows (header counts summed). Items already terminal or handed over are left alone; returns how many
         were settled by this call."""

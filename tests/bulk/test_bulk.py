@@ -228,3 +228,18 @@ def test_a_retried_submission_with_the_same_idempotency_key_answers_the_first_jo
     assert (other[0], other[1]["error"]) == (422, "idempotency_key_reused")
     fresh = call_api("POST", f"/connections/{C}/reprocessing-jobs", body=body)
     assert fresh[0] == 202 and fresh[1]["job_id"] != first[1]["job_id"]  # without a key, a new job
+
+
+def test_a_message_for_a_job_that_does_not_exist_fails_and_writes_nothing(call_api: Any, aws: Aws) -> None:
+    """Never a stub header or a sale import for a job the API did not write: the message fails toward the DLQ."""
+    submit(call_api, HEALTHY[:1])
+    template = queued(aws)[0]
+    stray = dict(
+        template,
+        MessageId="stray-1",
+        Body=json.dumps({"job_id": "f" * 32, "connection_id": C, "sale_ids": [HEALTHY[1]]}),
+    )
+    assert run_worker(aws, [stray]) == {"batchItemFailures": [{"itemIdentifier": "stray-1"}]}
+    jobs = aws.table("JOBS_TABLE").scan()["Items"]
+    assert not [item for item in jobs if item["job_id"] == "f" * 32]
+    assert "Item" not in aws.table("SALES_TABLE").get_item(Key={"connection_id": C, "sale_id": HEALTHY[1]})

@@ -16,7 +16,6 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import Json
 
 from shared.bulk import BulkMessage
-from shared.models import Outcome
 from shared.observability import logger, metrics, tracer
 from shared.settings import Settings
 from shared.wiring import build_bulk_service
@@ -30,12 +29,11 @@ class BulkRecord(SqsRecordModel):
 def record_handler(record: BulkRecord) -> None:
     message = record.body
     logger.append_keys(job_id=message.job_id, connection_id=message.connection_id)
-    items = build_bulk_service(Settings.from_env()).process(message)
-    settled = sum(1 for item in items if item.outcome.terminal)
-    handed = sum(1 for item in items if item.outcome is Outcome.IN_PROGRESS)
-    metrics.add_metric(name="BulkSalesSettled", unit=MetricUnit.Count, value=settled)
-    metrics.add_metric(name="BulkSalesHandedOver", unit=MetricUnit.Count, value=handed)
-    logger.info("bulk message processed", extra={"ids": len(message.sale_ids), "settled": settled, "handed": handed})
+    report = build_bulk_service(Settings.from_env()).process(message)
+    # Counted by this run only: a redelivered message adds nothing to the totals for what it skipped.
+    metrics.add_metric(name="BulkSalesSettled", unit=MetricUnit.Count, value=report.settled)
+    metrics.add_metric(name="BulkSalesHandedOver", unit=MetricUnit.Count, value=report.continued)
+    logger.info("bulk message processed", extra=report.model_dump())
 
 
 @logger.inject_lambda_context(log_event=False, clear_state=True)

@@ -659,6 +659,13 @@ class DynamoAliasStore:
 
 HEADER_KEY = "#"  # sorts before every digit, so a query for items starts right after the header
 JOB_TTL = timedelta(days=30)
+
+
+def _expires_at(job: Job) -> int:
+    """The TTL of a job's header and items: derived from the job, so a write that replaces an item keeps it."""
+    return int((job.created_at + JOB_TTL).timestamp())
+
+
 OPEN_OUTCOMES = (Outcome.PENDING.value, Outcome.IN_PROGRESS.value)
 
 
@@ -672,7 +679,7 @@ class DynamoJobStore:
         self._client = table.meta.client  # the resource's client (de)serialises attribute values itself
 
     def create(self, job: Job, sale_ids: list[str]) -> None:
-        expires = int((_now() + JOB_TTL).timestamp())
+        expires = _expires_at(job)
         header = job.model_dump(mode="json", exclude={"counts"})
         header.update({"item_key": HEADER_KEY, "expires_at": expires})
         header.update({f"count_{outcome}": 0 for outcome in _TERMINAL})
@@ -701,9 +708,11 @@ class DynamoJobStore:
 
     def get(self, job_id: str) -> Job | None:
         got = self._table.get_item(Key={"job_id": job_id, "item_key": HEADER_KEY}, ConsistentRead=True)
-        if "Item" not in got:
-            return None
-        data = _from_dynamo(got["Item"])
+        return self._job(got["Item"]) if "Item" in got else None
+
+    @staticmethod
+    def _job(item: dict[str, Any]) -> Job:
+        data = _from_dynamo(item)
         counts = {o: int(data.pop(f"count_{o}", 0)) for o in _TERMINAL}
         for internal in ("item_key", "expires_at"):
             data.pop(internal, None)
@@ -740,12 +749,20 @@ class DynamoJobStore:
         keys = [{"job_id": job_id, "item_key": s} for s in dict.fromkeys(sale_ids)]
         return {item.sale_id: item for item in map(self._item, _batch_get(self._table, keys))}
 
-    def mark_started(self, job_id: str) -> None:
-        self._table.update_item(
-            Key={"job_id": job_id, "item_key": HEADER_KEY},
-            UpdateExpression="SET started_at = if_not_exists(started_at, :now)",
-            ExpressionAttributeValues={":now": _now().isoformat()},
-        )
+    def mark_started(self, job_id: str) -> Job | None:
+        try:
+            answer = self._table.update_item(
+                Key={"job_id": job_id, "item_key": HEADER_KEY},
+                UpdateExpression="SET started_at = if_not_exists(started_at, :now)",
+                ConditionExpression="attribute_exists(job_id)",  # never a stub header for a job that is not there
+                ExpressionAttributeValues={":now": _now().isoformat()},
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return None
+            raise
+        return self._job(answer["Attributes"])
 
     def hand_over(self, job_id: str, sale_id: str, execution_arn: str, attempts: int) -> None:
         self._continue_elsewhere(job_id, sale_id, {"execution_arn": execution_arn, "attempts": attempts})
@@ -829,18 +846,18 @@ class DynamoJobStore:
             return True
         return False
 
-    def settle_many(self, job_id: str, settlements: list[Settlement]) -> int:
+    def settle_many(self, job: Job, settlements: list[Settlement]) -> int:
         # One transaction per 99 items plus the header, whose counts are the sums of the items it carries.
         unique = list({s.sale_id: s for s in settlements}.values())
         step = _TRANSACTION_ITEMS - 1
-        return sum(self._settle_chunk(job_id, unique[start : start + step]) for start in range(0, len(unique), step))
+        return sum(self._settle_chunk(job, unique[start : start + step]) for start in range(0, len(unique), step))
 
-    def _settle_chunk(self, job_id: str, chunk: list[Settlement]) -> int:
+    def _settle_chunk(self, job: Job, chunk: list[Settlement]) -> int:
         while chunk:
             counts = Counter(s.outcome.value for s in chunk)
-            items = [self._item_update(job_id, s, Outcome.PENDING.value) for s in chunk]
+            items = [self._pending_item_put(job, s) for s in chunk]
             try:
-                self._client.transact_write_items(TransactItems=[*items, self._header_update(job_id, counts)])
+                self._client.transact_write_items(TransactItems=[*items, self._header_update(job.job_id, counts)])
                 return len(chunk)
             except ClientError as exc:
                 if not _transaction_cancelled(exc):
@@ -854,7 +871,7 @@ class DynamoJobStore:
                     if why.get("Code") == "ConditionalCheckFailed"
                 }
                 if not done:  # cancelled for another cause (a conflicting write): one by one, each retried
-                    return sum(self._settle_one(job_id, s) for s in chunk)
+                    return sum(self._settle_one(job.job_id, s) for s in chunk)
                 chunk = [s for s in chunk if s.sale_id not in done]
         return 0
 
@@ -885,6 +902,30 @@ class DynamoJobStore:
             self._item_update(job_id, settlement, previous),
             self._header_update(job_id, Counter({outcome.value: 1}), handed_back=handed_back),
         ]
+
+    def _pending_item_put(self, job: Job, settlement: Settlement) -> dict[str, Any]:
+        """A pending item holds nothing but its key, outcome, attempts and TTL, so settling it replaces it whole
+        (a put is the cheaper write) under the condition that it is still pending."""
+        item: dict[str, Any] = {
+            "job_id": job.job_id,
+            "item_key": settlement.sale_id,
+            "outcome": settlement.outcome.value,
+            "attempts": settlement.attempts,
+            "updated_at": _now().isoformat(),
+            "expires_at": _expires_at(job),
+        }
+        if settlement.reason is not None:
+            item["reason"] = settlement.reason.value
+        if settlement.detail is not None:
+            item["detail"] = settlement.detail
+        return {
+            "Put": {
+                "TableName": self._table.name,
+                "Item": item,
+                "ConditionExpression": "outcome = :pending",
+                "ExpressionAttributeValues": {":pending": Outcome.PENDING.value},
+            }
+        }
 
     def _item_update(self, job_id: str, settlement: Settlement, previous: str) -> dict[str, Any]:
         sets = "SET outcome = :o, attempts = :a, updated_at = :now"
