@@ -84,8 +84,8 @@ class DynamoTokenBucket:
             saved, previous_at = seen
             now = self._clock()
             tokens = saved if previous_at is None else min(self._burst, saved + (now - float(previous_at)) * self._rate)
-            if tokens >= 1.0:
-                take = min(self._batch, int(tokens))
+            if tokens >= 1.0 - _EPSILON:  # 0.99999999999 is a whole token that float arithmetic lost
+                take = max(1, min(self._batch, int(tokens + _EPSILON)))
                 written_at = Decimal(str(round(now, 6)))
                 current = self._take(key, tokens - take, written_at, previous_at)
                 if current is None:
@@ -95,7 +95,7 @@ class DynamoTokenBucket:
                 self.conflicts += 1  # another worker took tokens since we last saw the bucket: use what it left
                 seen = current
                 continue
-            wait = (1.0 - tokens) / self._rate
+            wait = max((1.0 - tokens) / self._rate, _MIN_WAIT)  # never a sleep too short to move the clock
             if now + wait > deadline:
                 raise QuotaWaitTooLong(f"waited over {self._max_wait}s for Mercado Libre quota on {key}")
             self.waited_seconds += wait
@@ -139,3 +139,5 @@ class DynamoTokenBucket:
 
 
 _DESERIALIZE = TypeDeserializer().deserialize
+_EPSILON = 1e-9
+_MIN_WAIT = 0.001
