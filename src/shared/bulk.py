@@ -9,6 +9,7 @@ the relink state machine with its attempt counted, so bulk and single requests o
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import re
 import threading
@@ -304,7 +305,10 @@ class BulkService:
 
             try:
                 with ThreadPoolExecutor(max_workers=min(self._threads, len(todo))) as pool:
-                    list(pool.map(one, todo))
+                    # Each sale runs in a copy of this thread's context: the message's log keys come along.
+                    futures = [pool.submit(contextvars.copy_context().run, one, sale_id) for sale_id in todo]
+                    for future in futures:
+                        future.result()
             finally:
                 settler.flush()  # what did settle is recorded even when a sibling failed the message
             report.settled = settler.settled
