@@ -1,11 +1,12 @@
-"""Peak memory of the bulk worker processing one 50-id message (target: under 128 MB, so 256 MB functions have
-room), in a fresh Lambda-like interpreter, against a bare `import boto3` interpreter measured in the same run.
+"""Peak memory of the bulk worker processing a full batch of 50-id messages (as many as the event source's
+BatchSize in template.yaml, processed side by side; target: under 128 MB, so 256 MB functions have room), in a
+fresh Lambda-like interpreter, against a bare `import boto3` interpreter measured in the same run.
 
 The parent runs moto's server and the simulated ML (the cold-start harness of benchmarks/cold_start.py), submits a
-job of 50 healthy sales through the bulk service, takes the real SQS message off the queue and hands the child a
-whole SQS event; the child imports the worker, processes the message and reports its own peak RSS (VmHWM).
+job of healthy sales through the bulk service, takes the real SQS messages off the queue and hands the child a
+whole SQS event; the child imports the worker, processes the messages and reports its own peak RSS (VmHWM).
 
-    .venv/bin/python benchmarks/worker_memory.py [--runs 3]
+    .venv/bin/python benchmarks/worker_memory.py [--runs 3] [--messages N]
 """
 
 from __future__ import annotations
@@ -23,11 +24,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cold_start as harness
 
 FIRST_ID = 2000009900000000
-IDS = 50
+IDS_PER_MESSAGE = 50
 
 
-def message_event(stack: harness.Stack, env: dict[str, str]) -> dict[str, object]:
-    """Submit a 50-sale job and return the SQS event that carries its message."""
+def batch_size() -> int:
+    """The worker's event source BatchSize: the most messages one invocation receives."""
+    from devstack.template import resources
+
+    worker = resources("AWS::Serverless::Function")["BulkWorkerFunction"]
+    return int(next(iter(worker["Properties"]["Events"].values()))["Properties"]["BatchSize"])
+
+
+def message_event(stack: harness.Stack, env: dict[str, str], messages: int, first_id: int) -> dict[str, object]:
+    """Submit a job of ``messages`` x 50 sales and return the SQS event that carries its messages."""
     import boto3
 
     from devstack.sqs_poller import sqs_record
@@ -37,9 +46,9 @@ def message_event(stack: harness.Stack, env: dict[str, str]) -> dict[str, object
     template = stack.meli.order(2000009101000011)
     assert template is not None
     ids = []
-    for n in range(IDS):
+    for n in range(messages * IDS_PER_MESSAGE):
         order = copy.deepcopy(template)
-        order["id"] = FIRST_ID + n
+        order["id"] = first_id + n
         order["shipping"] = {"id": None}
         stack.meli.upsert_order(order)
         ids.append(str(order["id"]))
@@ -50,9 +59,11 @@ def message_event(stack: harness.Stack, env: dict[str, str]) -> dict[str, object
         cache.cache_clear()
     settings = Settings.from_env({**env, "BULK_QUEUE_URL": url})
     job = build_bulk_service(settings, queue=True).submit(harness.CONNECTION, ids)
-    assert job.messages == 1
-    message = sqs.receive_message(QueueUrl=url, AttributeNames=["All"])["Messages"][0]
-    return {"Records": [sqs_record(message, arn, "us-east-1")]}
+    assert job.messages == messages
+    received: list[dict[str, object]] = []
+    while len(received) < messages:
+        received += sqs.receive_message(QueueUrl=url, AttributeNames=["All"], MaxNumberOfMessages=10)["Messages"]
+    return {"Records": [sqs_record(message, arn, "us-east-1") for message in received]}
 
 
 def run(mode: str, env: dict[str, str], event: dict[str, object] | None, hidden: list[str]) -> dict[str, float]:
@@ -84,23 +95,29 @@ def run(mode: str, env: dict[str, str], event: dict[str, object] | None, hidden:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--messages", type=int, default=None, help="messages per invocation (default: BatchSize)")
     args = parser.parse_args()
+    messages = args.messages or batch_size()
     hidden = harness.hidden_modules()
     baseline, worker, settled = [], [], []
     with harness.Stack() as stack:
-        for _ in range(args.runs):
+        for run_number in range(args.runs):
             app_env = stack.provision()
             env = harness.lambda_env("bulk_worker", {**app_env, "BULK_WORKER_THREADS": "8"}, stack.url, tracing=True)
-            event = message_event(stack, env)
+            first_id = FIRST_ID + run_number * messages * IDS_PER_MESSAGE
+            event = message_event(stack, env, messages, first_id)
             baseline.append(run("boto3", env, None, hidden)["rss_kb"] / 1024)
             result = run("invoke", env, event, hidden)
             worker.append(result["rss_kb"] / 1024)
             settled.append(result["total_ms"])
     peak, base = statistics.median(worker), statistics.median(baseline)
-    print(f"bulk worker, one {IDS}-id message, {args.runs} fresh interpreters, tracing on (median):")
+    print(
+        f"bulk worker, {messages} x {IDS_PER_MESSAGE}-id messages in one invocation, {args.runs} fresh interpreters, "
+        "tracing on (median):"
+    )
     print(f"  peak RSS of the worker          {peak:6.1f} MB   (max {max(worker):.1f} MB)")
     print(f"  peak RSS of `import boto3`      {base:6.1f} MB")
-    print(f"  import + processing the message {statistics.median(settled):6.0f} ms")
+    print(f"  import + processing the batch   {statistics.median(settled):6.0f} ms")
     print(f"  [{'ok' if max(worker) < 128 else 'MISSED'}] under 128 MB, so the 256 MB functions have room")
     return 0
 

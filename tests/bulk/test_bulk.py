@@ -5,6 +5,8 @@ the simulated Mercado Libre). Worker events are built from the messages moto's q
 from __future__ import annotations
 
 import json
+import threading
+import time
 from typing import Any
 
 import boto3
@@ -12,6 +14,8 @@ import pytest
 
 from devstack.simulator.server import MeliSimulator
 from devstack.sqs_poller import sqs_record
+from shared.bulk import BulkMessage, BulkService, MessageReport
+from shared.wiring import build_bulk_service
 from tests.conftest import Aws, lambda_context
 
 C = "mla-main"
@@ -243,3 +247,38 @@ def test_a_message_for_a_job_that_does_not_exist_fails_and_writes_nothing(call_a
     jobs = aws.table("JOBS_TABLE").scan()["Items"]
     assert not [item for item in jobs if item["job_id"] == "f" * 32]
     assert "Item" not in aws.table("SALES_TABLE").get_item(Key={"connection_id": C, "sale_id": HEALTHY[1]})
+
+
+def test_the_records_of_one_invocation_run_side_by_side_on_one_service(
+    call_api: Any, aws: Aws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three messages in one event: all settle, their processing overlaps, and a cold start builds the service once
+    (concurrent first calls of an lru_cache would each build their own clients and quota bucket)."""
+    _, submitted = submit(call_api, HEALTHY)
+    message = queued(aws)[0]
+    body = json.loads(message["Body"])
+    split = [  # the job's one message as three, the shape a larger job has
+        dict(message, MessageId=f"part-{n}", Body=json.dumps({**body, "sale_ids": body["sale_ids"][n::3]}))
+        for n in range(3)
+    ]
+    running, overlap, lock = [0], [0], threading.Lock()
+    original = BulkService.process
+
+    def watched(self: BulkService, message: BulkMessage) -> MessageReport:
+        with lock:
+            running[0] += 1
+            overlap[0] = max(overlap[0], running[0])
+        try:
+            time.sleep(0.2)  # long enough for the siblings to start
+            return original(self, message)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(BulkService, "process", watched)
+    build_bulk_service.cache_clear()
+    assert run_worker(aws, split) == {"batchItemFailures": []}
+    assert overlap[0] == 3
+    assert build_bulk_service.cache_info().misses == 1
+    view = job(call_api, submitted["job_id"])
+    assert view["status"] == "completed" and view["counts"]["reflected"] == len(HEALTHY)

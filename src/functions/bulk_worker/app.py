@@ -55,6 +55,9 @@ def process_message(message: BulkMessage) -> MessageReport:
 @metrics.log_metrics
 @tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    # Built here, before the records' threads start: on a cold start they would otherwise each build their own
+    # (lru_cache does not make concurrent first calls wait for one another).
+    build_bulk_service(Settings.from_env())
     # One processor per invocation: it holds the batch's state.
     processor = AsyncBatchProcessor(event_type=EventType.SQS, model=BulkRecord, raise_on_entire_batch_failure=False)
     response = async_process_partial_response(
