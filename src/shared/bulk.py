@@ -328,6 +328,12 @@ class BulkService:
             )
             if retried.outcome.terminal:
                 return retried
+            # The job waits for the sale's outcome, however it comes: noted on the entry before the item is
+            # deferred, so a crash in between leaves the item pending (done again), never deferred and forgotten.
+            if not self._recovery.stores.errors.add_waiting_job(connection_id, sale_id, job_id):
+                settled_meanwhile = self._recovery.stored_outcome(connection_id, sale_id)
+                if settled_meanwhile is not None:  # it left the list since the retry: its outcome is the answer
+                    return settled_meanwhile
             entry = self._recovery.stores.errors.get(connection_id, sale_id)
             self._jobs.defer(
                 job_id,

@@ -247,6 +247,9 @@ class ErrorEntry(Model):
     reason: Reason | None = None
     # The listings that blocked the sale (product_not_found / inactive / not_synced): self-heal watches them.
     listings: list[ListingRef] | None = None
+    # Jobs whose item for this sale waits for it (a sweep's retry that failed again, deferred to a later sweep):
+    # they are settled with the sale's outcome whenever and however it comes. Internal: not in API answers.
+    waiting_jobs: list[str] = Field(default_factory=list, exclude=True)
 
 
 class ExecutionRef(Model):

@@ -23,6 +23,7 @@ from shared.checks import (
 from shared.escalation import EscalationMessage, HelpDeskNotifier
 from shared.identifiers import Resolution, parse_identifier, resolve, validate_connection_id
 from shared.importer import build_record
+from shared.jobs import JobStore, settle_result
 from shared.meli.errors import (
     MeliError,
     MeliForbidden,
@@ -155,12 +156,14 @@ class RecoveryService:
         notifier: HelpDeskNotifier | None = None,
         workflow: RelinkWorkflow | None = None,
         *,
+        jobs: JobStore | None = None,
         clock: Any = time.time,
     ) -> None:
         self._stores = stores
         self._marketplace = marketplace
         self._notifier = notifier
         self._workflow = workflow
+        self._jobs = jobs
         self._clock = clock
         # Connections change rarely; a warm container re-reads each one at most once a minute.
         self._known_connections: dict[str, tuple[float, Connection]] = {}
@@ -302,12 +305,15 @@ class RecoveryService:
             )
         state, entry = known.state, known.entry
         if state is not None and state.record is not None:
-            if entry is not None:
-                self._stores.errors.resolve(connection_id, sale_id)
+            resolved = self._stores.errors.resolve(connection_id, sale_id) if entry is not None else None
             if attempt_key is not None and state.record.import_key == attempt_key:
                 # This very attempt imported it before (a redelivered message, a retried task): still its result.
-                return self._result(connection_id, sale_id, Outcome.REFLECTED, record=state.record)
-            return self._result(connection_id, sale_id, Outcome.ALREADY_REFLECTED, detail="Already in the platform.")
+                done = self._result(connection_id, sale_id, Outcome.REFLECTED, record=state.record)
+            else:
+                done = self._result(
+                    connection_id, sale_id, Outcome.ALREADY_REFLECTED, detail="Already in the platform."
+                )
+            return self._release_waiting(resolved, done)
         try:
             assessment = self._assess(connection_id, sale_id, state=state, entry=entry, products=known.products)
         except MeliError as exc:
@@ -320,15 +326,22 @@ class RecoveryService:
         assert assessment.order is not None  # not blocked means ML confirmed the sale
         record = build_record(connection_id, assessment.order, assessment.lines, trigger, attempt_key)
         stored = self._stores.sales.reflect(record, attempts=attempt, row_absent=state is None)
-        if entry is not None:
-            self._stores.errors.resolve(connection_id, sale_id)
+        resolved = self._stores.errors.resolve(connection_id, sale_id) if entry is not None else None
         if not stored and attempt_key is not None:
             # Lost the conditional write: to a duplicate of this very attempt (SQS redelivery, task retry), or to
             # someone else. Only the latter makes it "already reflected" for this request.
             current = self._stores.sales.get(connection_id, sale_id)
             stored = bool(current and current.record and current.record.import_key == attempt_key)
         outcome = Outcome.REFLECTED if stored else Outcome.ALREADY_REFLECTED
-        return self._result(connection_id, sale_id, outcome, record=record)
+        return self._release_waiting(resolved, self._result(connection_id, sale_id, outcome, record=record))
+
+    def _release_waiting(self, entry: ErrorEntry | None, result: RecoveryResult) -> RecoveryResult:
+        """Jobs that deferred this sale to a later sweep (their item was left in progress) get its outcome now,
+        whichever path reached it: a later sweep, a person's resync or relink, the state machine, escalation."""
+        if self._jobs is not None and entry is not None and result.outcome.terminal:
+            for job_id in entry.waiting_jobs:
+                settle_result(self._jobs, job_id, result, handed_over=True)
+        return result
 
     def _record_failure(
         self, connection_id: str, sale_id: str, exc: MeliError, trigger: Trigger, attempt_key: str | None
@@ -391,7 +404,7 @@ class RecoveryService:
                 count_attempt=False,
                 listings=listings,
             )
-        return self._result(
+        result = self._result(
             report.connection_id,
             report.sale_id,
             Outcome.NOT_REFLECTABLE,
@@ -401,6 +414,7 @@ class RecoveryService:
             sale_ids=sale_ids,
             pack_id=pack_id,
         )
+        return self._release_waiting(report.error_entry, result)
 
     @staticmethod
     def _result(connection_id: str, sale_id: str, outcome: Outcome, **fields: Any) -> RecoveryResult:
@@ -553,9 +567,10 @@ class RecoveryService:
         self._stores.sales.set_outcome(
             connection_id, sale_id, Outcome.ESCALATED, reason=reason, detail=entry.message, attempts=attempts
         )
-        return self._result(
+        result = self._result(
             connection_id, sale_id, Outcome.ESCALATED, reason=reason, detail=entry.message, attempts=attempts
         )
+        return self._release_waiting(entry, result)
 
     # --- reads ------------------------------------------------------------------------------------------------------
 
@@ -582,6 +597,21 @@ class RecoveryService:
             execution = execution.model_copy(update={"status": self._workflow.status(execution.execution_arn)})
             state = state.model_copy(update={"latest_execution": execution})
         return state, entry
+
+    def stored_outcome(self, connection_id: str, sale_id: str) -> RecoveryResult | None:
+        """The terminal outcome the service recorded for the sale, if it has one."""
+        state = self._stores.sales.get(connection_id, sale_id)
+        if state is None or not state.outcome.terminal:
+            return None
+        return self._result(
+            connection_id,
+            sale_id,
+            state.outcome,
+            reason=state.reason,
+            detail=state.detail,
+            attempts=state.attempts,
+            record=state.record,
+        )
 
     def list_errors(
         self, connection_id: str, *, error_type: str | None = None, limit: int = 50, cursor: str | None = None

@@ -121,7 +121,7 @@ def build_service(settings: Settings, *, notifier: bool = False, workflow: bool 
         from shared.workflow import StepFunctionsRelinkWorkflow
 
         relink = StepFunctionsRelinkWorkflow(_LazyClient("stepfunctions"), settings.relink_state_machine_arn)
-    return RecoveryService(stores, _LazyMarketplace(marketplace), help_desk, relink)
+    return RecoveryService(stores, _LazyMarketplace(marketplace), help_desk, relink, jobs=build_job_store(settings))
 
 
 @lru_cache(maxsize=8)

@@ -204,6 +204,67 @@ def test_a_failing_retry_backs_off_and_escalates_once_when_spent(aws: Aws, call_
     assert len(pages) == 1 and pages[0]["sale_id"] == ALWAYS_503 and pages[0]["attempts"] == 6
     _, state, _ = call_api("GET", f"/connections/{C}/sales/{ALWAYS_503}")
     assert (state["outcome"], state["reason"]) == ("escalated", "retries_exhausted")
+    # The first sweep's job waited for that sale: the escalation settles its item, and the job completes.
+    _, job, _ = call_api("GET", f"/connections/{C}/reprocessing-jobs/{result['job_id']}")
+    items = {i["sale_id"]: i for i in job["items"]}
+    assert (items[ALWAYS_503]["outcome"], items[ALWAYS_503]["reason"]) == ("escalated", "retries_exhausted")
+    assert job["status"] == "completed" and job["counts"]["in_progress"] == 0
+
+
+def _deferred_by_a_sweep(aws: Aws, call_api: Any) -> str:
+    """A sweep whose retry of ALWAYS_503 fails again: its job item is left in progress, deferred. Returns the job."""
+    put_entry(ALWAYS_503, attempts=1)
+    job_id = str(run_of(sweep())["job_id"])
+    run_worker(aws, queued(aws))
+    _, job, _ = call_api("GET", f"/connections/{C}/reprocessing-jobs/{job_id}")
+    assert job["status"] == "in_progress"
+    assert {i["sale_id"]: i["outcome"] for i in job["items"]}[ALWAYS_503] == "in_progress"
+    return job_id
+
+
+def _settled_item(call_api: Any, job_id: str, sale_id: str) -> tuple[str, dict[str, Any]]:
+    _, job, _ = call_api("GET", f"/connections/{C}/reprocessing-jobs/{job_id}")
+    assert sum(job["counts"].values()) == job["accepted"]
+    return job["status"], {i["sale_id"]: i for i in job["items"]}[sale_id]
+
+
+def test_a_deferred_item_settles_when_a_later_sweep_reflects_the_sale(
+    aws: Aws, call_api: Any, meli: MeliSimulator
+) -> None:
+    """The sale's outcome, when a later sweep reaches it, also settles the item of the sweep that deferred it."""
+    first = _deferred_by_a_sweep(aws, call_api)
+    meli.clear_faults()  # Mercado Libre answers again
+    aws.table("SALE_ERRORS_TABLE").update_item(
+        Key={"connection_id": C, "sale_id": ALWAYS_503},
+        UpdateExpression="SET next_retry_at = :due",
+        ExpressionAttributeValues={":due": "2000-01-01T00:00:00.000000+00:00"},
+    )
+    second = run_of(sweep())
+    assert ALWAYS_503 in second["sale_ids"]
+    run_worker(aws, queued(aws))
+    for job_id in (first, second["job_id"]):
+        status, item = _settled_item(call_api, job_id, ALWAYS_503)
+        assert (status, item["outcome"]) == ("completed", "reflected")
+    assert error_entry(C, ALWAYS_503) is None
+    assert (
+        len(
+            aws.table("SALES_TABLE").query(
+                KeyConditionExpression="connection_id = :c AND sale_id = :s",
+                ExpressionAttributeValues={":c": C, ":s": ALWAYS_503},
+            )["Items"]
+        )
+        == 1
+    )
+
+
+def test_a_deferred_item_settles_when_a_person_resyncs_the_sale(aws: Aws, call_api: Any, meli: MeliSimulator) -> None:
+    """However the sale reaches its outcome (here a person's resync through the API), the waiting job gets it."""
+    first = _deferred_by_a_sweep(aws, call_api)
+    meli.clear_faults()
+    status, body, _ = call_api("POST", f"/connections/{C}/sales/{ALWAYS_503}/resync")
+    assert status == 200 and body["outcome"] == "reflected", body
+    job_status, item = _settled_item(call_api, first, ALWAYS_503)
+    assert (job_status, item["outcome"]) == ("completed", "reflected")
 
 
 def test_a_fixed_product_heals_its_waiting_sales_without_a_human(aws: Aws, call_api: Any) -> None:

@@ -87,6 +87,10 @@ class ErrorStore(Protocol):
         """The error entries of many sales in one round trip (sales not listed are absent from the answer)."""
         ...
 
+    def add_waiting_job(self, connection_id: str, sale_id: str, job_id: str) -> bool:
+        """Note that ``job_id`` waits for this sale's outcome. False if the sale is no longer in the list."""
+        ...
+
     def put_if_absent(self, entry: ErrorEntry) -> bool: ...
 
     def record_failure(

@@ -293,6 +293,20 @@ class DynamoErrorStore:
         keys = [{"connection_id": connection_id, "sale_id": s} for s in dict.fromkeys(sale_ids)]
         return {entry.sale_id: entry for entry in map(self._entry, _batch_get(self._table, keys))}
 
+    def add_waiting_job(self, connection_id: str, sale_id: str, job_id: str) -> bool:
+        try:
+            self._table.update_item(
+                Key={"connection_id": connection_id, "sale_id": sale_id},
+                UpdateExpression="ADD waiting_jobs :job",
+                ConditionExpression="attribute_exists(sale_id)",  # never a stub entry for a resolved sale
+                ExpressionAttributeValues={":job": {job_id}},
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
     def put_if_absent(self, entry: ErrorEntry) -> bool:
         item = entry.model_dump(mode="json", exclude_none=True)
         item["error_type_sale_id"] = f"{entry.error_type}#{entry.sale_id}"
@@ -848,6 +862,8 @@ class DynamoJobStore:
 
     def settle_many(self, job: Job, settlements: list[Settlement]) -> int:
         # One transaction per 99 items plus the header, whose counts are the sums of the items it carries.
+        if any(not s.outcome.terminal for s in settlements):
+            raise ValueError("settle_many records terminal outcomes only")
         unique = list({s.sale_id: s for s in settlements}.values())
         step = _TRANSACTION_ITEMS - 1
         return sum(self._settle_chunk(job, unique[start : start + step]) for start in range(0, len(unique), step))
