@@ -145,7 +145,11 @@ class JobStore(Protocol):
 
 def settle_result(jobs: JobStore, job_id: str, result: RecoveryResult, *, handed_over: bool) -> bool:
     """Record a recovery result on its job item (the worker: not handed over; the state machine: handed over)."""
-    settlement = Settlement.of(result)
+    return record_settlement(jobs, job_id, Settlement.of(result), handed_over=handed_over)
+
+
+def record_settlement(jobs: JobStore, job_id: str, settlement: Settlement, *, handed_over: bool) -> bool:
+    """One item's terminal outcome, through ``JobStore.settle``."""
     return jobs.settle(
         job_id,
         settlement.sale_id,

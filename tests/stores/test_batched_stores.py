@@ -6,15 +6,11 @@ transaction, and the per-message memo of product links.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
 
-from devstack.template import create_tables, table_env
 from shared.jobs import Job, Settlement
 from shared.models import (
     ErrorEvent,
@@ -30,21 +26,10 @@ from shared.models import (
 from shared.stores.base import ListingKey
 from shared.stores.dynamodb import DynamoErrorStore, DynamoJobStore, DynamoProductStore, DynamoSaleStore
 from shared.stores.memo import ProductLinkMemo
+from tests.stores.conftest import table as _table
 
 C = "mla-main"
 IMPORTED_AT = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def tables(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        create_tables(boto3.client("dynamodb"), "batch")
-        yield table_env("batch")
-
-
-def _table(env: dict[str, str], name: str) -> Any:
-    return boto3.resource("dynamodb").Table(env[name])
 
 
 def _count_batch_gets(table: Any) -> list[int]:

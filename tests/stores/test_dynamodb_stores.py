@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import boto3
 import pytest
-from moto import mock_aws
 
-from devstack.template import create_tables, table_env
 from shared.models import ErrorEvent, ErrorType, Outcome, ProductLink, Reason, ReflectedSale, Trigger
 from shared.stores.dynamodb import (
     DynamoErrorStore,
@@ -17,18 +14,7 @@ from shared.stores.dynamodb import (
     DynamoSaleStore,
     InvalidCursor,
 )
-
-
-@pytest.fixture
-def tables(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        create_tables(boto3.client("dynamodb"), "unit")
-        yield table_env("unit")
-
-
-def _table(env: dict[str, str], name: str) -> object:
-    return boto3.resource("dynamodb").Table(env[name])
+from tests.stores.conftest import table as _table
 
 
 def test_reflecting_the_same_sale_twice_stores_it_once(tables: dict[str, str]) -> None:

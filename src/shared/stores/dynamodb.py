@@ -17,7 +17,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from shared.jobs import Job, JobItem, Settlement
+from shared.jobs import Job, JobItem, Settlement, record_settlement
 from shared.models import (
     Connection,
     ErrorEntry,
@@ -80,6 +80,18 @@ def _batch_get(table: Any, keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return found
 
 
+def _get_sale_row(table: Any, connection_id: str, sale_id: str) -> dict[str, Any] | None:
+    """One row of a table keyed by (connection_id, sale_id): sales and the error list."""
+    answer = table.get_item(Key={"connection_id": connection_id, "sale_id": sale_id}, ConsistentRead=True)
+    item: dict[str, Any] | None = answer.get("Item")
+    return item
+
+
+def _sale_rows(table: Any, connection_id: str, sale_ids: list[str]) -> list[dict[str, Any]]:
+    """The rows of many sales of one connection (absent ones are left out), 100 keys per round trip."""
+    return _batch_get(table, [{"connection_id": connection_id, "sale_id": s} for s in dict.fromkeys(sale_ids)])
+
+
 def encode_cursor(key: dict[str, Any] | None) -> str | None:
     if not key:
         return None
@@ -113,12 +125,11 @@ class DynamoSaleStore:
         return SaleState.model_validate(data)
 
     def get(self, connection_id: str, sale_id: str) -> SaleState | None:
-        item = self._table.get_item(Key={"connection_id": connection_id, "sale_id": sale_id}, ConsistentRead=True)
-        return self._state(item["Item"]) if "Item" in item else None
+        item = _get_sale_row(self._table, connection_id, sale_id)
+        return self._state(item) if item is not None else None
 
     def get_many(self, connection_id: str, sale_ids: list[str]) -> dict[str, SaleState]:
-        keys = [{"connection_id": connection_id, "sale_id": s} for s in dict.fromkeys(sale_ids)]
-        return {state.sale_id: state for state in map(self._state, _batch_get(self._table, keys))}
+        return {s.sale_id: s for s in map(self._state, _sale_rows(self._table, connection_id, sale_ids))}
 
     def reflect(self, record: ReflectedSale, *, attempts: int = 1, row_absent: bool = False) -> bool:
         now = _now().isoformat()
@@ -286,12 +297,11 @@ class DynamoErrorStore:
         return ErrorEntry.model_validate(data)
 
     def get(self, connection_id: str, sale_id: str) -> ErrorEntry | None:
-        item = self._table.get_item(Key={"connection_id": connection_id, "sale_id": sale_id}, ConsistentRead=True)
-        return self._entry(item["Item"]) if "Item" in item else None
+        item = _get_sale_row(self._table, connection_id, sale_id)
+        return self._entry(item) if item is not None else None
 
     def get_many(self, connection_id: str, sale_ids: list[str]) -> dict[str, ErrorEntry]:
-        keys = [{"connection_id": connection_id, "sale_id": s} for s in dict.fromkeys(sale_ids)]
-        return {entry.sale_id: entry for entry in map(self._entry, _batch_get(self._table, keys))}
+        return {e.sale_id: e for e in map(self._entry, _sale_rows(self._table, connection_id, sale_ids))}
 
     def add_waiting_job(self, connection_id: str, sale_id: str, job_id: str) -> bool:
         try:
@@ -887,20 +897,9 @@ class DynamoJobStore:
                     if why.get("Code") == "ConditionalCheckFailed"
                 }
                 if not done:  # cancelled for another cause (a conflicting write): one by one, each retried
-                    return sum(self._settle_one(job.job_id, s) for s in chunk)
+                    return sum(record_settlement(self, job.job_id, s, handed_over=False) for s in chunk)
                 chunk = [s for s in chunk if s.sale_id not in done]
         return 0
-
-    def _settle_one(self, job_id: str, settlement: Settlement) -> bool:
-        return self.settle(
-            job_id,
-            settlement.sale_id,
-            settlement.outcome,
-            reason=settlement.reason,
-            attempts=settlement.attempts,
-            detail=settlement.detail,
-            handed_over=False,
-        )
 
     def _settle_items(
         self,
