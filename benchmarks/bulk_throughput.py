@@ -6,7 +6,8 @@
 3. bulk, tight quota: the same with the simulator's quota tight and the shared token bucket set just under it.
 
 Prints sales/s, ML requests per sale, the achieved request rate as a fraction of the quota, 429s received, lost and
-duplicated ids, and the speed-up over the naive loop. AWS is moto in-process (tables and queue from template.yaml),
+duplicated ids, the speed-up over the naive loop, the CPU per sale of the whole process, and the DynamoDB calls per
+sale by operation (a botocore event hook on the default session). AWS is moto in-process (tables and queue from template.yaml),
 ML is the simulator over HTTP on loopback with ``--latency-ms`` on every request.
 
     .venv/bin/python benchmarks/bulk_throughput.py [--sales 300] [--latency-ms 50] [--tight-quota 8]
@@ -21,6 +22,7 @@ import os
 import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,32 @@ FIRST_ID = 2000009700000000
 
 
 @dataclass
+class AwsCallCounter:
+    """Counts the DynamoDB calls every client of the default boto3 session makes (a botocore event hook)."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def attach(self) -> None:
+        """On the default session as it is now (moto's mock_aws replaces it when it starts)."""
+        boto3.setup_default_session()
+        boto3.DEFAULT_SESSION.events.register("before-call.dynamodb", self._count)
+
+    def _count(self, model: Any, **_: Any) -> None:
+        with self._lock:
+            self.calls[model.name] += 1
+
+    def take(self) -> dict[str, int]:
+        with self._lock:
+            taken, self.calls = dict(self.calls), Counter()
+        return taken
+
+
+CALLS: AwsCallCounter | None = None
+
+
+@dataclass
 class Result:
     name: str
     sales: int
@@ -66,6 +94,7 @@ class Result:
     lost: int
     duplicated: int
     cpu_seconds: float  # CPU of this whole process during the run: worker, moto and the simulator alike
+    dynamodb_calls: dict[str, int]  # operation -> calls made during the run
 
     @property
     def per_second(self) -> float:
@@ -109,6 +138,8 @@ class Account:
     def __init__(self, sim: MeliSimulator, scn: Scenario, *, rate: float, threads: int) -> None:
         self._mock = mock_aws()
         self._mock.start()
+        assert CALLS is not None
+        CALLS.attach()
         create_tables(boto3.client("dynamodb"), "bench")
         sqs = boto3.client("sqs")
         self.queue_url = sqs.create_queue(QueueName="bench-bulk", Attributes={"VisibilityTimeout": "720"})["QueueUrl"]
@@ -161,9 +192,12 @@ def naive(sim: MeliSimulator, scn: Scenario, ids: list[str]) -> Result:
     try:
         service = account.service()
         sim.reset_log()
+        assert CALLS is not None
+        CALLS.take()
         started, cpu = time.perf_counter(), time.process_time()
         outcomes = [service.relink_attempt(C, sale_id, attempt=1).outcome.value for sale_id in ids]
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+        calls = CALLS.take()
         return Result(
             "naive sequential loop",
             len(ids),
@@ -174,6 +208,7 @@ def naive(sim: MeliSimulator, scn: Scenario, ids: list[str]) -> Result:
             lost=sum(1 for o in outcomes if o != "reflected"),
             duplicated=max(0, account.stored_sales() - len(ids)),
             cpu_seconds=cpu,
+            dynamodb_calls=calls,
         )
     finally:
         account.close()
@@ -190,6 +225,8 @@ def bulk(
         from functions.bulk_worker.app import lambda_handler as worker
 
         sim.reset_log()
+        assert CALLS is not None
+        CALLS.take()
         started, cpu = time.perf_counter(), time.process_time()
         response = api(
             api_event("POST", f"/connections/{C}/reprocessing-jobs", body=json.dumps({"sale_ids": ids})),
@@ -218,6 +255,7 @@ def bulk(
         for t in pollers:
             t.join()
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+        calls = CALLS.take()
         from shared.settings import Settings
         from shared.wiring import build_job_store
 
@@ -234,6 +272,7 @@ def bulk(
             lost=len(ids) - settled,
             duplicated=max(0, account.stored_sales() - len(ids)) + max(0, settled - len(ids)),
             cpu_seconds=cpu,
+            dynamodb_calls=calls,
         )
     finally:
         account.close()
@@ -251,6 +290,8 @@ def main() -> int:
     args = parser.parse_args()
 
     moto_fidelity.install()
+    global CALLS
+    CALLS = AwsCallCounter()
     scn, ids = scenario(args.sales, args.latency_ms)
     with MeliSimulator(scn, timeout_hold_seconds=5) as sim:
         base = naive(sim, scn, ids)
@@ -272,6 +313,10 @@ def main() -> int:
             f"{r.name:<26}{r.per_second:>9.1f}{r.requests_per_sale:>13.2f}{r.quota_use:>12}{r.throttled:>6}"
             f"{r.lost:>6}{r.duplicated:>5}{r.per_second / base.per_second:>9.1f}x{r.cpu_ms_per_sale:>13.1f}"
         )
+    for r in (base, fast):
+        ops = sorted(r.dynamodb_calls.items(), key=lambda item: -item[1])
+        per_sale = ", ".join(f"{op} {n / r.sales:.2f}" for op, n in ops)
+        print(f"DynamoDB calls per sale, {r.name}: {sum(r.dynamodb_calls.values()) / r.sales:.2f} ({per_sale})")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     print(
         f"CPU ceiling: this process runs the worker, moto and the simulator under one GIL; at "
