@@ -7,8 +7,9 @@
 
 Prints sales/s, ML requests per sale, the achieved request rate as a fraction of the quota, 429s received, lost and
 duplicated ids, the speed-up over the naive loop, the CPU per sale of the whole process, and the DynamoDB calls per
-sale by operation (a botocore event hook on the default session). AWS is moto in-process (tables and queue from template.yaml),
-ML is the simulator over HTTP on loopback with ``--latency-ms`` on every request.
+sale by operation (a botocore event hook on the default session). AWS is moto in-process (the account of
+``devstack.account``: tables from template.yaml), ML is the simulator over HTTP on loopback with ``--latency-ms``
+on every request.
 
     .venv/bin/python benchmarks/bulk_throughput.py [--sales 300] [--latency-ms 50] [--tight-quota 8]
 """
@@ -46,11 +47,10 @@ import boto3  # noqa: E402
 from moto import mock_aws  # noqa: E402
 
 from devstack import moto_fidelity  # noqa: E402
-from devstack.seed import seed  # noqa: E402
+from devstack.account import provision  # noqa: E402
 from devstack.simulator.scenario import Scenario  # noqa: E402
 from devstack.simulator.server import MeliSimulator  # noqa: E402
 from devstack.sqs_poller import sqs_record  # noqa: E402
-from devstack.template import create_tables, table_env  # noqa: E402
 from tests.conftest import api_event, lambda_context  # noqa: E402  (whole API Gateway events, as the tests send)
 
 C, SELLER, ITEM = "mla-main", 123456789, "MLA1100000001"
@@ -140,30 +140,16 @@ class Account:
         self._mock.start()
         assert CALLS is not None
         CALLS.attach()
-        create_tables(boto3.client("dynamodb"), "bench")
-        sqs = boto3.client("sqs")
-        self.queue_url = sqs.create_queue(QueueName="bench-bulk", Attributes={"VisibilityTimeout": "720"})["QueueUrl"]
-        self.queue_arn = sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])["Attributes"][
-            "QueueArn"
-        ]
-        secrets = boto3.client("secretsmanager")
-        app = secrets.create_secret(Name="bench/meli-app", SecretString='{"client_id": "1", "client_secret": "s"}')
-        topic = boto3.client("sns").create_topic(Name="bench-help-desk")["TopicArn"]
-        self.env = {
-            **table_env("bench"),
-            "MELI_API_URL": sim.url,
-            "MELI_TIMEOUT_SECONDS": "5",
-            "MELI_MAX_TRIES": "3",
-            "MELI_APP_SECRET_ID": app["ARN"],
-            "MELI_CONNECTION_SECRET_PREFIX": "bench/connections/",
-            "HELP_DESK_TOPIC_ARN": topic,
-            "BULK_QUEUE_URL": self.queue_url,
-            "BULK_WORKER_THREADS": str(threads),
-            "MELI_REQUESTS_PER_SECOND": str(rate),
-        }
+        account = provision(
+            "bench",
+            sim.url,
+            scn,
+            BULK_WORKER_THREADS=str(threads),
+            MELI_REQUESTS_PER_SECOND=str(rate),
+        )
+        self.env, self.queue_url, self.queue_arn = account.env, account.bulk_queue_url, account.bulk_queue_arn
         os.environ.update(self.env)
         self.clear_caches()
-        seed(scn, self.service()._stores, secrets_client=secrets, secret_prefix="bench/connections/")
 
     @staticmethod
     def clear_caches() -> None:

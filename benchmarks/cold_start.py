@@ -50,7 +50,6 @@ SRC = ROOT / "src"
 sys.path.insert(0, str(SRC))
 
 STAGE = "bench"
-SECRET_PREFIX = f"sales-recovery/{STAGE}/connections/"
 CONNECTION = "mla-main"
 RATIO_TARGET = 2.0
 TOP_IMPORTS = 8
@@ -243,42 +242,10 @@ class Stack:
 
     def provision(self) -> dict[str, str]:
         """A clean account: reset moto, create the template's tables and the rest, seed the scenario."""
-        import boto3
-
-        from devstack.seed import seed
-        from devstack.template import create_tables, table_env
-        from shared.settings import Settings
-        from shared.wiring import build_service
+        from devstack.account import provision
 
         urllib.request.urlopen(urllib.request.Request(f"{self.url}/moto-api/reset", method="POST")).close()
-        create_tables(boto3.client("dynamodb"), STAGE)
-        topic_arn = boto3.client("sns").create_topic(Name=f"sales-recovery-{STAGE}-help-desk")["TopicArn"]
-        secrets = boto3.client("secretsmanager")
-        app_secret = secrets.create_secret(
-            Name=f"sales-recovery/{STAGE}/meli-app",
-            SecretString=json.dumps({"client_id": "5503910054141466", "client_secret": "bench-app-secret"}),
-        )["ARN"]
-        state_machine_arn = boto3.client("stepfunctions").create_state_machine(
-            name=f"sales-recovery-{STAGE}-relink",
-            definition=(ROOT / "statemachine" / "relink.asl.json").read_text(),
-            roleArn="arn:aws:iam::123456789012:role/relink-state-machine",
-        )["stateMachineArn"]
-        env = {
-            **table_env(STAGE),
-            "STAGE": STAGE,
-            "MELI_API_URL": self.meli.url,
-            "MELI_TIMEOUT_SECONDS": "5",
-            "MELI_MAX_TRIES": "3",
-            "MELI_APP_SECRET_ID": app_secret,
-            "MELI_CONNECTION_SECRET_PREFIX": SECRET_PREFIX,
-            "HELP_DESK_TOPIC_ARN": topic_arn,
-            "RELINK_STATE_MACHINE_ARN": state_machine_arn,
-        }
-        build_service.cache_clear()
-        service = build_service(Settings.from_env(env))
-        seed(self.scenario, service._stores, secrets_client=secrets, secret_prefix=SECRET_PREFIX)
-        build_service.cache_clear()
-        return env
+        return provision(STAGE, self.meli.url, self.scenario).env
 
 
 def aws_env(endpoint: str) -> dict[str, str]:

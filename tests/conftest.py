@@ -41,10 +41,9 @@ from moto import mock_aws
 # the ML client's INFO lines for every later test (tests/security/test_no_tokens_in_logs.py reads them).
 import shared.meli.client  # noqa: F401
 from devstack import moto_fidelity
-from devstack.seed import seed
+from devstack.account import provision, secret_prefix
 from devstack.simulator.scenario import Scenario, load_scenario
 from devstack.simulator.server import MeliSimulator
-from devstack.template import create_tables, table_env
 from shared.wiring import build_bulk_service, build_job_store, build_service
 
 moto_fidelity.install()
@@ -53,7 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EVENTS = ROOT / "events"
 DEFAULT_SCENARIO = ROOT / "scenarios" / "default.json"
 STAGE = "test"
-SECRET_PREFIX = f"sales-recovery/{STAGE}/connections/"
+SECRET_PREFIX = secret_prefix(STAGE)
 
 
 def load_event(name: str) -> dict[str, Any]:
@@ -166,57 +165,21 @@ class Aws:
 def aws(meli: MeliSimulator, scenario: Scenario, monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     with mock_aws():
-        create_tables(boto3.client("dynamodb"), STAGE)
-        sns = boto3.client("sns")
-        topic_arn = sns.create_topic(Name=f"sales-recovery-{STAGE}-help-desk")["TopicArn"]
-        sqs = boto3.client("sqs")
-        inbox_url = sqs.create_queue(QueueName="help-desk-inbox")["QueueUrl"]
-        inbox_arn = sqs.get_queue_attributes(QueueUrl=inbox_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=inbox_arn, Attributes={"RawMessageDelivery": "true"})
-        secrets = boto3.client("secretsmanager")
-        app_secret = secrets.create_secret(
-            Name=f"sales-recovery/{STAGE}/meli-app",
-            SecretString=json.dumps({"client_id": "5503910054141466", "client_secret": "test-app-secret"}),
-        )["ARN"]
-        dlq_arn = sqs.get_queue_attributes(
-            QueueUrl=sqs.create_queue(QueueName=f"sales-recovery-{STAGE}-bulk-dlq")["QueueUrl"],
-            AttributeNames=["QueueArn"],
-        )["Attributes"]["QueueArn"]
-        bulk_url = sqs.create_queue(
-            QueueName=f"sales-recovery-{STAGE}-bulk",
-            Attributes={
-                "VisibilityTimeout": "720",
-                "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "3"}),
-            },
-        )["QueueUrl"]
-        sfn = boto3.client("stepfunctions")
-        state_machine_arn = sfn.create_state_machine(
-            name=f"sales-recovery-{STAGE}-relink",
-            definition=(ROOT / "statemachine" / "relink.asl.json").read_text(),
-            roleArn="arn:aws:iam::123456789012:role/relink-state-machine",
-        )["stateMachineArn"]
-        env = {
-            **table_env(STAGE),
-            "STAGE": STAGE,
-            "MELI_API_URL": meli.url,
-            "MELI_TIMEOUT_SECONDS": "0.5",  # under the simulator's 1 s hold, above a loaded CI's jitter
-            "MELI_MAX_TRIES": "3",
-            "MELI_APP_SECRET_ID": app_secret,
-            "MELI_CONNECTION_SECRET_PREFIX": SECRET_PREFIX,
-            "HELP_DESK_TOPIC_ARN": topic_arn,
-            "RELINK_STATE_MACHINE_ARN": state_machine_arn,
-            "BULK_QUEUE_URL": bulk_url,
-            "BULK_MAX_IDS": "10000",
-            "BULK_WORKER_THREADS": "8",
-        }
+        account = provision(
+            STAGE,
+            meli.url,
+            scenario,
+            MELI_TIMEOUT_SECONDS="0.5",  # under the simulator's 1 s hold, above a loaded CI's jitter
+            BULK_MAX_IDS="10000",
+            BULK_WORKER_THREADS="8",
+        )
+        env = account.env
         for key, value in env.items():
             monkeypatch.setenv(key, value)
         build_service.cache_clear()
         build_bulk_service.cache_clear()
         build_job_store.cache_clear()
-        service = build_service_for_tests()
-        seed(scenario, service._stores, secrets_client=secrets, secret_prefix=SECRET_PREFIX)
-        yield Aws(env=env, topic_arn=topic_arn, inbox_url=inbox_url)
+        yield Aws(env=env, topic_arn=account.topic_arn, inbox_url=account.inbox_url)
         build_service.cache_clear()
         build_bulk_service.cache_clear()
         build_job_store.cache_clear()
