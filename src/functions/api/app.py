@@ -28,6 +28,17 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
+from shared.answers import (
+    BODY_ERRORS,
+    JobAccepted,
+    JobView,
+    RecoveryAnswer,
+    RelinkAnswer,
+    SaleAnswer,
+    SaleErrorsPage,
+    VerificationReport,
+    documented,
+)
 from shared.bulk import BulkService, NoSaleIds, NoValidSaleIds, TooManyIds
 from shared.identifiers import InvalidConnectionId, InvalidIdentifier
 from shared.meli.errors import MeliError, MeliTransientError
@@ -111,13 +122,25 @@ def _optional_json_object_body(max_bytes: int = MAX_BODY_BYTES) -> dict[str, Any
 # --- routes -------------------------------------------------------------------------------------------------------
 
 
-@app.get(f"{SALE}/verification")
+@app.get(
+    f"{SALE}/verification",
+    responses=documented(200, VerificationReport, "What the seed's checks found, and what to do next"),
+)
 def get_verification(connection_id: str, sale_id: str) -> Response[str]:
     report = service().verify(connection_id, sale_id)
     return _json(200, report.model_dump(mode="json", exclude_none=True))
 
 
-@app.post(f"{SALE}/resync")
+@app.post(
+    f"{SALE}/resync",
+    responses=documented(
+        200,
+        RecoveryAnswer,
+        "The sale's outcome after the resync (escalated to the help desk if it still fails)",
+        e409="The sale is not in the error list: resync only applies to listed sales; relink it",
+        **BODY_ERRORS,
+    ),
+)
 def post_resync(connection_id: str, sale_id: str) -> Response[str]:
     _optional_json_object_body()
     result = service().resync(connection_id, sale_id)
@@ -125,7 +148,16 @@ def post_resync(connection_id: str, sale_id: str) -> Response[str]:
     return _json(200, result.to_public())
 
 
-@app.post(f"{SALE}/relink")
+@app.post(
+    f"{SALE}/relink",
+    responses={
+        **documented(202, RelinkAnswer, "The relink state machine runs; follow status_url", **BODY_ERRORS),
+        200: {
+            "description": "Already in the platform: nothing started",
+            "content": {"application/json": {"model": RelinkAnswer}},
+        },
+    },
+)
 def post_relink(connection_id: str, sale_id: str) -> Response[str]:
     _optional_json_object_body()
     request_key = app.current_event.get_header_value("Idempotency-Key", case_sensitive=False)
@@ -145,7 +177,7 @@ def post_relink(connection_id: str, sale_id: str) -> Response[str]:
     return _json(202, body)
 
 
-@app.get(SALE)
+@app.get(SALE, responses=documented(200, SaleAnswer, "Where the sale stands"))
 def get_sale(connection_id: str, sale_id: str) -> Response[str]:
     state, entry = service().sale_state(connection_id, sale_id)
     body = state.model_dump(mode="json", exclude_none=True)
@@ -158,7 +190,10 @@ def get_sale(connection_id: str, sale_id: str) -> Response[str]:
     return _json(200, body)
 
 
-@app.get("/connections/<connection_id>/sale-errors")
+@app.get(
+    "/connections/<connection_id>/sale-errors",
+    responses=documented(200, SaleErrorsPage, "One page of the error list", e422="A query parameter is out of range"),
+)
 def get_sale_errors(
     connection_id: str,
     error_type: Annotated[str | None, Query(pattern=r"^[a-z][a-z_]{0,63}$")] = None,
@@ -178,7 +213,17 @@ def get_sale_errors(
     )
 
 
-@app.post("/connections/<connection_id>/reprocessing-jobs")
+@app.post(
+    "/connections/<connection_id>/reprocessing-jobs",
+    responses=documented(
+        202,
+        JobAccepted,
+        "The job is written and its ids are queued",
+        e409="A request with this Idempotency-Key is in progress; retry shortly",
+        e422="No valid sale id, too many ids, or an Idempotency-Key reused with other ids",
+        **BODY_ERRORS,
+    ),
+)
 def post_reprocessing_job(connection_id: str) -> Response[str]:
     body = _optional_json_object_body(MAX_JOB_BODY_BYTES)
     if "sale_ids" not in body:
@@ -233,7 +278,12 @@ def _submit_job(connection_id: str, sale_ids: Any) -> dict[str, Any]:
     }
 
 
-@app.get("/connections/<connection_id>/reprocessing-jobs/<job_id>")
+@app.get(
+    "/connections/<connection_id>/reprocessing-jobs/<job_id>",
+    responses=documented(
+        200, JobView, "The job, its counts and one page of items", e422="A query parameter is out of range"
+    ),
+)
 def get_reprocessing_job(
     connection_id: str,
     job_id: str,

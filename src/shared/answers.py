@@ -1,0 +1,129 @@
+"""The shapes of the API's answers, for its OpenAPI document (GET /openapi.json, the /docs page).
+
+The routes build their answers from the domain models; these models describe what arrives on the wire, composed
+from the same domain models so a field added there shows here. ``tests/api/test_answers_match_the_document.py``
+validates real answers of every route against this document, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from shared.jobs import JobItem, JobStatus, RejectedId
+from shared.models import ErrorEntry, Outcome, RecoveryResult, SaleState, Trigger, VerificationReport
+
+# What resync answers: a RecoveryResult without its internal fields (the record, the retry flag).
+RecoveryAnswer: type[BaseModel] = create_model(  # type: ignore[call-overload]
+    "RecoveryAnswer",
+    __doc__="The outcome of one sale's resync (seed step 3).",
+    **{
+        name: (field.annotation, field)
+        for name, field in RecoveryResult.model_fields.items()
+        if name not in {"record", "retryable"}
+    },
+)
+
+
+class RelinkAnswer(BaseModel):
+    """200: already in the platform (nothing started). 202: the relink state machine runs; follow ``status_url``."""
+
+    connection_id: str
+    sale_id: str
+    outcome: Outcome
+    execution_id: str | None = Field(default=None, description="The state machine execution's ARN")
+    execution_name: str | None = None
+    status_url: str | None = None
+
+
+class SaleAnswer(SaleState):
+    """Where a sale stands, what the seller must do if it is blocked, and its error-list entry if it has one."""
+
+    seller_action: str | None = None
+    error_entry: ErrorEntry | None = None
+
+
+class SaleErrorsPage(BaseModel):
+    """One page of the connection's error list (seed step 3's list), newest filters applied."""
+
+    connection_id: str
+    error_type: str | None = None
+    count: int
+    items: list[ErrorEntry]
+    next_cursor: str | None = Field(default=None, description="Pass as ?cursor= for the next page")
+
+
+class JobAccepted(BaseModel):
+    """The job is written and its ids are queued; rejected ids come back with their reason."""
+
+    job_id: str
+    connection_id: str
+    status: JobStatus
+    accepted: int
+    rejected: list[RejectedId]
+    duplicates: int
+    messages: int = Field(description="SQS messages sent (at most 50 ids each)")
+    status_url: str
+
+
+class JobView(BaseModel):
+    """A reprocessing job: counts per outcome adding up to the accepted ids, and one page of per-sale items."""
+
+    job_id: str
+    connection_id: str
+    accepted: int
+    rejected: list[RejectedId] = Field(default_factory=list)
+    duplicates: int = 0
+    messages: int = 0
+    settled: int = 0
+    trigger: Trigger
+    status: JobStatus
+    counts: dict[str, int] = Field(description="Every outcome, terminal or not; the values add up to accepted")
+    created_at: str
+    started_at: str | None = None
+    completed_at: str | None = None
+    items: list[JobItem]
+    next_cursor: str | None = None
+
+
+class ErrorAnswer(BaseModel):
+    """Every 4xx: a stable code, a message a person can act on, and sometimes what to do next."""
+
+    model_config = ConfigDict(extra="allow")
+
+    error: str
+    message: str
+
+
+def documented(ok: int, model: type[BaseModel], description: str, **errors: str) -> dict[int, Any]:
+    """The ``responses`` of a route: its success answer, the client errors every route can give (400, 404, 422)
+    and the route's own (``errors``: ``e409="..."``)."""
+    responses: dict[int, Any] = {ok: {"description": description, "content": {"application/json": {"model": model}}}}
+    client_errors = {
+        400: "A malformed id, parameter or body; the message says which and how to fix it",
+        404: "Unknown connection, sale or job",
+        422: "A parameter does not validate; the message lists each problem",
+        **{int(name[1:]): text for name, text in errors.items()},
+    }
+    for status, text in client_errors.items():
+        responses[status] = {"description": text, "content": {"application/json": {"model": ErrorAnswer}}}
+    return responses
+
+
+BODY_ERRORS = {
+    "e413": "The body is too large",
+    "e415": "The body is not JSON (send Content-Type: application/json)",
+}
+
+__all__ = [
+    "ErrorAnswer",
+    "JobAccepted",
+    "JobView",
+    "RecoveryAnswer",
+    "RelinkAnswer",
+    "SaleAnswer",
+    "SaleErrorsPage",
+    "VerificationReport",
+    "documented",
+]
