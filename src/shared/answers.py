@@ -11,18 +11,19 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from shared.jobs import JobItem, JobStatus, RejectedId
-from shared.models import ErrorEntry, Outcome, RecoveryResult, SaleState, Trigger, VerificationReport
+from shared.jobs import Job, JobItem, JobStatus, RejectedId
+from shared.models import ErrorEntry, Outcome, RecoveryResult, SaleState, VerificationReport
 
-# What resync answers: a RecoveryResult without its internal fields (the record, the retry flag).
-RecoveryAnswer: type[BaseModel] = create_model(  # type: ignore[call-overload]
-    "RecoveryAnswer",
-    __doc__="The outcome of one sale's resync (seed step 3).",
-    **{
-        name: (field.annotation, field)
-        for name, field in RecoveryResult.model_fields.items()
-        if name not in {"record", "retryable"}
-    },
+
+def _public(model: type[BaseModel], name: str, doc: str, hidden: set[str], **extra: Any) -> type[BaseModel]:
+    """``model``'s fields as an answer shows them: without the ``hidden`` ones, plus ``extra`` fields."""
+    fields = {key: (field.annotation, field) for key, field in model.model_fields.items() if key not in hidden}
+    built: type[BaseModel] = create_model(name, __doc__=doc, **fields, **extra)  # type: ignore[call-overload]
+    return built
+
+
+RecoveryAnswer = _public(
+    RecoveryResult, "RecoveryAnswer", "The outcome of one sale's resync (seed step 3).", {"record", "retryable"}
 )
 
 
@@ -67,24 +68,16 @@ class JobAccepted(BaseModel):
     status_url: str
 
 
-class JobView(BaseModel):
-    """A reprocessing job: counts per outcome adding up to the accepted ids, and one page of per-sale items."""
-
-    job_id: str
-    connection_id: str
-    accepted: int
-    rejected: list[RejectedId] = Field(default_factory=list)
-    duplicates: int = 0
-    messages: int = 0
-    settled: int = 0
-    trigger: Trigger
-    status: JobStatus
-    counts: dict[str, int] = Field(description="Every outcome, terminal or not; the values add up to accepted")
-    created_at: str
-    started_at: str | None = None
-    completed_at: str | None = None
-    items: list[JobItem]
-    next_cursor: str | None = None
+JobView = _public(
+    Job,
+    "JobView",
+    "A reprocessing job: counts per outcome adding up to the accepted ids, and one page of per-sale items.",
+    {"handed_over", "counts"},
+    status=(JobStatus, ...),
+    counts=(dict[str, int], Field(description="Every outcome, terminal or not; the values add up to accepted")),
+    items=(list[JobItem], ...),
+    next_cursor=(str | None, Field(default=None, description="Pass as ?cursor= for the next page")),
+)
 
 
 class ErrorAnswer(BaseModel):
