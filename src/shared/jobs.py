@@ -145,11 +145,7 @@ class JobStore(Protocol):
 
 def settle_result(jobs: JobStore, job_id: str, result: RecoveryResult, *, handed_over: bool) -> bool:
     """Record a recovery result on its job item (the worker: not handed over; the state machine: handed over)."""
-    return record_settlement(jobs, job_id, Settlement.of(result), handed_over=handed_over)
-
-
-def record_settlement(jobs: JobStore, job_id: str, settlement: Settlement, *, handed_over: bool) -> bool:
-    """One item's terminal outcome, through ``JobStore.settle``."""
+    settlement = Settlement.of(result)
     return jobs.settle(
         job_id,
         settlement.sale_id,

@@ -508,3 +508,55 @@ def test_a_put_through_the_memo_replaces_a_memoised_link(products: CountingProdu
     memo.put(ProductLink(connection_id=C, item_id="MLA1", variation_id=5, sku="A-5", synced=False))
     assert memo.get_links(C, [("MLA1", 5)])[("MLA1", 5)].synced is False
     assert len(products.calls) == 2
+
+
+def test_throttled_transactions_never_report_an_unwritten_outcome(
+    tables: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DynamoDB cancels a transaction whose item is throttled (reason ThrottlingError; botocore does not retry it).
+    Under heavy throttling every call either settles what it says or raises SettleFailed; the header's counts are
+    always exactly the items that are terminal, and a later call finishes the rest."""
+    import shared.stores.dynamodb as stores_module
+    from devstack.faults import dynamodb_throttling
+
+    monkeypatch.setattr(stores_module, "_back_off", lambda attempt: None)
+    jobs = DynamoJobStore(_table(tables, "JOBS_TABLE"))
+    ids = [_sale_id(n) for n in range(60)]
+    job = _job(jobs, "throttled-job", ids)
+    reported, failures = 0, 0
+    with dynamodb_throttling(0.08, seed=11) as throttled:
+        for start in range(0, 60, 10):
+            try:
+                reported += jobs.settle_many(job, [_settlement(s, n) for n, s in enumerate(ids[start : start + 10])])
+            except stores_module.SettleFailed as exc:
+                failures += 1
+                assert exc.sale_ids
+    assert throttled.injected > 0
+    header = jobs.get("throttled-job")
+    assert header is not None
+    terminal = [i for i in jobs.get_items("throttled-job", ids).values() if i.outcome.terminal]
+    assert header.settled == sum(header.counts.values()) == len(terminal) == reported
+    # What failed comes back (as its SQS message would) and settles; nothing is counted twice.
+    left = [s for s in ids if s not in {i.sale_id for i in terminal}]
+    assert (failures > 0) == bool(left)
+    jobs.settle_many(job, [_settlement(s, ids.index(s)) for s in left])
+    header = jobs.get("throttled-job")
+    assert header is not None and header.settled == sum(header.counts.values()) == 60
+
+
+def test_a_single_settle_that_stays_throttled_raises_instead_of_answering_already_settled(
+    tables: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Throttled on every try (the transaction, or an item inside it): an exception, never False ("already")."""
+    from botocore.exceptions import ClientError
+
+    import shared.stores.dynamodb as stores_module
+    from devstack.faults import dynamodb_throttling
+
+    monkeypatch.setattr(stores_module, "_back_off", lambda attempt: None)
+    jobs = DynamoJobStore(_table(tables, "JOBS_TABLE"))
+    _job(jobs, "stuck-job", [_sale_id(1)])
+    with dynamodb_throttling(1.0, seed=1), pytest.raises((stores_module.SettleFailed, ClientError)):
+        jobs.settle("stuck-job", _sale_id(1), Outcome.REFLECTED, handed_over=False)
+    item = jobs.get_items("stuck-job", [_sale_id(1)])[_sale_id(1)]
+    assert item.outcome is Outcome.PENDING

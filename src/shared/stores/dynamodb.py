@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import random
+import time
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -17,7 +19,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from shared.jobs import Job, JobItem, Settlement, record_settlement
+from shared.jobs import Job, JobItem, Settlement
 from shared.models import (
     Connection,
     ErrorEntry,
@@ -697,6 +699,28 @@ def _transaction_cancelled(exc: ClientError) -> bool:
     return exc.response.get("Error", {}).get("Code") == "TransactionCanceledException"
 
 
+def _cancelled_by_conflict(exc: ClientError) -> bool:
+    """Cancelled for a cause other than a failed condition (ThrottlingError, TransactionConflict, …): nothing moved."""
+    codes = {why.get("Code") for why in exc.response.get("CancellationReasons") or []}
+    return "ConditionalCheckFailed" not in codes
+
+
+def _back_off(attempt: int) -> None:
+    time.sleep(random.uniform(0, min(1.0, 0.05 * 2**attempt)))  # full jitter
+
+
+SETTLE_TRIES = 6  # DynamoDB does not retry a cancelled transaction itself; ~1.6 s of backoff at most
+
+
+class SettleFailed(RuntimeError):
+    """Outcomes that could not be written after every try (throttling, conflicts): the caller must fail, so its SQS
+    message or state machine task runs again, instead of reporting them settled."""
+
+    def __init__(self, job_id: str, sale_ids: list[str]) -> None:
+        super().__init__(f"could not settle {len(sale_ids)} item(s) of job {job_id}: {', '.join(sale_ids[:10])}")
+        self.sale_ids = sale_ids
+
+
 class DynamoJobStore:
     def __init__(self, table: Any) -> None:
         self._table = table
@@ -851,7 +875,7 @@ class DynamoJobStore:
         guess: str | None = None
         if handed_over is not None:
             guess = Outcome.IN_PROGRESS.value if handed_over else Outcome.PENDING.value
-        for _ in range(3):
+        for attempt in range(SETTLE_TRIES):
             previous = guess
             if previous is None:
                 current = self._table.get_item(Key={"job_id": job_id, "item_key": sale_id}, ConsistentRead=True)
@@ -864,11 +888,14 @@ class DynamoJobStore:
                     TransactItems=self._settle_items(job_id, sale_id, outcome, previous, reason, attempts, detail)
                 )
             except ClientError as exc:
-                if _transaction_cancelled(exc):
-                    continue
-                raise
+                if not _transaction_cancelled(exc):
+                    raise
+                if _cancelled_by_conflict(exc):
+                    _back_off(attempt)  # throttled or conflicting: the item is as it was, wait and write again
+                continue  # or the item moved (its condition failed): read it again
             return True
-        return False
+        # Never "already settled" when it is not: the caller fails, and its message or task is tried again.
+        raise SettleFailed(job_id, [sale_id])
 
     def settle_many(self, job: Job, settlements: list[Settlement]) -> int:
         # One transaction per 99 items plus the header, whose counts are the sums of the items it carries.
@@ -879,6 +906,7 @@ class DynamoJobStore:
         return sum(self._settle_chunk(job, unique[start : start + step]) for start in range(0, len(unique), step))
 
     def _settle_chunk(self, job: Job, chunk: list[Settlement]) -> int:
+        conflicts = 0
         while chunk:
             counts = Counter(s.outcome.value for s in chunk)
             items = [self._pending_item_put(job, s) for s in chunk]
@@ -896,9 +924,15 @@ class DynamoJobStore:
                     for s, why in zip(chunk, reasons, strict=False)
                     if why.get("Code") == "ConditionalCheckFailed"
                 }
-                if not done:  # cancelled for another cause (a conflicting write): one by one, each retried
-                    return sum(record_settlement(self, job.job_id, s, handed_over=False) for s in chunk)
                 chunk = [s for s in chunk if s.sale_id not in done]
+                if done:
+                    continue
+                # Throttled or conflicting: nothing was written; wait and write again, and fail the caller (its
+                # message comes back) rather than drop an outcome.
+                if conflicts + 1 >= SETTLE_TRIES:
+                    raise SettleFailed(job.job_id, [s.sale_id for s in chunk]) from exc
+                _back_off(conflicts)
+                conflicts += 1
         return 0
 
     def _settle_items(
