@@ -66,6 +66,16 @@ class Settlement(Model):
         )
 
 
+class SettleFailed(RuntimeError):
+    """Outcomes the store could not write after every try (throttling, conflicts). The caller must fail, so its SQS
+    message or state machine task runs again, rather than report them settled. The state machine retries it by
+    this name (statemachine/relink.asl.json)."""
+
+    def __init__(self, job_id: str, sale_ids: list[str]) -> None:
+        super().__init__(f"could not settle {len(sale_ids)} item(s) of job {job_id}: {', '.join(sale_ids[:10])}")
+        self.sale_ids = sale_ids
+
+
 class Job(Model):
     job_id: str
     connection_id: str

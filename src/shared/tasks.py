@@ -13,6 +13,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.identifiers import InvalidConnectionId, InvalidIdentifier
+
+# Retried by name in the ASL: a job item the task could not settle (running the task again is safe).
+from shared.jobs import SettleFailed as SettleFailed
 from shared.meli.errors import MeliError, MeliTransientError
 from shared.models import Reason, RecoveryResult
 from shared.recovery import ConnectionNotFound

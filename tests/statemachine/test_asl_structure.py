@@ -112,3 +112,12 @@ def test_at_most_three_relink_attempts() -> None:
     loop = STATES["AttemptsLeft"]["Choices"][0]
     assert loop["NumericLessThanPath"] == "$.config.max_attempts" and loop["Next"] == "WaitBeforeRelink"
     assert STATES["WaitBeforeRelink"]["Next"] == "Relink"
+
+
+@pytest.mark.parametrize("name", sorted(lambda_tasks()))
+def test_every_lambda_task_retries_an_outcome_it_could_not_settle(name: str) -> None:
+    """A job item the task could not write (SettleFailed, after the store's own tries) runs the task again rather
+    than falling to the catch-all (escalation); the task is idempotent, so running it again changes nothing else."""
+    retriers = [r for r in lambda_tasks()[name].get("Retry", []) if "SettleFailed" in r["ErrorEquals"]]
+    assert len(retriers) == 1 and retriers[0]["MaxAttempts"] >= 2
+    assert issubclass(tasks.SettleFailed, Exception)

@@ -19,7 +19,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from shared.jobs import Job, JobItem, Settlement
+from shared.jobs import Job, JobItem, SettleFailed, Settlement
 from shared.models import (
     Connection,
     ErrorEntry,
@@ -710,15 +710,6 @@ def _back_off(attempt: int) -> None:
 
 
 SETTLE_TRIES = 6  # DynamoDB does not retry a cancelled transaction itself; ~1.6 s of backoff at most
-
-
-class SettleFailed(RuntimeError):
-    """Outcomes that could not be written after every try (throttling, conflicts): the caller must fail, so its SQS
-    message or state machine task runs again, instead of reporting them settled."""
-
-    def __init__(self, job_id: str, sale_ids: list[str]) -> None:
-        super().__init__(f"could not settle {len(sale_ids)} item(s) of job {job_id}: {', '.join(sale_ids[:10])}")
-        self.sale_ids = sale_ids
 
 
 class DynamoJobStore:
