@@ -13,6 +13,7 @@ import random
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -67,6 +68,18 @@ def _from_dynamo(value: Any) -> Any:
 
 def _conditional_failed(exc: ClientError) -> bool:
     return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+def _applied(write: Callable[[], Any]) -> bool:
+    """Run a conditional write: True if it was applied, False if its condition did not hold (a lost race, a lease
+    held by someone else, an item already there). Any other error propagates."""
+    try:
+        write()
+    except ClientError as exc:
+        if _conditional_failed(exc):
+            return False
+        raise
+    return True
 
 
 def _batch_get(table: Any, keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -155,8 +168,8 @@ class DynamoSaleStore:
             except ClientError as exc:
                 if not _conditional_failed(exc):
                     raise
-        try:
-            self._table.update_item(
+        return _applied(
+            lambda: self._table.update_item(
                 Key={"connection_id": record.connection_id, "sale_id": record.sale_id},
                 UpdateExpression=(
                     "SET #record = :record, outcome = :outcome, attempts = :attempts, reflected_at = :now, "
@@ -172,11 +185,7 @@ class DynamoSaleStore:
                     ":now": now,
                 },
             )
-        except ClientError as exc:
-            if _conditional_failed(exc):
-                return False
-            raise
-        return True
+        )
 
     def set_outcome(
         self,
@@ -207,8 +216,8 @@ class DynamoSaleStore:
         if removes:
             expression += " REMOVE " + ", ".join(f"#{k}" for k in removes)
         names = {f"#{k}": k for k in [*sets, *removes]}
-        try:
-            self._table.update_item(
+        _applied(
+            lambda: self._table.update_item(
                 Key={"connection_id": connection_id, "sale_id": sale_id},
                 UpdateExpression=expression,
                 # A reflected sale keeps its outcome: nothing downgrades it.
@@ -216,9 +225,7 @@ class DynamoSaleStore:
                 ExpressionAttributeNames={**names, "#record": "record"},
                 ExpressionAttributeValues={f":{k}": _to_dynamo(v) for k, v in sets.items()},
             )
-        except ClientError as exc:
-            if not _conditional_failed(exc):
-                raise
+        )
 
     def set_execution(self, connection_id: str, sale_id: str, execution: ExecutionRef) -> None:
         self._table.update_item(
@@ -232,8 +239,8 @@ class DynamoSaleStore:
         )
 
     def claim_pending(self, connection_id: str, sale_id: str, *, owner: str, stale_before: datetime) -> bool:
-        try:
-            self._table.update_item(
+        return _applied(
+            lambda: self._table.update_item(
                 Key={"connection_id": connection_id, "sale_id": sale_id},
                 UpdateExpression="SET outcome = :pending, updated_at = :now, claimed_by = :owner REMOVE reason, detail",
                 ConditionExpression=(
@@ -252,15 +259,11 @@ class DynamoSaleStore:
                     ":owner": owner,
                 },
             )
-        except ClientError as exc:
-            if _conditional_failed(exc):
-                return False
-            raise
-        return True
+        )
 
     def release_pending(self, connection_id: str, sale_id: str, *, owner: str) -> None:
-        try:
-            self._table.delete_item(
+        _applied(
+            lambda: self._table.delete_item(
                 Key={"connection_id": connection_id, "sale_id": sale_id},
                 ConditionExpression=(
                     "claimed_by = :owner AND outcome = :pending AND attribute_not_exists(#record) "
@@ -269,9 +272,7 @@ class DynamoSaleStore:
                 ExpressionAttributeNames={"#record": "record"},
                 ExpressionAttributeValues={":owner": owner, ":pending": Outcome.PENDING.value},
             )
-        except ClientError as exc:
-            if not _conditional_failed(exc):
-                raise
+        )
 
 
 # --- Error list -------------------------------------------------------------------------------------------------------
@@ -306,18 +307,14 @@ class DynamoErrorStore:
         return {e.sale_id: e for e in map(self._entry, _sale_rows(self._table, connection_id, sale_ids))}
 
     def add_waiting_job(self, connection_id: str, sale_id: str, job_id: str) -> bool:
-        try:
-            self._table.update_item(
+        return _applied(
+            lambda: self._table.update_item(
                 Key={"connection_id": connection_id, "sale_id": sale_id},
                 UpdateExpression="ADD waiting_jobs :job",
-                ConditionExpression="attribute_exists(sale_id)",  # never a stub entry for a resolved sale
+                ConditionExpression="attribute_exists(sale_id)",  # a resolved sale's entry is not recreated
                 ExpressionAttributeValues={":job": {job_id}},
             )
-        except ClientError as exc:
-            if _conditional_failed(exc):
-                return False
-            raise
-        return True
+        )
 
     def put_if_absent(self, entry: ErrorEntry) -> bool:
         item = entry.model_dump(mode="json", exclude_none=True)
@@ -404,22 +401,19 @@ class DynamoErrorStore:
         """Exponential backoff from the attempts: the error sweep retries the entry once ``next_retry_at`` passed."""
         delay = retry_delay_seconds(entry.attempts, base_seconds=self._retry_base, max_seconds=self._retry_max)
         at = failed_at + timedelta(seconds=delay)
-        try:
-            self._table.update_item(
+        scheduled = _applied(
+            lambda: self._table.update_item(
                 Key={"connection_id": entry.connection_id, "sale_id": entry.sale_id},
                 UpdateExpression="SET next_retry_at = :at",
                 ConditionExpression="attempts = :attempts",  # a newer failure sets its own
                 ExpressionAttributeValues={":at": _iso(at), ":attempts": entry.attempts},
             )
-        except ClientError as exc:
-            if not _conditional_failed(exc):
-                raise
-            return entry
-        return entry.model_copy(update={"next_retry_at": at})
+        )
+        return entry.model_copy(update={"next_retry_at": at}) if scheduled else entry
 
     def claim_retry(self, connection_id: str, sale_id: str, *, now: datetime, until: datetime) -> bool:
-        try:
-            self._table.update_item(
+        return _applied(
+            lambda: self._table.update_item(
                 Key={"connection_id": connection_id, "sale_id": sale_id},
                 UpdateExpression="SET next_retry_at = :until",
                 ConditionExpression=(
@@ -427,11 +421,7 @@ class DynamoErrorStore:
                 ),
                 ExpressionAttributeValues={":until": _iso(until), ":now": _iso(now)},
             )
-        except ClientError as exc:
-            if _conditional_failed(exc):
-                return False
-            raise
-        return True
+        )
 
     def resolve(self, connection_id: str, sale_id: str) -> ErrorEntry | None:
         result = self._table.delete_item(
@@ -440,8 +430,8 @@ class DynamoErrorStore:
         return self._entry(result["Attributes"]) if result.get("Attributes") else None
 
     def claim_escalation(self, connection_id: str, sale_id: str, episode: str) -> bool:
-        try:
-            self._table.update_item(
+        return _applied(
+            lambda: self._table.update_item(
                 Key={"connection_id": connection_id, "sale_id": sale_id},
                 UpdateExpression="SET escalated = :true, escalated_at = :now",
                 ConditionExpression="episode = :episode AND (attribute_not_exists(escalated) OR escalated = :false)",
@@ -452,24 +442,18 @@ class DynamoErrorStore:
                     ":now": _now().isoformat(),
                 },
             )
-        except ClientError as exc:
-            if _conditional_failed(exc):
-                return False
-            raise
-        return True
+        )
 
     def release_escalation(self, connection_id: str, sale_id: str, episode: str) -> None:
         """Undo a claim whose page could not be sent, so the next try pages."""
-        try:
-            self._table.update_item(
+        _applied(
+            lambda: self._table.update_item(
                 Key={"connection_id": connection_id, "sale_id": sale_id},
                 UpdateExpression="SET escalated = :false REMOVE escalated_at",
                 ConditionExpression="episode = :episode",
                 ExpressionAttributeValues={":false": False, ":episode": episode},
             )
-        except ClientError as exc:
-            if not _conditional_failed(exc):
-                raise
+        )
 
     def list(
         self, connection_id: str, *, error_type: str | None = None, limit: int = 50, cursor: str | None = None
@@ -548,8 +532,8 @@ class DynamoConnectionStore:
 
     def acquire_refresh_lock(self, connection_id: str, owner: str, ttl_seconds: int) -> bool:
         now = _now()
-        try:
-            self._table.update_item(
+        return _applied(
+            lambda: self._table.update_item(
                 Key={"connection_id": connection_id},
                 UpdateExpression="SET refresh_lock_owner = :owner, refresh_lock_until = :until",
                 ConditionExpression=(
@@ -562,23 +546,17 @@ class DynamoConnectionStore:
                     ":now": now.isoformat(),
                 },
             )
-        except ClientError as exc:
-            if _conditional_failed(exc):
-                return False
-            raise
-        return True
+        )
 
     def release_refresh_lock(self, connection_id: str, owner: str) -> None:
-        try:
-            self._table.update_item(
+        _applied(
+            lambda: self._table.update_item(
                 Key={"connection_id": connection_id},
                 UpdateExpression="REMOVE refresh_lock_owner, refresh_lock_until",
                 ConditionExpression="refresh_lock_owner = :owner",
                 ExpressionAttributeValues={":owner": owner},
             )
-        except ClientError as exc:
-            if not _conditional_failed(exc):
-                raise
+        )
 
     def list_ids(self) -> list[str]:
         ids: list[str] = []
@@ -621,10 +599,11 @@ class DynamoConnectionStore:
         )
 
     def advance_reconcile_cursor(self, connection_id: str, owner: str, cursor: ReconcileCursor) -> bool:
-        if cursor.watermark is None:
+        watermark = cursor.watermark
+        if watermark is None:
             return False
-        try:
-            self._table.update_item(
+        return _applied(
+            lambda: self._table.update_item(
                 Key={"connection_id": connection_id},
                 UpdateExpression="SET reconcile_watermark = :wm, reconcile_offset = :off",
                 ConditionExpression=(
@@ -633,25 +612,19 @@ class DynamoConnectionStore:
                     "OR (reconcile_watermark = :wm AND (attribute_not_exists(reconcile_offset) "
                     "OR reconcile_offset <= :off)))"
                 ),
-                ExpressionAttributeValues={":owner": owner, ":wm": _iso(cursor.watermark), ":off": cursor.offset},
+                ExpressionAttributeValues={":owner": owner, ":wm": _iso(watermark), ":off": cursor.offset},
             )
-        except ClientError as exc:
-            if _conditional_failed(exc):
-                return False
-            raise
-        return True
+        )
 
     def release_reconcile_lease(self, connection_id: str, owner: str) -> None:
-        try:
-            self._table.update_item(
+        _applied(
+            lambda: self._table.update_item(
                 Key={"connection_id": connection_id},
                 UpdateExpression="REMOVE reconcile_lease_owner, reconcile_lease_until",
                 ConditionExpression="reconcile_lease_owner = :owner",
                 ExpressionAttributeValues={":owner": owner},
             )
-        except ClientError as exc:
-            if not _conditional_failed(exc):
-                raise
+        )
 
 
 # --- Identifier aliases -----------------------------------------------------------------------------------------------
@@ -793,7 +766,7 @@ class DynamoJobStore:
             answer = self._table.update_item(
                 Key={"job_id": job_id, "item_key": HEADER_KEY},
                 UpdateExpression="SET started_at = if_not_exists(started_at, :now)",
-                ConditionExpression="attribute_exists(job_id)",  # never a stub header for a job that is not there
+                ConditionExpression="attribute_exists(job_id)",  # no header is created for a job that is not there
                 ExpressionAttributeValues={":now": _now().isoformat()},
                 ReturnValues="ALL_NEW",
             )
