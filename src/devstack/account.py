@@ -102,6 +102,7 @@ def _seed(scenario: Scenario, env: dict[str, str], secrets: Any, prefix: str) ->
 
     build_service.cache_clear()
     try:
-        seed(scenario, build_service(Settings.from_env(env))._stores, secrets_client=secrets, secret_prefix=prefix)
+        service = build_service(Settings.from_env(env))
+        seed(scenario, service.stores, service.lifecycle, secrets_client=secrets, secret_prefix=prefix)
     finally:
         build_service.cache_clear()  # the callers build theirs from the environment they set

@@ -81,7 +81,7 @@ def reconcile_unnotified_sale(stack: EmbeddedStack, console: Console, *, timeout
     outcome = None
     while time.monotonic() < deadline:
         try:
-            state, _ = service.sale_state(connection_id, sale_id)
+            state, _ = service.views.sale_state(connection_id, sale_id)
         except LookupError:
             state = None
         outcome = state.outcome if state is not None else None

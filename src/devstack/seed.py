@@ -4,13 +4,16 @@ stores, through the same interfaces the product uses. The marketplace half of th
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from devstack.simulator.scenario import Scenario
 from shared.checks import check_products, listing_keys
 from shared.importer import build_record
+from shared.lifecycle import SaleLifecycle, moves
+from shared.lifecycle.change import Decision
+from shared.lifecycle.row import Snapshot
+from shared.lifecycle.table import Actor, State
 from shared.meli.models import MeliOrder, OAuthTokens
 from shared.meli.tokens import SecretsManagerTokenStore
 from shared.models import (
@@ -44,11 +47,14 @@ def _reason(error_type: str) -> Reason | None:
 def seed(
     scenario: Scenario,
     stores: Stores,
+    lifecycle: SaleLifecycle,
     *,
     secrets_client: Any,
     secret_prefix: str,
     now: datetime | None = None,
 ) -> None:
+    """The platform's state, written as the platform would: reflected sales and listed errors go through the sale
+    lifecycle like every other write of per-sale state (actor ``platform``)."""
     now = now or datetime.now(UTC)
     tokens = SecretsManagerTokenStore(secrets_client, secret_prefix)
     for conn in scenario.connections:
@@ -83,28 +89,47 @@ def seed(
             record = ReflectedSale(
                 connection_id=reflected.connection_id, sale_id=reflected.sale_id, imported_by=Trigger.SEED
             )
-        stores.sales.reflect(record, attempts=0)
+        _platform_write(
+            lifecycle,
+            record.connection_id,
+            record.sale_id,
+            lambda snap, r=record: moves.reflect(snap, Actor.PLATFORM, record=r, attempts=0, settled_by="platform"),
+        )
 
     for error in scenario.sale_errors:
         retryable = error.retryable if error.retryable is not None else _retryable(error.error_type)
         reason = _reason(error.error_type)
         listings = _blocking_listings(stores, error.connection_id, orders.get(error.sale_id), reason)
-        stores.errors.put_if_absent(
-            ErrorEntry(
-                connection_id=error.connection_id,
-                sale_id=error.sale_id,
-                error_type=error.error_type,
-                message=error.message,
-                retryable=retryable,
-                attempts=error.attempts,
-                first_seen=now,
-                last_seen=now,
-                history=[ErrorEvent(at=now, error_type=error.error_type, message=error.message, trigger=Trigger.SEED)],
-                episode=uuid.uuid4().hex,
-                reason=reason if not retryable else None,
-                listings=listings if not retryable else None,
-            )
+        entry = ErrorEntry(
+            connection_id=error.connection_id,
+            sale_id=error.sale_id,
+            error_type=error.error_type,
+            message=error.message,
+            retryable=retryable,
+            attempts=error.attempts,
+            first_seen=now,
+            last_seen=now,
+            history=[ErrorEvent(at=now, error_type=error.error_type, message=error.message, trigger=Trigger.SEED)],
+            reason=reason if not retryable else None,
+            listings=listings if not retryable else None,
         )
+        _platform_write(
+            lifecycle,
+            error.connection_id,
+            error.sale_id,
+            lambda snap, e=entry: moves.list_error(snap, Actor.PLATFORM, entry=e),
+        )
+
+
+def _platform_write(lifecycle: SaleLifecycle, connection_id: str, sale_id: str, move: Any) -> None:
+    """Write the platform's own state of a sale the service has not seen yet (a second listing of it is ignored)."""
+
+    def decide(snap: Snapshot) -> Decision[None]:
+        if snap.state is not State.NEVER_SEEN:
+            return Decision(None)
+        return Decision(None, move(snap))
+
+    lifecycle.run(connection_id, sale_id, decide)
 
 
 def _blocking_listings(

@@ -12,6 +12,7 @@ from typing import Any, Self
 from devstack import moto_fidelity
 from devstack.api_server import LocalApiServer
 from devstack.aws import LocalAws, SnsInbox
+from devstack.execution_events import ExecutionEventsDelivery
 from devstack.seed import seed
 from devstack.simulator.scenario import Scenario, load_scenario
 from devstack.simulator.server import MeliSimulator
@@ -29,6 +30,7 @@ class EmbeddedStack:
         scenario: Scenario | Path | str,
         *,
         relink_wait_seconds: int = 0,
+        relink_follow_seconds: int = 1,
         meli_timeout_seconds: float = 1.0,
         meli_max_tries: int = 3,
         timeout_hold_seconds: float = 3.0,
@@ -46,6 +48,7 @@ class EmbeddedStack:
             "RelinkWaitSeconds": str(relink_wait_seconds),
             "MeliTimeoutSeconds": str(meli_timeout_seconds),
             "MeliMaxTries": str(meli_max_tries),
+            "RelinkFollowSeconds": str(relink_follow_seconds),
             "LogLevel": log_level,
             # Stay under the simulated ML's quota with a margin, as production stays under ML's.
             "MeliRequestsPerSecond": str(round(0.9 * self.scenario.quota.requests_per_second, 3))
@@ -57,6 +60,7 @@ class EmbeddedStack:
         self.api: LocalApiServer | None = None
         self.inbox: SnsInbox | None = None
         self.poller: SqsPoller | None = None
+        self.execution_events: ExecutionEventsDelivery | None = None
         self._worker_concurrency = worker_concurrency
         self._poll_queues = poll_queues
 
@@ -80,14 +84,18 @@ class EmbeddedStack:
         self.aws.deploy({**self._parameters, "MeliApiUrl": self.meli.url})
         self.inbox = self.aws.help_desk_inbox("HelpDeskTopic")
         settings = self.settings()
+        service = self.service()
         seed(
             self.scenario,
-            self.service()._stores,
+            service.stores,
+            service.lifecycle,
             secrets_client=self.aws.client("secretsmanager"),
             secret_prefix=settings.meli_connection_secret_prefix,
         )
         if self._poll_queues:
             self.poller = SqsPoller(self.aws, concurrency=self._worker_concurrency).start()
+        # Step Functions status changes reach their EventBridge rule's function, as in the cloud.
+        self.execution_events = ExecutionEventsDelivery(self.aws).start()
         if self._api_port is not None:
             self.api = LocalApiServer(self.aws, port=self._api_port).start()
         return self
@@ -97,6 +105,8 @@ class EmbeddedStack:
             self.api.stop()
         if self.poller is not None:
             self.poller.stop()
+        if self.execution_events is not None:
+            self.execution_events.stop()
         self.aws.stop()
         self.meli.stop()
         for cache in (build_service, build_bulk_service, build_job_store):

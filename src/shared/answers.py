@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from shared.jobs import Job, JobItem, JobStatus, RejectedId
-from shared.models import ErrorEntry, Outcome, RecoveryResult, SaleState, VerificationReport
+from shared.models import ErrorEntry, Outcome, Reason, RecoveryResult, SaleState, VerificationReport
 
 
 def _public(model: type[BaseModel], name: str, doc: str, hidden: set[str], **extra: Any) -> type[BaseModel]:
@@ -28,11 +28,16 @@ RecoveryAnswer = _public(
 
 
 class RelinkAnswer(BaseModel):
-    """200: already in the platform (nothing started). 202: the relink state machine runs; follow ``status_url``."""
+    """202: the relink state machine runs (started now, or already running for this sale); follow ``status_url``.
+    200: nothing started: already in the platform, or the request's Idempotency-Key maps to an episode that is
+    settled (its outcome and reason)."""
 
     connection_id: str
     sale_id: str
     outcome: Outcome
+    reason: Reason | None = None
+    seller_action: str | None = None
+    episode: int | None = Field(default=None, description="The sale's episode the settled outcome belongs to")
     execution_id: str | None = Field(default=None, description="The state machine execution's ARN")
     execution_name: str | None = None
     status_url: str | None = None

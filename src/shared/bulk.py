@@ -5,12 +5,12 @@ each id, and says why each rejected one was rejected. ``BulkService.submit`` wri
 accepted ids in SQS messages of at most 50. ``BulkService.process`` is the worker's job for one message: for
 each id, verify, then resync or relink as the seed says; a relink that fails for a transient cause continues in
 the relink state machine with its attempt counted, so bulk and single requests obey the same three-attempt rule.
+Each sale's decision and write are the sale lifecycle's (``shared.usecases.bulk_sales``).
 """
 
 from __future__ import annotations
 
 import contextvars
-import hashlib
 import re
 import threading
 import uuid
@@ -22,11 +22,11 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from shared.identifiers import InvalidIdentifier, parse_identifier
 from shared.jobs import MESSAGE_SIZE, Job, JobItem, JobStore, RejectedId, Settlement
+from shared.lifecycle.row import Snapshot
 from shared.models import Outcome, Reason, RecoveryResult, Trigger
-from shared.recovery import KnownReads, RecoveryService
+from shared.recovery import RecoveryService
 from shared.stores.base import Page
 from shared.stores.memo import ProductLinkMemo
-from shared.workflow import RelinkWorkflow
 
 _SEPARATORS = re.compile(r"[,;\s]+")
 MAX_ID_TEXT = 64  # longer entries are junk; echoing them back in full would bloat the answer
@@ -200,19 +200,15 @@ class BulkService:
         recovery: RecoveryService,
         jobs: JobStore,
         queue: BulkQueue | None = None,
-        workflow: RelinkWorkflow | None = None,
         *,
         max_ids: int = 10_000,
         threads: int = 8,
-        max_attempts: int = 6,
     ) -> None:
         self._recovery = recovery
         self._jobs = jobs
         self._queue = queue
-        self._workflow = workflow
         self._max_ids = max_ids
         self._threads = max(1, threads)
-        self._max_attempts = max_attempts
 
     # --- submit (API) -----------------------------------------------------------------------------------------------
 
@@ -271,33 +267,27 @@ class BulkService:
     def process(self, message: BulkMessage) -> MessageReport:
         """Settle (or hand over) every id of one message. Safe to run again: settled ids are skipped.
 
-        What every id needs is read for the whole message first (sale states and error entries: one BatchGetItem
+        What every id needs is read for the whole message first (sale rows and error entries: one BatchGetItem
         each; product links once per listing), and outcomes are settled on the job in batches (one transaction
         per ``SETTLE_BATCH`` items): a healthy sale costs its one ML request and one write of its own."""
         header = self._jobs.mark_started(message.job_id)
         if header is None:
             raise UnknownJob(message.job_id)
         report = MessageReport(ids=len(message.sale_ids))
-        trigger = header.trigger
         known = self._jobs.get_items(message.job_id, message.sale_ids)
-        todo = [
-            sale_id
-            for sale_id in message.sale_ids
-            if sale_id in known  # an id the job never accepted is not this job's to settle
-            and known[sale_id].outcome in (Outcome.PENDING, Outcome.IN_PROGRESS)
-            and known[sale_id].execution_arn is None  # already continuing in the state machine
-            and not known[sale_id].deferred  # already waiting for a later sweep
-        ]
+        # An id the job never accepted is not this job's to settle; an item in progress waits on its sale already.
+        todo = [s for s in message.sale_ids if s in known and known[s].outcome is Outcome.PENDING]
+        waiting = [s for s in message.sale_ids if s in known and known[s].outcome is Outcome.IN_PROGRESS]
+        recovery = self._recovery
+        snapshots = recovery.lifecycle.read_many(message.connection_id, todo + waiting) if todo or waiting else {}
+        for sale_id in waiting:
+            self._start_if_claimed(snapshots[sale_id], known[sale_id])
         if todo:
-            stores = self._recovery.stores
-            states = stores.sales.get_many(message.connection_id, todo)
-            entries = stores.errors.get_many(message.connection_id, todo)
-            products = ProductLinkMemo(stores.products)
+            products = ProductLinkMemo(recovery.stores.products)
             settler = _Settler(self._jobs, header)
 
             def one(sale_id: str) -> None:
-                reads = KnownReads(state=states.get(sale_id), entry=entries.get(sale_id), products=products)
-                result = self._process_one(message, sale_id, reads, trigger)
+                result = recovery.bulk_sales.process(header, sale_id, snapshots[sale_id], products)
                 if result is not None:
                     settler.add(result)
                 else:
@@ -315,74 +305,11 @@ class BulkService:
         report.skipped = len(message.sale_ids) - len(todo)
         return report
 
-    def _process_one(
-        self, message: BulkMessage, sale_id: str, reads: KnownReads, trigger: Trigger = Trigger.API
-    ) -> RecoveryResult | None:
-        """One attempt per id, reading the order once: it verifies and imports in one go (seed steps 1-4).
-        Returns the terminal result to settle, or None when the sale continues elsewhere (recorded here)."""
-        connection_id, job_id = message.connection_id, message.job_id
-        if trigger is Trigger.SCHEDULE and reads.entry is not None:
-            # An automatic retry (error sweep, self-heal): backoff between sweeps, the help desk only when spent.
-            retried = self._recovery.retry_listed(
-                connection_id, sale_id, attempt_key=f"{job_id}#retry", max_attempts=self._max_attempts
-            )
-            if retried.outcome.terminal:
-                return retried
-            # The job waits for the sale's outcome, however it comes: noted on the entry before the item is
-            # deferred, so a crash in between leaves the item pending (done again), never deferred and forgotten.
-            if not self._recovery.stores.errors.add_waiting_job(connection_id, sale_id, job_id):
-                settled_meanwhile = self._recovery.stored_outcome(connection_id, sale_id)
-                if settled_meanwhile is not None:  # it left the list since the retry: its outcome is the answer
-                    return settled_meanwhile
-            entry = self._recovery.stores.errors.get(connection_id, sale_id)
-            self._jobs.defer(
-                job_id,
-                sale_id,
-                attempts=retried.attempts,
-                retry_at=entry.next_retry_at if entry is not None else None,
-                detail=f"Still failing ({retried.error_type}); the error sweep retries it after its backoff.",
-            )
-            return None
-        if reads.entry is not None:
-            # Seed step 3: resync a listed sale; still failing -> the help desk.
-            return self._recovery.resync(
-                connection_id,
-                sale_id,
-                trigger=Trigger.BULK,
-                attempt_key=f"{job_id}#resync",
-                require_listed=False,
-                known=reads,
-            )
-        result = self._recovery.relink_attempt(
-            connection_id,
-            sale_id,
-            attempt=1,
-            trigger=Trigger.SCHEDULE if trigger is Trigger.SCHEDULE else Trigger.BULK,
-            attempt_key=f"{job_id}#relink#1",
-            known=reads,
-        )
-        if result.outcome.terminal:
-            return result
-        if result.retryable:
-            self._hand_over(message, sale_id, attempts=1)
-            return None
-        return self._recovery.escalate(
-            connection_id, sale_id, reason=Reason.MARKETPLACE_REFUSED, attempts=1, last_error=result.detail
-        )
-
-    def _hand_over(self, message: BulkMessage, sale_id: str, *, attempts: int) -> None:
-        if self._workflow is None:
-            raise RuntimeError("no relink workflow configured")
-        # Deterministic per job and sale: a redelivered message finds the same execution instead of a second one.
-        digest = hashlib.sha256(f"{message.job_id}|{sale_id}".encode()).hexdigest()[:20]
-        ref = self._workflow.start(
-            f"bulk-{sale_id}-{digest}",
-            {
-                "connection_id": message.connection_id,
-                "sale_id": sale_id,
-                "attempts": attempts,
-                "job_id": message.job_id,
-            },
-        )
-        self._jobs.hand_over(message.job_id, sale_id, ref.execution_arn, attempts)
-        self._recovery.track_execution(message.connection_id, sale_id, ref)
+    def _start_if_claimed(self, snapshot: Snapshot, item: JobItem) -> None:
+        """A redelivered message whose earlier delivery claimed an execution and died before starting it."""
+        execution = snapshot.row.latest_execution
+        if item.execution_arn is None or execution is None or execution.execution_arn != item.execution_arn:
+            return
+        workflow = self._recovery.workflow
+        if snapshot.owned_by(execution.name) and workflow is not None:
+            workflow.ensure_started(snapshot.connection_id, snapshot.sale_id, execution)

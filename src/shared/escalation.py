@@ -24,10 +24,13 @@ class EscalationMessage(BaseModel):
     error_type: str
     last_error: str
     first_seen: datetime
-    episode: str
+    episode: int
     history: list[ErrorEvent]
     execution_id: str | None = None
     escalated_at: datetime = Field(default_factory=utc_now)
+    # One page per sale and episode; a help-desk tool that sees the same key twice (the page was sent, and the
+    # process died before recording it) can drop the second.
+    dedup_key: str = ""
 
 
 class HelpDeskNotifier(Protocol):
@@ -50,6 +53,7 @@ class SnsHelpDeskNotifier:
             MessageAttributes={
                 "connection_id": {"DataType": "String", "StringValue": message.connection_id},
                 "reason": {"DataType": "String", "StringValue": message.reason.value},
+                "dedup_key": {"DataType": "String", "StringValue": message.dedup_key},
             },
         )
         # One per page actually sent (whichever path escalated: state machine, API resync, bulk, schedules); the

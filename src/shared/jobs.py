@@ -3,7 +3,9 @@
 Every accepted id has an item from the moment the job is accepted (outcome ``pending``), so nothing accepted can
 be lost silently: an id that never settles stays visible. Settling an item is a transaction that moves the
 item to its terminal outcome only if it was not terminal yet, and counts it on the header in the same write:
-a duplicate SQS delivery or a retried task cannot count an id twice.
+a duplicate SQS delivery or a retried task cannot count an id twice. An item whose sale continues elsewhere (a
+relink execution, a later sweep) waits on the sale: the sale lifecycle (``shared.lifecycle``) moves it to
+``in_progress`` and settles it in the same write that settles the sale.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ class JobItem(Model):
     reason: Reason | None = None
     attempts: int = 0
     detail: str | None = None
-    execution_arn: str | None = None
+    execution_arn: str | None = None  # the relink execution the item waits for (it settles the item)
+    episode: int | None = None  # the sale's episode whose outcome the item carries
     # A schedule's retry that failed transiently: the sale stays in the error list and a later sweep retries it.
     deferred: bool = False
     retry_at: datetime | None = None
@@ -54,6 +57,7 @@ class Settlement(Model):
     reason: Reason | None = None
     attempts: int = 0
     detail: str | None = None
+    episode: int | None = None
 
     @classmethod
     def of(cls, result: RecoveryResult) -> Settlement:
@@ -63,17 +67,8 @@ class Settlement(Model):
             reason=result.reason,
             attempts=result.attempts,
             detail=result.seller_action or result.detail,
+            episode=result.episode,
         )
-
-
-class SettleFailed(RuntimeError):
-    """Outcomes the store could not write after every try (throttling, conflicts). The caller must fail, so its SQS
-    message or state machine task runs again, rather than report them settled. The state machine retries it by
-    this name (statemachine/relink.asl.json)."""
-
-    def __init__(self, job_id: str, sale_ids: list[str]) -> None:
-        super().__init__(f"could not settle {len(sale_ids)} item(s) of job {job_id}: {', '.join(sale_ids[:10])}")
-        self.sale_ids = sale_ids
 
 
 class Job(Model):
@@ -95,7 +90,8 @@ class Job(Model):
     def status(self) -> JobStatus:
         if self.settled >= self.accepted:
             return JobStatus.COMPLETED
-        return JobStatus.IN_PROGRESS if self.started_at or self.settled else JobStatus.PENDING
+        started = self.started_at or self.settled or self.handed_over
+        return JobStatus.IN_PROGRESS if started else JobStatus.PENDING
 
     def all_counts(self) -> dict[str, int]:
         """Every outcome, terminal or not, adding up to the accepted ids."""
@@ -123,45 +119,13 @@ class JobStore(Protocol):
         """Note that work on the job began (the first time only) and return its header; None if no such job."""
         ...
 
-    def hand_over(self, job_id: str, sale_id: str, execution_arn: str, attempts: int) -> None:
-        """The item continues in a relink state machine execution (not terminal yet)."""
-        ...
-
-    def defer(self, job_id: str, sale_id: str, *, attempts: int, retry_at: datetime | None, detail: str) -> None:
-        """The item continues in a later error sweep (a schedule's retry failed transiently; not terminal yet)."""
-        ...
-
-    def settle(
-        self,
-        job_id: str,
-        sale_id: str,
-        outcome: Outcome,
-        *,
-        reason: Reason | None = None,
-        attempts: int = 0,
-        detail: str | None = None,
-        handed_over: bool | None = None,
-    ) -> bool:
-        """Record the item's terminal outcome once. False if it was already terminal (nothing changed).
-        ``handed_over`` says whether the item went to the state machine (saves a read when known)."""
-        ...
-
     def settle_many(self, job: Job, settlements: list[Settlement]) -> int:
         """Record the terminal outcomes of items the worker has not handed over, in as few writes as the store
         allows (header counts summed). Items already terminal or handed over are left alone; returns how many
         were settled by this call."""
         ...
 
-
-def settle_result(jobs: JobStore, job_id: str, result: RecoveryResult, *, handed_over: bool) -> bool:
-    """Record a recovery result on its job item (the worker: not handed over; the state machine: handed over)."""
-    settlement = Settlement.of(result)
-    return jobs.settle(
-        job_id,
-        settlement.sale_id,
-        settlement.outcome,
-        reason=settlement.reason,
-        attempts=settlement.attempts,
-        detail=settlement.detail,
-        handed_over=handed_over,
-    )
+    def has_open_item(self, connection_id: str, sale_id: str, *, updated_after: datetime) -> bool:
+        """Whether some job holds the sale in a pending or in-progress item written after ``updated_after``
+        (reconciliation does not queue a sale a job already holds; an older open item belongs to a stuck job)."""
+        ...

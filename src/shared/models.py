@@ -48,6 +48,7 @@ class Reason(StrEnum):
     RESYNC_FAILED = "resync_failed"
     MARKETPLACE_REFUSED = "marketplace_refused"
     UNEXPECTED_ERROR = "unexpected_error"
+    EXECUTION_FAILED = "execution_failed"
 
 
 # What the seller must do for each blocking reason; shown in every answer that carries the reason.
@@ -64,6 +65,7 @@ SELLER_ACTIONS: dict[Reason, str] = {
     Reason.RESYNC_FAILED: "The resync failed again; the help desk has been notified.",
     Reason.MARKETPLACE_REFUSED: "Mercado Libre refused the request; the help desk has been notified.",
     Reason.UNEXPECTED_ERROR: "An unexpected error stopped the recovery; the help desk has been notified.",
+    Reason.EXECUTION_FAILED: "The relink execution stopped before an outcome; the help desk has been notified.",
 }
 
 # Reasons that only the seller (or ML) can clear. A sale blocked by one of them is never escalated.
@@ -240,16 +242,17 @@ class ErrorEntry(Model):
     last_seen: datetime = Field(default_factory=utc_now)
     next_retry_at: datetime | None = None
     history: list[ErrorEvent] = Field(default_factory=list)
-    # A failure episode starts when the entry is opened; escalation happens at most once per episode.
-    episode: str
+    # The sale's episode when the entry was last written (0: the platform listed it before the service saw it).
+    # Escalation happens at most once per episode, and a rerun starts a new one.
+    episode: int = 0
     escalated: bool = False
     escalated_at: datetime | None = None
     reason: Reason | None = None
     # The listings that blocked the sale (product_not_found / inactive / not_synced): self-heal watches them.
     listings: list[ListingRef] | None = None
-    # Jobs whose item for this sale waits for it (a sweep's retry that failed again, deferred to a later sweep):
-    # they are settled with the sale's outcome whenever and however it comes. Internal: not in API answers.
-    waiting_jobs: list[str] = Field(default_factory=list, exclude=True)
+    # The latest attempts that wrote here (execution#attempt, job#relink, ...): a retried task writes nothing twice.
+    # Internal: not in API answers; bounded like the history.
+    attempt_keys: list[str] = Field(default_factory=list, exclude=True)
 
 
 class ExecutionRef(Model):
@@ -257,6 +260,8 @@ class ExecutionRef(Model):
     name: str
     started_at: datetime = Field(default_factory=utc_now)
     status: str = "RUNNING"
+    episode: int | None = None  # the sale's episode this execution owns (None: not known, e.g. a console run)
+    start_attempts: int = 0  # relink attempts already spent when it started (a bulk hand-over: 1)
 
 
 class SaleState(Model):
@@ -271,6 +276,7 @@ class SaleState(Model):
     sale_ids: list[str] | None = None  # what a non-sale identifier holds, or the sales of a cart's pack
     pack_id: str | None = None  # a cart sale's pack
     attempts: int = 0
+    episode: int = 0  # 1 for the first request about the sale; every rerun of a settled sale adds one
     updated_at: datetime = Field(default_factory=utc_now)
     latest_execution: ExecutionRef | None = None
     record: ReflectedSale | None = None
@@ -343,6 +349,7 @@ class RecoveryResult(Model):
     attempts: int = 0
     retryable: bool = False
     error_type: str | None = None
+    episode: int | None = None  # the sale's episode this outcome belongs to
     record: ReflectedSale | None = None
 
     def to_output(self) -> dict[str, Any]:

@@ -6,8 +6,11 @@
   Entries blocked by the sale itself (cancelled, unpaid, cart, ...) are left alone: the seller must act.
 - **Reconciliation**: pages through ML's ``orders/search`` (status paid, ``order.date_last_updated`` in hour
   slices) for each connection's seller and relinks, through the bulk path, every paid sale the platform has not
-  reflected, not listed and not settled. A per-connection lease keeps two runs apart, a per-sale claim enqueues a
-  sale once, and a per-connection cursor (watermark + offset) on the connection's row makes runs resumable.
+  reflected, not listed and not settled. A per-connection lease keeps two runs apart, a sale that a job already
+  holds (an open item, found through the jobs table's open-items index) is not queued again, and a per-connection
+  cursor (watermark + offset) on the connection's row makes runs resumable.
+- **Reaper** (first, in every sweep): sales whose owner's execution ended or never started, and escalations whose
+  page is still due (``shared.usecases.reaper``).
 
 The handlers parse the event; this module takes and returns models.
 """
@@ -25,8 +28,13 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from shared.bulk import BulkService
 from shared.checks import PAID_STATUSES, check_not_cancelled
 from shared.identifiers import validate_connection_id
+from shared.jobs import JobStore
+from shared.lifecycle import moves
+from shared.lifecycle.change import Decision
+from shared.lifecycle.row import Snapshot
+from shared.lifecycle.table import TABLE, Actor, State, Transition
 from shared.meli.models import MeliOrder
-from shared.models import Connection, ErrorEntry, Outcome, Reason, Trigger
+from shared.models import Connection, ErrorEntry, Reason, Trigger
 from shared.observability import record_schedule_run
 from shared.recovery import WAITING_FOR_PRODUCT, RecoveryService
 from shared.settings import Settings
@@ -34,7 +42,8 @@ from shared.stores.base import ReconcileCursor
 
 HOUR = timedelta(hours=1)
 PAGE_SIZE = 50  # ML's documented default and the most clients use (reference/meli-api.md §2)
-RUNNING_GRACE = timedelta(hours=2)  # a sale in progress elsewhere (a relink execution) is left to it this long
+# Settled for reasons ML may take back (it was unpaid, or ML did not know it yet): reconciliation queues it again.
+REQUEUE_REASONS = frozenset({Reason.PAYMENT_NOT_VERIFIED, Reason.SALE_NOT_FOUND})
 
 
 class InvalidScheduleInput(ValueError):
@@ -146,6 +155,7 @@ class RunSummary(BaseModel):
     skipped: int = 0
     escalated: int = 0
     healed: int = 0  # of ``enqueued``: sales blocked by a product that is now active and synced
+    reaped: int = 0  # sales the reaper looked at: an owner that ended or never started, a page still due
     job_id: str | None = None
     messages: int = 0
     sale_ids: list[str] = Field(default_factory=list)
@@ -177,15 +187,18 @@ class ScheduleService:
         self,
         recovery: RecoveryService,
         bulk: BulkService,
+        jobs: JobStore,
         settings: Settings,
         *,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self._recovery = recovery
         self._stores = recovery.stores
+        self._lifecycle = recovery.lifecycle
         self._bulk = bulk
+        self._jobs = jobs
         self._settings = settings
-        self._now = clock
+        self._now = clock or recovery.lifecycle.now
 
     def connection_ids(self, request: ScheduleRequest) -> list[str]:
         if request.connection_id is not None:
@@ -211,8 +224,12 @@ class ScheduleService:
 
     def _sweep_one(self, connection_id: str) -> RunSummary:
         settings, errors = self._settings, self._stores.errors
-        now = self._now()
         summary = RunSummary(schedule="error_sweep", connection_id=connection_id)
+        # The reaper first: owners that ended or never started, pages still due.
+        for sale_id in self._lifecycle.due(connection_id):
+            self._recovery.reaper.reap(connection_id, sale_id)
+            summary.reaped += 1
+        now = self._now()
         due: list[ErrorEntry] = []
         waiting: list[ErrorEntry] = []
         cursor: str | None = None
@@ -223,19 +240,10 @@ class ScheduleService:
                 if entry.escalated:
                     summary.skipped += 1  # the help desk has it
                 elif entry.retryable and entry.attempts >= settings.error_max_attempts:
-                    self._recovery.escalate(
-                        connection_id,
-                        entry.sale_id,
-                        reason=Reason.RETRIES_EXHAUSTED,
-                        attempts=entry.attempts,
-                        last_error=entry.message,
-                    )
-                    summary.escalated += 1
+                    summary.escalated += self._escalate_spent(entry)
                 elif entry.retryable:
-                    if (entry.next_retry_at is not None and entry.next_retry_at > now) or self._running(
-                        connection_id, entry.sale_id, now
-                    ):
-                        summary.skipped += 1  # backoff not elapsed, or a relink execution has it
+                    if entry.next_retry_at is not None and entry.next_retry_at > now:
+                        summary.skipped += 1  # backoff not elapsed
                     else:
                         due.append(entry)
                 elif entry.reason in WAITING_FOR_PRODUCT and entry.listings:
@@ -249,7 +257,7 @@ class ScheduleService:
         summary.skipped += len(waiting) - len(healable)
         claim_until = now + timedelta(seconds=settings.sweep_claim_seconds)
         chosen = (due + healable)[: settings.sweep_max_ids]
-        claimed = [e for e in chosen if errors.claim_retry(connection_id, e.sale_id, now=now, until=claim_until)]
+        claimed = [e for e in chosen if self._claim_retry(connection_id, e.sale_id, now, claim_until)]
         summary.skipped += len(due) + len(healable) - len(claimed)
         if claimed:
             job = self._bulk.submit_ids(connection_id, [e.sale_id for e in claimed], trigger=Trigger.SCHEDULE)
@@ -259,11 +267,46 @@ class ScheduleService:
             summary.healed = sum(1 for e in claimed if not e.retryable)
         return summary
 
-    def _running(self, connection_id: str, sale_id: str, now: datetime) -> bool:
-        state = self._stores.sales.get(connection_id, sale_id)
-        return bool(
-            state is not None and state.outcome is Outcome.IN_PROGRESS and state.updated_at > now - RUNNING_GRACE
+    def _escalate_spent(self, entry: ErrorEntry) -> int:
+        """Retries spent: the help desk, once, unless a live owner works on the sale or it moved meanwhile."""
+        now = self._now()
+        max_attempts = self._settings.error_max_attempts
+
+        def spent(snap: Snapshot) -> bool:
+            current = snap.entry
+            return (
+                current is not None
+                and current.retryable
+                and not current.escalated
+                and current.attempts >= max_attempts
+                and not snap.owner_live(now)
+            )
+
+        answer = self._recovery.escalations.escalate(
+            entry.connection_id,
+            entry.sale_id,
+            actor=Actor.SWEEP,
+            reason=Reason.RETRIES_EXHAUSTED,
+            attempts=entry.attempts,
+            settled_by="sweep",
+            may_escalate=spent,
         )
+        return int(answer.reason is Reason.RETRIES_EXHAUSTED)
+
+    def _claim_retry(self, connection_id: str, sale_id: str, now: datetime, until: datetime) -> bool:
+        """Claim a due entry for a retry: its next retry moves to ``until``, so one sweep queues it once."""
+        sources = TABLE[Transition.SCHEDULE_RETRY].sources
+
+        def decide(snap: Snapshot) -> Decision[bool]:
+            entry = snap.entry
+            if entry is None or entry.escalated or snap.reflected or snap.state not in sources:
+                return Decision(False)
+            if entry.next_retry_at is not None and entry.next_retry_at > now:
+                return Decision(False)  # not due (another sweep claimed it, or its backoff has not elapsed)
+            return Decision(True, moves.schedule_retry(snap, Actor.SWEEP, until=until))
+
+        _, claimed = self._lifecycle.run(connection_id, sale_id, decide)
+        return claimed
 
     def _healable(self, connection_id: str, entries: list[ErrorEntry]) -> list[ErrorEntry]:
         """Entries every blocking listing of which is now linked to an active, synced product."""
@@ -335,47 +378,42 @@ class ScheduleService:
         seen: set[str] = set()
         claimed: list[str] = []
         stopped: tuple[datetime, int] | None = None
-        try:
-            for slot in [*primary, *overlap]:
-                offset = resume.get(slot, 0)
-                while True:
-                    if (
-                        summary.pages >= settings.reconcile_max_pages
-                        or len(claimed) >= settings.reconcile_max_ids
-                        or time.monotonic() > deadline
-                    ):
-                        stopped = (slot, offset)
-                        break
-                    page = client.search_orders(
-                        seller_id=connection.seller_id,
-                        status="paid",
-                        updated_from=slot,
-                        updated_to=slot + HOUR,  # overlaps the next slot: a superset, whatever ML rounds to
-                        offset=offset,
-                        limit=PAGE_SIZE,
-                    )
-                    summary.pages += 1
-                    full = True
-                    for order in page.results:
-                        if len(claimed) >= settings.reconcile_max_ids:
-                            full = False  # the rest of this page is read again next run (claims skip the done)
-                            break
-                        self._consider(connection_id, order, owner, stale, seen, claimed, summary)
-                    if not full:
-                        stopped = (slot, offset)
-                        break
-                    offset += len(page.results)
-                    if not page.results or offset >= page.paging.total:
-                        break
-                if stopped is not None:
+        for slot in [*primary, *overlap]:
+            offset = resume.get(slot, 0)
+            while True:
+                if (
+                    summary.pages >= settings.reconcile_max_pages
+                    or len(claimed) >= settings.reconcile_max_ids
+                    or time.monotonic() > deadline
+                ):
+                    stopped = (slot, offset)
                     break
-            if claimed:
-                job = self._bulk.submit_ids(connection_id, claimed, trigger=Trigger.SCHEDULE)
-                summary.job_id, summary.messages = job.job_id, job.messages
-        except BaseException:
-            for sale_id in claimed:  # not queued: let the next run claim them again
-                stores.sales.release_pending(connection_id, sale_id, owner=owner)
-            raise
+                page = client.search_orders(
+                    seller_id=connection.seller_id,
+                    status="paid",
+                    updated_from=slot,
+                    updated_to=slot + HOUR,  # overlaps the next slot: a superset, whatever ML rounds to
+                    offset=offset,
+                    limit=PAGE_SIZE,
+                )
+                summary.pages += 1
+                full = True
+                for order in page.results:
+                    if len(claimed) >= settings.reconcile_max_ids:
+                        full = False  # the rest of this page is read again next run (claims skip the done)
+                        break
+                    self._consider(connection_id, order, stale, seen, claimed, summary)
+                if not full:
+                    stopped = (slot, offset)
+                    break
+                offset += len(page.results)
+                if not page.results or offset >= page.paging.total:
+                    break
+            if stopped is not None:
+                break
+        if claimed:
+            job = self._bulk.submit_ids(connection_id, claimed, trigger=Trigger.SCHEDULE)
+            summary.job_id, summary.messages = job.job_id, job.messages
         summary.enqueued = len(claimed)
         summary.sale_ids = claimed
         summary.skipped = summary.found - summary.enqueued
@@ -396,7 +434,6 @@ class ScheduleService:
         self,
         connection_id: str,
         order: MeliOrder,
-        owner: str,
         stale: datetime,
         seen: set[str],
         claimed: list[str],
@@ -409,10 +446,17 @@ class ScheduleService:
         if order.status not in PAID_STATUSES or not check_not_cancelled(order).ok:
             return  # ML filters these for sellers; never relink one that slipped through
         summary.found += 1
-        if self._stores.errors.get(connection_id, sale_id) is not None:
+        snap = self._lifecycle.read(connection_id, sale_id)
+        if snap.entry is not None:
             return  # the error sweep owns listed sales
-        if self._stores.sales.claim_pending(connection_id, sale_id, owner=owner, stale_before=stale):
-            claimed.append(sale_id)
+        state = snap.state
+        if state is State.REFLECTED or snap.owner_live(self._now()) or state is State.ESCALATED:
+            return  # reflected, being worked on, or with the help desk
+        if state is State.NOT_REFLECTABLE and snap.row.reason not in REQUEUE_REASONS:
+            return  # blocked by the sale itself: the seller must act
+        if self._jobs.has_open_item(connection_id, sale_id, updated_after=stale):
+            return  # a job holds it already (a bulk request, an earlier run): queued once
+        claimed.append(sale_id)
 
 
 def finish_run(schedule: str, summaries: list[Any]) -> dict[str, Any]:

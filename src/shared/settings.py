@@ -43,6 +43,12 @@ class Settings(BaseModel):
     reconcile_max_ids: int = Field(default=1_000, ge=1)
     reconcile_max_seconds: float = Field(default=240.0, gt=0)
     reconcile_claim_seconds: int = Field(default=3_600, ge=60)
+    # The sale lifecycle: how long an execution owns a sale (the state machine's TimeoutSeconds, 4 h, plus a
+    # margin; tests/statemachine checks it covers the ASL's), when the reaper checks a claimed execution started,
+    # and when it sends a page that could not be sent at once.
+    execution_lease_seconds: int = Field(default=14_400 + 300, ge=60)
+    start_check_seconds: int = Field(default=300, ge=1)
+    page_retry_seconds: int = Field(default=300, ge=1)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

@@ -12,14 +12,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from shared.errors import ConnectionNotFound
 from shared.identifiers import InvalidConnectionId, InvalidIdentifier
-
-# Retried by name in the ASL: a job item the task could not settle (running the task again is safe).
-from shared.jobs import SettleFailed as SettleFailed
 from shared.meli.errors import MeliError, MeliTransientError
-from shared.models import Reason, RecoveryResult
-from shared.recovery import ConnectionNotFound
-from shared.settings import Settings
+from shared.models import Reason
+
+# Retried by name in the ASL: a write the stores could not make after their own tries (running the task again is
+# safe: every task decides again from the sale as it is).
+from shared.stores.base import StateWriteFailed as StateWriteFailed
 
 
 class MarketplaceUnavailable(Exception):
@@ -49,18 +49,11 @@ class TaskInput(BaseModel):
 
     connection_id: str = Field(min_length=1, max_length=64)
     sale_id: str = Field(min_length=1, max_length=64)
+    execution_id: str = Field(min_length=1, max_length=256)  # the execution's ARN ($$.Execution.Id)
     attempts: int = Field(default=0, ge=0, le=100)
     attempt: int | None = Field(default=None, ge=1, le=100)
-    execution_id: str | None = None
     reason: Reason | None = None
     last_error: dict[str, Any] | None = None
-    job_id: str | None = None  # set when a bulk job handed the sale over; the outcome goes back to its ledger
-
-    @property
-    def last_error_text(self) -> str | None:
-        if not self.last_error:
-            return None
-        return f"{self.last_error.get('Error', '')}: {self.last_error.get('Cause', '')}".strip(": ")
 
 
 def parse_task(event: Any) -> TaskInput:
@@ -81,13 +74,3 @@ def workflow_errors() -> Iterator[None]:
         raise MarketplaceUnavailable(str(exc)) from exc
     except MeliError as exc:
         raise EscalationRequired(str(exc)) from exc
-
-
-def report_to_job(task: TaskInput, result: RecoveryResult) -> None:
-    """A sale handed over by a bulk job settles its job item when the state machine reaches its outcome."""
-    if not task.job_id or not result.outcome.terminal:
-        return
-    from shared.jobs import settle_result
-    from shared.wiring import build_job_store
-
-    settle_result(build_job_store(Settings.from_env()), task.job_id, result, handed_over=True)

@@ -71,27 +71,34 @@ def _boto3_client(service: str) -> Any:
 
 @lru_cache(maxsize=8)
 def build_service(settings: Settings, *, notifier: bool = False, workflow: bool = False) -> RecoveryService:
+    from datetime import timedelta
+
     import boto3
 
-    from shared.stores.dynamodb import (
-        DynamoAliasStore,
-        DynamoConnectionStore,
-        DynamoErrorStore,
-        DynamoProductStore,
-        DynamoSaleStore,
-    )
+    from shared.lifecycle import SaleLifecycle, Timing
+    from shared.lifecycle.dynamo import DynamoLifecycleStore
+    from shared.stores.aliases import DynamoAliasStore
+    from shared.stores.connections import DynamoConnectionStore
+    from shared.stores.errors import DynamoErrorStore
+    from shared.stores.products import DynamoProductStore
 
     dynamodb = boto3.resource("dynamodb")  # every operation reads the tables: no point deferring it
+    errors_table = dynamodb.Table(settings.sale_errors_table)
     stores = Stores(
-        sales=DynamoSaleStore(dynamodb.Table(settings.sales_table)),
-        errors=DynamoErrorStore(
-            dynamodb.Table(settings.sale_errors_table),
-            retry_base_seconds=settings.error_retry_base_seconds,
-            retry_max_seconds=settings.error_retry_max_seconds,
-        ),
+        errors=DynamoErrorStore(errors_table),
         products=DynamoProductStore(dynamodb.Table(settings.product_links_table)),
         connections=DynamoConnectionStore(dynamodb.Table(settings.connections_table)),
         aliases=DynamoAliasStore(dynamodb.Table(settings.identifier_aliases_table)),
+    )
+    lifecycle = SaleLifecycle(
+        DynamoLifecycleStore(dynamodb.Table(settings.sales_table), errors_table, settings.jobs_table),
+        Timing(
+            execution_lease=timedelta(seconds=settings.execution_lease_seconds),
+            start_check=timedelta(seconds=settings.start_check_seconds),
+            page_retry=timedelta(seconds=settings.page_retry_seconds),
+            retry_base=timedelta(seconds=settings.error_retry_base_seconds),
+            retry_max=timedelta(seconds=settings.error_retry_max_seconds),
+        ),
     )
 
     def marketplace() -> MarketplaceClientFactory:
@@ -121,7 +128,15 @@ def build_service(settings: Settings, *, notifier: bool = False, workflow: bool 
         from shared.workflow import StepFunctionsRelinkWorkflow
 
         relink = StepFunctionsRelinkWorkflow(_LazyClient("stepfunctions"), settings.relink_state_machine_arn)
-    return RecoveryService(stores, _LazyMarketplace(marketplace), help_desk, relink, jobs=build_job_store(settings))
+    return RecoveryService(
+        stores,
+        lifecycle,
+        _LazyMarketplace(marketplace),
+        help_desk,
+        relink,
+        jobs=build_job_store(settings),
+        max_attempts=settings.error_max_attempts,
+    )
 
 
 @lru_cache(maxsize=8)
@@ -130,7 +145,6 @@ def build_bulk_service(settings: Settings, *, queue: bool = False) -> BulkServic
     import boto3
 
     from shared.bulk import BulkService
-    from shared.workflow import StepFunctionsRelinkWorkflow
 
     recovery = build_service(settings, notifier=True, workflow=bool(settings.relink_state_machine_arn))
     sqs_queue = None
@@ -138,19 +152,12 @@ def build_bulk_service(settings: Settings, *, queue: bool = False) -> BulkServic
         from shared.queue import SqsBulkQueue
 
         sqs_queue = SqsBulkQueue(boto3.client("sqs"), settings.bulk_queue_url)
-    workflow = (
-        StepFunctionsRelinkWorkflow(boto3.client("stepfunctions"), settings.relink_state_machine_arn)
-        if settings.relink_state_machine_arn
-        else None
-    )
     return BulkService(
         recovery,
         build_job_store(settings),
         sqs_queue,
-        workflow,
         max_ids=settings.bulk_max_ids,
         threads=settings.bulk_worker_threads,
-        max_attempts=settings.error_max_attempts,
     )
 
 
@@ -161,13 +168,13 @@ def build_schedule_service(settings: Settings) -> ScheduleService:
 
     bulk = build_bulk_service(settings, queue=True)
     recovery = build_service(settings, notifier=True, workflow=bool(settings.relink_state_machine_arn))
-    return ScheduleService(recovery, bulk, settings)
+    return ScheduleService(recovery, bulk, build_job_store(settings), settings)
 
 
 @lru_cache(maxsize=8)
 def build_job_store(settings: Settings) -> JobStore:
     import boto3
 
-    from shared.stores.dynamodb import DynamoJobStore
+    from shared.stores.jobs import DynamoJobStore
 
     return DynamoJobStore(boto3.resource("dynamodb").Table(settings.jobs_table))

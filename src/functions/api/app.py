@@ -40,13 +40,14 @@ from shared.answers import (
     documented,
 )
 from shared.bulk import BulkService, NoSaleIds, NoValidSaleIds, TooManyIds
+from shared.errors import ConnectionNotFound, NotASaleId, NotInErrorList, SaleNeverSeen
 from shared.identifiers import InvalidConnectionId, InvalidIdentifier
 from shared.meli.errors import MeliError, MeliTransientError
 from shared.models import Outcome, Reason
 from shared.observability import logger, metrics, record_outcome, tracer
-from shared.recovery import ConnectionNotFound, NotASaleId, NotInErrorList, RecoveryService, SaleNeverSeen
+from shared.recovery import RecoveryService
 from shared.settings import Settings
-from shared.stores.dynamodb import InvalidCursor
+from shared.stores.dynamo import InvalidCursor
 from shared.wiring import build_bulk_service, build_service
 
 app = APIGatewayRestResolver(enable_validation=True)
@@ -143,7 +144,7 @@ def get_verification(connection_id: str, sale_id: str) -> Response[str]:
 )
 def post_resync(connection_id: str, sale_id: str) -> Response[str]:
     _optional_json_object_body()
-    result = service().resync(connection_id, sale_id)
+    result = service().resyncs.resync(connection_id, sale_id)
     record_outcome(result, operation="resync")
     return _json(200, result.to_public())
 
@@ -160,26 +161,26 @@ def post_resync(connection_id: str, sale_id: str) -> Response[str]:
 )
 def post_relink(connection_id: str, sale_id: str) -> Response[str]:
     _optional_json_object_body()
-    request_key = app.current_event.get_header_value("Idempotency-Key", case_sensitive=False)
-    started = service().start_relink(connection_id, sale_id, request_key=request_key)
-    body: dict[str, Any] = {
-        "connection_id": connection_id,
-        "sale_id": sale_id.strip(),
-        "outcome": started.outcome.value,
-    }
-    if started.outcome is Outcome.ALREADY_REFLECTED or started.execution is None:
-        return _json(200, body)
-    body |= {
-        "execution_id": started.execution.execution_arn,
-        "execution_name": started.execution.name,
-        "status_url": f"/connections/{connection_id}/sales/{sale_id.strip()}",
-    }
-    return _json(202, body)
+    request_key = (app.current_event.get_header_value("Idempotency-Key", case_sensitive=False) or "").strip() or None
+    if request_key is not None and len(request_key) > 128:
+        raise BadRequestBody("The Idempotency-Key header is longer than 128 characters.")
+    started = service().relinks.start(connection_id, sale_id, request_key=request_key)
+    sale_id = sale_id.strip()
+    body: dict[str, Any] = {"connection_id": connection_id, "sale_id": sale_id, "outcome": started.outcome.value}
+    if started.settled is not None:  # the request's episode is settled: its outcome, nothing started
+        body |= started.settled.model_dump(
+            mode="json", include={"reason", "seller_action", "episode"}, exclude_none=True
+        )
+    if started.execution is not None:
+        body |= {"execution_id": started.execution.execution_arn, "execution_name": started.execution.name}
+    body["status_url"] = f"/connections/{connection_id}/sales/{sale_id}"
+    status = 202 if started.outcome is Outcome.IN_PROGRESS else 200
+    return _json(status, body)
 
 
 @app.get(SALE, responses=documented(200, SaleAnswer, "Where the sale stands"))
 def get_sale(connection_id: str, sale_id: str) -> Response[str]:
-    state, entry = service().sale_state(connection_id, sale_id)
+    state, entry = service().views.sale_state(connection_id, sale_id)
     body = state.model_dump(mode="json", exclude_none=True)
     if state.reason is not None:
         from shared.models import SELLER_ACTIONS
@@ -200,7 +201,7 @@ def get_sale_errors(
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     cursor: Annotated[str | None, Query(max_length=1024)] = None,
 ) -> Response[str]:
-    page = service().list_errors(connection_id, error_type=error_type, limit=limit, cursor=cursor)
+    page = service().views.list_errors(connection_id, error_type=error_type, limit=limit, cursor=cursor)
     return _json(
         200,
         {

@@ -1,4 +1,8 @@
-"""State machine task: page the help desk (once per sale and failure episode) and settle the sale as escalated."""
+"""State machine task: escalate the sale (a transition of its own execution's episode), then page the help desk.
+
+A sale reflected or blocked meanwhile, or owned by someone else, is not escalated and nobody is paged: the output
+says where the sale stands.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from shared.models import Reason
 from shared.observability import logger, metrics, tracer
 from shared.settings import Settings
-from shared.tasks import parse_task, report_to_job, workflow_errors
+from shared.tasks import parse_task, workflow_errors
 from shared.wiring import build_service
 
 
@@ -20,14 +24,13 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     task = parse_task(event)
     logger.append_keys(connection_id=task.connection_id, sale_id=task.sale_id, execution_id=task.execution_id)
     with workflow_errors():
-        result = build_service(Settings.from_env(), notifier=True).escalate(
+        result = build_service(Settings.from_env(), notifier=True).tasks.escalate(
             task.connection_id,
             task.sale_id,
+            execution_arn=task.execution_id,
             reason=task.reason or Reason.RETRIES_EXHAUSTED,
             attempts=task.attempts,
-            execution_id=task.execution_id,
-            last_error=task.last_error_text,
+            last_error=task.last_error,
         )
-    logger.info("escalated", extra={"reason": result.reason, "attempts": result.attempts})
-    report_to_job(task, result)
+    logger.info("escalation decided", extra={"outcome": result.outcome, "reason": result.reason})
     return result.to_output()

@@ -1,7 +1,8 @@
 """State machine task: one relink attempt (fetch the sale from Mercado Libre by id and import it).
 
 A transient failure raises RelinkFailed, which the state machine counts and retries (three attempts in all);
-a failure no retry can cure raises EscalationRequired. Idempotent: the attempt key is execution + attempt.
+a failure no retry can cure raises EscalationRequired. Idempotent: the attempt key is execution + attempt, and
+an execution that no longer owns the sale writes nothing and answers where the sale stands.
 """
 
 from __future__ import annotations
@@ -10,10 +11,9 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from shared.models import Outcome
 from shared.observability import logger, metrics, record_outcome, tracer
 from shared.settings import Settings
-from shared.tasks import EscalationRequired, RelinkFailed, parse_task, report_to_job, workflow_errors
+from shared.tasks import EscalationRequired, RelinkFailed, parse_task, workflow_errors
 from shared.wiring import build_service
 
 
@@ -25,12 +25,12 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     attempt = task.attempt or task.attempts + 1
     logger.append_keys(connection_id=task.connection_id, sale_id=task.sale_id, attempt=attempt)
     with workflow_errors():
-        result = build_service(Settings.from_env()).relink_attempt(
-            task.connection_id, task.sale_id, attempt=attempt, attempt_key=f"{task.execution_id}#relink#{attempt}"
+        answer = build_service(Settings.from_env()).tasks.relink_attempt(
+            task.connection_id, task.sale_id, execution_arn=task.execution_id, attempt=attempt
         )
-    if result.outcome is Outcome.IN_PROGRESS:
+    result = answer.result
+    if answer.failed:
         logger.warning("relink attempt failed", extra={"error_type": result.error_type, "retryable": result.retryable})
-        raise (RelinkFailed if result.retryable else EscalationRequired)(result.detail or result.error_type)
+        raise (RelinkFailed if answer.retryable else EscalationRequired)(result.detail or result.error_type)
     record_outcome(result, operation="relink")
-    report_to_job(task, result)
     return result.to_output()

@@ -1,4 +1,4 @@
-"""The small interfaces the domain uses to reach its stores. DynamoDB implements them in ``dynamodb.py``."""
+"""The small interfaces the domain uses to reach its stores; DynamoDB implements them, one module per table."""
 
 from __future__ import annotations
 
@@ -6,22 +6,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, Protocol, TypeVar
 
-from shared.models import (
-    Connection,
-    ErrorEntry,
-    ErrorEvent,
-    ExecutionRef,
-    IdentifierKind,
-    ListingRef,
-    Outcome,
-    ProductLink,
-    Reason,
-    ReflectedSale,
-    SaleState,
-)
+from shared.models import Connection, ErrorEntry, IdentifierKind, ProductLink
 
 ListingKey = tuple[str, int | None]  # (item_id, variation_id)
 T = TypeVar("T")
+
+
+class StateWriteFailed(RuntimeError):
+    """A write the store could not make after every try (throttling, transaction conflicts). The caller must fail,
+    so that its SQS message or state machine task runs again, rather than report something it did not write. The
+    state machine retries it by this name (statemachine/relink.asl.json)."""
 
 
 @dataclass(frozen=True)
@@ -39,91 +33,13 @@ class ReconcileCursor:
     offset: int = 0
 
 
-class SaleStore(Protocol):
-    def get(self, connection_id: str, sale_id: str) -> SaleState | None: ...
-
-    def get_many(self, connection_id: str, sale_ids: list[str]) -> dict[str, SaleState]:
-        """The states of many sales in one round trip (sales never seen are absent from the answer)."""
-        ...
-
-    def reflect(self, record: ReflectedSale, *, attempts: int = 1, row_absent: bool = False) -> bool:
-        """Store the platform's copy of a sale. True if this call stored it, False if it was already there.
-        ``row_absent``: the caller read no state for the sale (a cheaper write is tried first)."""
-        ...
-
-    def set_outcome(
-        self,
-        connection_id: str,
-        sale_id: str,
-        outcome: Outcome,
-        *,
-        reason: Reason | None = None,
-        detail: str | None = None,
-        attempts: int | None = None,
-        identifier_kind: IdentifierKind | None = None,
-        sale_ids: list[str] | None = None,
-        pack_id: str | None = None,
-    ) -> None:
-        """Record a non-reflected outcome. Never overwrites a sale that is already reflected."""
-        ...
-
-    def set_execution(self, connection_id: str, sale_id: str, execution: ExecutionRef) -> None: ...
-
-    def claim_pending(self, connection_id: str, sale_id: str, *, owner: str, stale_before: datetime) -> bool:
-        """Mark a sale ``pending`` for a reconciliation run, once: only a sale the service never saw, one whose
-        pending / in-progress mark is older than ``stale_before``, or one that was not paid when last checked.
-        False when someone else already owns it (or it is reflected or settled)."""
-        ...
-
-    def release_pending(self, connection_id: str, sale_id: str, *, owner: str) -> None:
-        """Undo ``claim_pending`` (the sale could not be queued): the next run may claim it again."""
-        ...
-
-
 class ErrorStore(Protocol):
+    """The error list, read side (the sale lifecycle writes it together with the sale's state)."""
+
     def get(self, connection_id: str, sale_id: str) -> ErrorEntry | None: ...
 
     def get_many(self, connection_id: str, sale_ids: list[str]) -> dict[str, ErrorEntry]:
         """The error entries of many sales in one round trip (sales not listed are absent from the answer)."""
-        ...
-
-    def add_waiting_job(self, connection_id: str, sale_id: str, job_id: str) -> bool:
-        """Note that ``job_id`` waits for this sale's outcome. False if the sale is no longer in the list."""
-        ...
-
-    def put_if_absent(self, entry: ErrorEntry) -> bool: ...
-
-    def record_failure(
-        self,
-        connection_id: str,
-        sale_id: str,
-        event: ErrorEvent,
-        *,
-        retryable: bool,
-        reason: Reason | None = None,
-        count_attempt: bool = True,
-        listings: list[ListingRef] | None = None,
-    ) -> ErrorEntry:
-        """Open or update the sale's entry: type, message, attempts and history. The same ``attempt_key`` twice
-        (a retried Lambda) changes nothing the second time. A counted retryable failure sets ``next_retry_at``
-        (exponential backoff from the attempts); ``listings`` records the listings that block the sale."""
-        ...
-
-    def claim_retry(self, connection_id: str, sale_id: str, *, now: datetime, until: datetime) -> bool:
-        """Claim a due entry for an automatic retry: ``next_retry_at`` absent or <= ``now`` moves to ``until``.
-        False if it is not due (another sweep claimed it, or its backoff has not elapsed)."""
-        ...
-
-    def resolve(self, connection_id: str, sale_id: str) -> ErrorEntry | None:
-        """Remove the sale from the error list (it was reflected). Returns what was removed."""
-        ...
-
-    def claim_escalation(self, connection_id: str, sale_id: str, episode: str) -> bool:
-        """Mark the entry escalated for this failure episode. False if that episode was escalated already."""
-        ...
-
-    def release_escalation(self, connection_id: str, sale_id: str, episode: str) -> None:
-        """Undo a claim whose page could not be sent, so the next try pages."""
         ...
 
     def list(

@@ -1,0 +1,40 @@
+"""What a request can run into that the person who sent it can fix: the API answers each with a 4xx that says how."""
+
+from __future__ import annotations
+
+from shared.models import IdentifierResolution
+
+
+class ConnectionNotFound(LookupError):
+    def __init__(self, connection_id: str) -> None:
+        super().__init__(
+            f"Unknown connection '{connection_id}'. Use the id of a Mercado Libre connection of the platform."
+        )
+        self.connection_id = connection_id
+
+
+class NotInErrorList(LookupError):
+    def __init__(self, connection_id: str, sale_id: str) -> None:
+        super().__init__(
+            f"Sale {sale_id} is not in the error list of connection {connection_id}; resync only applies to listed "
+            f"sales. Use relink instead: POST /connections/{connection_id}/sales/{sale_id}/relink"
+        )
+
+
+class SaleNeverSeen(LookupError):
+    def __init__(self, connection_id: str, sale_id: str) -> None:
+        super().__init__(
+            f"The service has never seen sale {sale_id} in connection {connection_id}. "
+            f"Check it with GET /connections/{connection_id}/sales/{sale_id}/verification."
+        )
+
+
+class NotASaleId(ValueError):
+    """A pack, shipment or tracking number given where only a sale id works."""
+
+    def __init__(self, resolution: IdentifierResolution) -> None:
+        super().__init__(
+            f"'{resolution.identifier}' is not a sale id ({resolution.kind.value}). {resolution.detail or ''} "
+            + (f"Its sale ids: {', '.join(resolution.sale_ids)}." if resolution.sale_ids else "")
+        )
+        self.resolution = resolution

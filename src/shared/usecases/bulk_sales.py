@@ -1,0 +1,150 @@
+"""One sale of a bulk message (API jobs, error-sweep and reconciliation jobs): one attempt, then one transition.
+
+The worker decides from the sale as it read it for the whole message and writes conditionally on it, so it never
+claims anything before its attempt: a healthy sale costs its ML read and one write. Reflected or blocked, the sale
+settles (whoever owned it). Still failing: a sale that a live execution owns is joined (the job's item waits for
+that execution's outcome); otherwise a transient failure is handed to the relink state machine (the claim, the
+failure and the job's item in one write, then the execution is started), a listed sale is escalated (seed step
+3), and a sweep's retry waits for the next sweep until its retries are spent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.jobs import Job
+from shared.lifecycle import moves
+from shared.lifecycle.change import Decision, JobWrite
+from shared.lifecycle.dynamo import JobItemMoved
+from shared.lifecycle.row import Snapshot, execution_name
+from shared.lifecycle.table import Actor
+from shared.models import ExecutionRef, Reason, RecoveryResult, Trigger
+from shared.stores.base import ProductStore
+from shared.usecases.context import Context, stored
+from shared.usecases.escalations import Escalations
+from shared.verification import Verdict
+
+
+@dataclass(frozen=True)
+class _Next:
+    """What happens after the write: answer now, start the claimed execution, or escalate."""
+
+    answer: RecoveryResult | None = None
+    start: ExecutionRef | None = None
+    escalate: Reason | None = None
+
+
+class BulkSales:
+    def __init__(self, context: Context, escalations: Escalations, *, max_attempts: int) -> None:
+        self._ctx = context
+        self._escalations = escalations
+        self._max_attempts = max_attempts
+
+    def process(self, job: Job, sale_id: str, seen: Snapshot, products: ProductStore) -> RecoveryResult | None:
+        """The sale's terminal outcome for the job's item, or None when the item waits on the sale (moved in the
+        same write as the sale: handed over to an execution, joined to one, or deferred to the next sweep)."""
+        me = f"job:{job.job_id}"
+        if seen.reflected or (seen.state.settled and seen.row.settled_by == me):
+            return stored(seen, by=me)  # a redelivered message: what this job decided already stands
+        sweep_retry = job.trigger is Trigger.SCHEDULE and seen.entry is not None
+        listed = seen.entry is not None
+        key = f"{job.job_id}#retry" if sweep_retry else f"{job.job_id}#resync" if listed else f"{job.job_id}#relink#1"
+        trigger = Trigger.SCHEDULE if job.trigger is Trigger.SCHEDULE else Trigger.BULK
+        verdict = self._ctx.verifier.attempt(
+            job.connection_id, sale_id, entry=seen.entry, trigger=trigger, attempt_key=key, products=products
+        )
+        try:
+            snap, then = self._ctx.lifecycle.run(
+                job.connection_id,
+                sale_id,
+                lambda snap: self._decide(snap, job, verdict, me=me, key=key, sweep_retry=sweep_retry, trigger=trigger),
+                seen=seen,
+            )
+        except JobItemMoved:
+            return None  # another delivery of this message handed the item over first
+        if then.start is not None:
+            self._ctx.require_workflow().ensure_started(job.connection_id, sale_id, then.start)
+            return None
+        if then.escalate is not None:
+            failure = verdict.failure
+            now = self._ctx.lifecycle.now()
+            return self._escalations.escalate(
+                job.connection_id,
+                sale_id,
+                actor=Actor.BULK_WORKER,
+                reason=then.escalate,
+                attempts=(snap.entry.attempts if snap.entry else 0) + 1 if sweep_retry else 1,
+                settled_by=me,
+                may_escalate=lambda current: not current.owner_live(now),
+                failure=failure,
+                seen=snap,
+            )
+        return then.answer
+
+    def _decide(
+        self,
+        snap: Snapshot,
+        job: Job,
+        verdict: Verdict,
+        *,
+        me: str,
+        key: str,
+        sweep_retry: bool,
+        trigger: Trigger,
+    ) -> Decision[_Next]:
+        lifecycle = self._ctx.lifecycle
+        if snap.reflected or (snap.state.settled and snap.row.settled_by == me):
+            return Decision(_Next(answer=stored(snap, by=me, import_key=key)))
+        if verdict.record is not None:
+            return Decision(
+                _Next(), moves.reflect(snap, Actor.BULK_WORKER, record=verdict.record, attempts=1, settled_by=me)
+            )
+        if verdict.blocking is not None:
+            event = moves.blocked_event(verdict.blocking, trigger, key)
+            change = moves.block(
+                snap, Actor.BULK_WORKER, blocking=verdict.blocking, attempts=1, settled_by=me, event=event
+            )
+            return Decision(_Next(), change)
+        failure = verdict.failure
+        assert failure is not None
+        now = lifecycle.now()
+        if snap.owner_live(now):
+            # A relink execution works on the sale: the job's item waits for its outcome instead of a second run.
+            owner = snap.row.latest_execution
+            waiting = JobWrite(
+                job_id=job.job_id,
+                attempts=snap.row.attempts,
+                execution_arn=owner.execution_arn if owner else None,
+                detail="A relink execution is working on this sale; its outcome settles this item.",
+            )
+            return Decision(_Next(), moves.attach(snap, Actor.BULK_WORKER, job=waiting))
+        if sweep_retry:
+            entry = snap.entry
+            spent = entry is not None and entry.attempts + 1 >= self._max_attempts
+            if failure.retryable and not spent:
+                change = moves.defer(
+                    snap, Actor.BULK_WORKER, job_id=job.job_id, failure=failure, backoff=self._ctx.backoff
+                )
+                return Decision(_Next(), change)
+            return Decision(
+                _Next(escalate=Reason.RETRIES_EXHAUSTED if failure.retryable else Reason.MARKETPLACE_REFUSED)
+            )
+        if snap.entry is not None or not failure.retryable:
+            return Decision(_Next(escalate=Reason.RESYNC_FAILED if failure.retryable else Reason.MARKETPLACE_REFUSED))
+        # A transient failure: the relink state machine takes over with this attempt counted (three in all).
+        workflow = self._ctx.require_workflow()
+        name = execution_name(job.connection_id, snap.sale_id, snap.claim_episode)
+        execution = ExecutionRef(execution_arn=workflow.arn_for(name), name=name, started_at=now, start_attempts=1)
+        handed = JobWrite(job_id=job.job_id, attempts=1, execution_arn=execution.execution_arn)
+        change = moves.claim(
+            snap,
+            Actor.BULK_WORKER,
+            execution=execution,
+            now=now,
+            lease=lifecycle.timing.execution_lease,
+            start_check=lifecycle.timing.start_check,
+            job=handed,
+            failure=failure,
+            backoff=self._ctx.backoff,
+        )
+        return Decision(_Next(start=change.row.latest_execution), change)

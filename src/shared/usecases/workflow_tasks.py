@@ -1,0 +1,231 @@
+"""The relink state machine's tasks, each writing only for its own execution.
+
+An execution owns the sale's episode from its claim (written by whoever started it: the API, a bulk hand-over)
+or, for a run started from the console, from its Verify task's claim. Every task checks that its execution still
+owns the episode before it writes: an execution whose sale was reflected, blocked or taken over meanwhile writes
+nothing and answers where the sale stands. A run that finds another live execution on the sale follows it
+(waits, then verifies again) instead of working on the sale twice. Reflecting is the exception: a fresh import is
+written whoever owns the sale (the import is stored once).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from shared.identifiers import parse_identifier
+from shared.lifecycle import moves
+from shared.lifecycle.change import Decision
+from shared.lifecycle.moves import Failure
+from shared.lifecycle.row import Snapshot
+from shared.lifecycle.table import Actor, State
+from shared.models import ErrorEvent, ErrorType, ExecutionRef, Outcome, Reason, RecoveryResult, Trigger
+from shared.usecases.context import Context, result, stored
+from shared.usecases.escalations import Escalations, readable_error
+from shared.verification import blocking_of
+
+
+class Route(StrEnum):
+    """Where the state machine goes after Verify (statemachine/relink.asl.json, state Route)."""
+
+    NONE = "none"  # settled: already reflected, or this execution's episode ended
+    BLOCKED = "blocked"
+    RESYNC = "resync"
+    RELINK = "relink"
+    FOLLOW = "follow"  # another execution owns the sale: wait and verify again
+
+
+@dataclass(frozen=True)
+class Triage:
+    route: Route
+    result: RecoveryResult | None = None
+
+
+@dataclass(frozen=True)
+class TaskAnswer:
+    result: RecoveryResult
+    failed: bool = False  # the attempt failed: the state machine counts it and retries or escalates
+    retryable: bool = False
+
+
+def execution_name_of(execution_arn: str) -> str:
+    return execution_arn.rsplit(":", 1)[-1]
+
+
+class WorkflowTasks:
+    def __init__(self, context: Context, escalations: Escalations) -> None:
+        self._ctx = context
+        self._escalations = escalations
+
+    def _check(self, connection_id: str, sale_id: str) -> str:
+        self._ctx.verifier.connections.get(connection_id)
+        return parse_identifier(sale_id).raw
+
+    # --- Verify -------------------------------------------------------------------------------------------------------
+
+    def triage(self, connection_id: str, sale_id: str, *, execution_arn: str, attempts: int) -> Triage:
+        sale_id = self._check(connection_id, sale_id)
+        ctx, lifecycle = self._ctx, self._ctx.lifecycle
+        name = execution_name_of(execution_arn)
+        me = f"execution:{name}"
+
+        def decide(snap: Snapshot) -> Decision[Triage | None]:
+            now = lifecycle.now()
+            if snap.reflected:
+                return Decision(Triage(Route.NONE, stored(snap, by=me)))
+            if snap.owned_by(name):
+                return Decision(None)
+            if snap.owner_live(now):
+                return Decision(Triage(Route.FOLLOW))
+            if snap.episode_of(name) and snap.state.settled:  # this execution's episode ended (a retried task)
+                return Decision(Triage(Route.NONE, stored(snap, by=me)))
+            # Started from the console (nobody claimed it), or the owner's lease ran out: this execution owns it.
+            execution = ExecutionRef(execution_arn=execution_arn, name=name, started_at=now, start_attempts=attempts)
+            change = moves.claim(
+                snap,
+                Actor.VERIFY_TASK,
+                execution=execution,
+                now=now,
+                lease=lifecycle.timing.execution_lease,
+                start_check=lifecycle.timing.start_check,
+            )
+            return Decision(None, change)
+
+        snap, triage = lifecycle.run(connection_id, sale_id, decide)
+        if triage is not None:
+            return triage
+        report = ctx.verifier.assess(connection_id, sale_id, reflected=False, entry=snap.entry).report
+        if not report.blocked:
+            return Triage(Route.RESYNC if report.in_error_list else Route.RELINK)
+        blocking = blocking_of(report)
+
+        def decide_blocked(snap: Snapshot) -> Decision[None]:
+            if not snap.owned_by(name):
+                return Decision(None)
+            change = moves.block(
+                snap,
+                Actor.VERIFY_TASK,
+                blocking=blocking,
+                attempts=attempts,
+                settled_by=me,
+                event=moves.blocked_event(blocking, Trigger.STATE_MACHINE, f"{name}#verify"),
+            )
+            return Decision(None, change)
+
+        snap, _ = lifecycle.run(connection_id, sale_id, decide_blocked, seen=snap)
+        answer = stored(snap, by=me)
+        return Triage(Route.BLOCKED if answer.outcome is Outcome.NOT_REFLECTABLE else Route.NONE, answer)
+
+    # --- Relink / Resync ----------------------------------------------------------------------------------------------
+
+    def relink_attempt(self, connection_id: str, sale_id: str, *, execution_arn: str, attempt: int) -> TaskAnswer:
+        name = execution_name_of(execution_arn)
+        return self._attempt(connection_id, sale_id, name, Actor.RELINK_TASK, f"{name}#relink#{attempt}", attempt)
+
+    def resync(self, connection_id: str, sale_id: str, *, execution_arn: str, attempts: int) -> TaskAnswer:
+        name = execution_name_of(execution_arn)
+        return self._attempt(connection_id, sale_id, name, Actor.RESYNC_TASK, f"{name}#resync", attempts + 1)
+
+    def _attempt(
+        self, connection_id: str, sale_id: str, name: str, actor: Actor, key: str, attempts: int
+    ) -> TaskAnswer:
+        sale_id = self._check(connection_id, sale_id)
+        ctx, lifecycle = self._ctx, self._ctx.lifecycle
+        me = f"execution:{name}"
+        first = lifecycle.read(connection_id, sale_id)
+        if not first.owned_by(name):
+            return TaskAnswer(self._current(first, me))
+        verdict = ctx.verifier.attempt(
+            connection_id, sale_id, entry=first.entry, trigger=Trigger.STATE_MACHINE, attempt_key=key
+        )
+
+        def decide(snap: Snapshot) -> Decision[TaskAnswer | None]:
+            if snap.reflected:
+                return Decision(TaskAnswer(stored(snap, by=me, import_key=key)))
+            if verdict.record is not None:  # written whoever owns the sale: the import is stored once
+                return Decision(
+                    None, moves.reflect(snap, actor, record=verdict.record, attempts=attempts, settled_by=me)
+                )
+            if not snap.owned_by(name):
+                return Decision(TaskAnswer(self._current(snap, me)))
+            if verdict.blocking is not None:
+                event = moves.blocked_event(verdict.blocking, Trigger.STATE_MACHINE, key)
+                change = moves.block(
+                    snap, actor, blocking=verdict.blocking, attempts=attempts, settled_by=me, event=event
+                )
+                return Decision(None, change)
+            failure = verdict.failure
+            assert failure is not None
+            failed = TaskAnswer(
+                result(
+                    connection_id,
+                    sale_id,
+                    Outcome.IN_PROGRESS,
+                    detail=failure.event.message,
+                    attempts=attempts,
+                    episode=snap.row.episode,
+                    retryable=failure.retryable,
+                    error_type=str(failure.event.error_type),
+                ),
+                failed=True,
+                retryable=failure.retryable,
+            )
+            return Decision(
+                failed, moves.note_failure(snap, actor, failure=failure, attempts=attempts, backoff=ctx.backoff)
+            )
+
+        snap, answer = lifecycle.run(connection_id, sale_id, decide, seen=first)
+        return answer if answer is not None else TaskAnswer(stored(snap, by=me, import_key=key))
+
+    def _current(self, snap: Snapshot, me: str) -> RecoveryResult:
+        """Where the sale stands, for an execution that does not own it (any more)."""
+        if snap.state is State.NEVER_SEEN:
+            return result(snap.connection_id, snap.sale_id, Outcome.PENDING)
+        return stored(snap, by=me)
+
+    # --- Escalate -----------------------------------------------------------------------------------------------------
+
+    def escalate(
+        self,
+        connection_id: str,
+        sale_id: str,
+        *,
+        execution_arn: str,
+        reason: Reason,
+        attempts: int,
+        last_error: dict[str, object] | None,
+    ) -> RecoveryResult:
+        sale_id = self._check(connection_id, sale_id)
+        name = execution_name_of(execution_arn)
+        me = f"execution:{name}"
+        snap = self._ctx.lifecycle.read(connection_id, sale_id)
+        if snap.state is State.ESCALATED and snap.row.settled_by == me:
+            # This task ran before (a Lambda retry): the escalation stands; send its page if it is still due.
+            self._escalations.page(snap, Actor.ESCALATE_TASK, execution_id=execution_arn)
+            return stored(snap, by=me)
+        failure = None
+        text = readable_error(last_error)
+        if reason is Reason.UNEXPECTED_ERROR or snap.entry is None:
+            # The failing task may not have written the failure (it failed unexpectedly): record what it said.
+            error_type = (
+                ErrorType.MARKETPLACE_REFUSED if reason is Reason.MARKETPLACE_REFUSED else ErrorType.IMPORT_FAILED
+            )
+            event = ErrorEvent(
+                error_type=error_type,
+                message=text or reason.value,
+                trigger=Trigger.STATE_MACHINE,
+                attempt_key=f"{name}#escalate",
+            )
+            failure = Failure(event=event, retryable=reason is not Reason.MARKETPLACE_REFUSED)
+        return self._escalations.escalate(
+            connection_id,
+            sale_id,
+            actor=Actor.ESCALATE_TASK,
+            reason=reason,
+            attempts=attempts,
+            settled_by=me,
+            may_escalate=lambda current: current.owned_by(name),
+            failure=failure,
+            execution_id=execution_arn,
+            seen=snap,
+        )

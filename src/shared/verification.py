@@ -1,0 +1,251 @@
+"""The seed's checks for one sale, asked to Mercado Libre and the platform's product links (read-only).
+
+``Verifier.assess`` is what every path runs before it decides anything: what the identifier is (asked to ML in the
+order orders -> packs -> shipments, never guessed from its shape), the sale's status and payment, whether it is a
+cart, and whether every line's product is linked, active and synced. ``attempt`` turns an assessment into a
+verdict: import this record, blocked for this reason, or failed (transiently or not).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from shared.checks import (
+    check_not_cancelled,
+    check_not_cart,
+    check_payment,
+    check_products,
+    first_blocking,
+    listing_keys,
+)
+from shared.errors import ConnectionNotFound, NotASaleId
+from shared.identifiers import Resolution, parse_identifier, resolve, validate_connection_id
+from shared.importer import build_record
+from shared.lifecycle.moves import WAITING_FOR_PRODUCT, Blocking, Failure
+from shared.meli.errors import (
+    MeliError,
+    MeliForbidden,
+    MeliNotFound,
+    MeliRateLimited,
+    MeliTimeout,
+    MeliTransientError,
+    TokenRefreshError,
+)
+from shared.meli.models import MeliOrder, MeliPack
+from shared.meli.port import MarketplaceClientFactory
+from shared.models import (
+    SELLER_ACTIONS,
+    Check,
+    Connection,
+    ErrorEntry,
+    ErrorEvent,
+    ErrorType,
+    IdentifierKind,
+    IdentifierResolution,
+    ListingRef,
+    NextAction,
+    ProductLineCheck,
+    Reason,
+    ReflectedSale,
+    Trigger,
+    VerificationReport,
+)
+from shared.stores.base import AliasStore, ConnectionStore, ProductStore
+
+CONNECTION_CACHE_SECONDS = 60.0
+
+
+def error_type_for(exc: MeliError) -> ErrorType:
+    if isinstance(exc, MeliTimeout):
+        return ErrorType.MARKETPLACE_TIMEOUT
+    if isinstance(exc, MeliRateLimited):
+        return ErrorType.MARKETPLACE_RATE_LIMITED
+    if isinstance(exc, TokenRefreshError):
+        return ErrorType.TOKEN_REFRESH_FAILED
+    if isinstance(exc, MeliTransientError):
+        return ErrorType.MARKETPLACE_UNAVAILABLE
+    return ErrorType.MARKETPLACE_REFUSED
+
+
+class Connections:
+    """Connections change rarely; a warm container re-reads each one at most once a minute."""
+
+    def __init__(self, store: ConnectionStore, clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._clock = clock
+        self._known: dict[str, tuple[float, Connection]] = {}
+
+    def get(self, connection_id: str) -> Connection:
+        validate_connection_id(connection_id)
+        cached = self._known.get(connection_id)
+        if cached is not None and self._clock() - cached[0] < CONNECTION_CACHE_SECONDS:
+            return cached[1]
+        found = self._store.get(connection_id)
+        if found is None:
+            raise ConnectionNotFound(connection_id)
+        self._known[connection_id] = (self._clock(), found)
+        return found
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """A verification plus what was read to make it, so an import does not ask ML twice."""
+
+    report: VerificationReport
+    order: MeliOrder | None
+    lines: list[ProductLineCheck]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What one attempt found: exactly one of an import record, a blocking reason or a failure."""
+
+    record: ReflectedSale | None = None
+    blocking: Blocking | None = None
+    failure: Failure | None = None
+    error: MeliError | None = None  # the failure's cause
+
+    @property
+    def transient(self) -> bool:
+        return self.error is not None and self.error.transient
+
+
+class Verifier:
+    def __init__(
+        self,
+        *,
+        products: ProductStore,
+        aliases: AliasStore,
+        marketplace: MarketplaceClientFactory,
+        connections: Connections,
+    ) -> None:
+        self._products = products
+        self._aliases = aliases
+        self._marketplace = marketplace
+        self.connections = connections
+
+    def require_sale_id(self, connection_id: str, sale_id: str) -> str:
+        """The syntactic gate of every single-sale route: junk raises InvalidIdentifier, non-sale ids NotASaleId."""
+        parsed = parse_identifier(sale_id)
+        if not parsed.numeric:
+            sale_ids = (
+                self._aliases.sale_ids_for(connection_id, parsed.raw) if parsed.kind is IdentifierKind.TRACKING else []
+            )
+            raise NotASaleId(
+                IdentifierResolution(identifier=parsed.raw, kind=parsed.kind, sale_ids=sale_ids, detail=parsed.detail)
+            )
+        return parsed.raw
+
+    def assess(
+        self,
+        connection_id: str,
+        sale_id: str,
+        *,
+        reflected: bool,
+        entry: ErrorEntry | None,
+        products: ProductStore | None = None,
+    ) -> Assessment:
+        """The seed's checks. Transient ML failures propagate as MeliTransientError; ``products`` may be a memo."""
+        client = self._marketplace.for_connection(connection_id)
+        resolution = resolve(client, self._aliases, connection_id, sale_id)
+        checks = [_identifier_check(resolution)]
+        lines: list[ProductLineCheck] = []
+        pack: MeliPack | None = None
+        order = resolution.order
+        if order is not None:
+            checks += [check_not_cancelled(order), check_payment(order)]
+            if order.pack_id is not None and order.pack_id != order.id:
+                try:
+                    pack = client.get_pack(str(order.pack_id))
+                except (MeliNotFound, MeliForbidden):
+                    pack = None
+            checks.append(check_not_cart(order, pack))
+            links = (products or self._products).get_links(connection_id, listing_keys(order))
+            product_check, lines = check_products(order, links)
+            checks.append(product_check)
+        blocking = first_blocking(checks)
+        if reflected:
+            next_action = NextAction.NONE
+        elif blocking is not None:
+            next_action = NextAction.BLOCKED
+        elif entry is not None:
+            next_action = NextAction.RESYNC
+        else:
+            next_action = NextAction.RELINK
+        reason = blocking.reason if blocking and not reflected else None
+        report = VerificationReport(
+            connection_id=connection_id,
+            sale_id=sale_id,
+            identifier=resolution.identifier,
+            checks=checks,
+            lines=lines,
+            in_error_list=entry is not None,
+            error_entry=entry,
+            reflected=reflected,
+            next_action=next_action,
+            reason=reason,
+            seller_action=SELLER_ACTIONS.get(reason) if reason else None,
+            pack_id=str(order.pack_id) if order and order.pack_id else None,
+            pack_sale_ids=pack.order_ids if pack else None,
+        )
+        return Assessment(report=report, order=order, lines=lines)
+
+    def attempt(
+        self,
+        connection_id: str,
+        sale_id: str,
+        *,
+        entry: ErrorEntry | None,
+        trigger: Trigger,
+        attempt_key: str | None,
+        products: ProductStore | None = None,
+    ) -> Verdict:
+        """Verify and build the import in one go, reading the order once. Never writes."""
+        try:
+            assessment = self.assess(connection_id, sale_id, reflected=False, entry=entry, products=products)
+        except MeliError as exc:
+            event = ErrorEvent(
+                error_type=error_type_for(exc), message=str(exc), trigger=trigger, attempt_key=attempt_key
+            )
+            return Verdict(failure=Failure(event=event, retryable=exc.transient), error=exc)
+        report = assessment.report
+        if report.blocked:
+            return Verdict(blocking=blocking_of(report))
+        assert assessment.order is not None  # not blocked means ML confirmed the sale
+        return Verdict(record=build_record(connection_id, assessment.order, assessment.lines, trigger, attempt_key))
+
+
+def blocking_of(report: VerificationReport) -> Blocking:
+    """Why a blocked verification blocks, with what the answer and the error list show for it."""
+    reason = report.reason or Reason.NOT_A_SALE_ID
+    check = first_blocking(report.checks)
+    kind = report.identifier.kind if reason is Reason.NOT_A_SALE_ID else None
+    sale_ids = report.identifier.sale_ids if reason is Reason.NOT_A_SALE_ID else None
+    pack_id = None
+    if reason is Reason.CART_SALE:  # the cart procedure needs the pack and every sale in it
+        sale_ids, pack_id = report.pack_sale_ids, report.pack_id
+    listings = None
+    if reason in WAITING_FOR_PRODUCT:
+        listings = [
+            ListingRef(item_id=line.item_id, variation_id=line.variation_id) for line in report.lines if line.reason
+        ]
+    return Blocking(
+        reason=reason,
+        detail=check.detail if check else None,
+        identifier_kind=kind,
+        sale_ids=sale_ids,
+        pack_id=pack_id,
+        listings=listings,
+    )
+
+
+def _identifier_check(resolution: Resolution) -> Check:
+    ident = resolution.identifier
+    if resolution.is_sale:
+        return Check(name="sale_id", ok=True, detail="Mercado Libre confirms this is a sale id of this connection.")
+    detail = ident.detail or "Not a sale id."
+    if ident.sale_ids:
+        detail += f" Sale ids: {', '.join(ident.sale_ids)}."
+    return Check(name="sale_id", ok=False, detail=detail.strip(), reason=resolution.reason)
