@@ -3,7 +3,9 @@
 - ``lambda_service_exceptions``: the Lambda Invoke API itself fails (HTTP 500 ``ServiceException``), which Step
   Functions reports as ``Lambda.ServiceException`` — the error every Lambda task must retry.
 - ``dynamodb_throttling``: DynamoDB answers ``ProvisionedThroughputExceededException`` on a repeatable fraction
-  of calls; botocore's retry policy for DynamoDB absorbs it, as it does in the cloud.
+  of calls; botocore's retry policy for DynamoDB absorbs it, as it does in the cloud. A throttled transaction is
+  cancelled the way DynamoDB cancels one (``TransactionCanceledException``, reason ``ThrottlingError`` on an
+  item), which botocore does not retry: the product's own code must.
 """
 
 from __future__ import annotations
@@ -33,6 +35,14 @@ class _Throttled(JsonRESTError):
             "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",
             "The level of configured provisioned throughput for the table was exceeded (injected fault).",
         )
+
+
+def _cancelled_by_throttling(items: int) -> Exception:
+    from moto.dynamodb.exceptions import TransactionCanceledException
+
+    reasons = [("ThrottlingError", "Throughput exceeds the current capacity (injected fault).", None)]
+    reasons += [(None, None, None)] * max(0, items - 1)
+    return TransactionCanceledException(reasons)
 
 
 class FaultCounter:
@@ -77,17 +87,28 @@ def dynamodb_throttling(probability: float, *, seed: int = 7) -> Iterator[FaultC
     counter = FaultCounter()
     rng = random.Random(seed)
     lock = threading.Lock()
+    inside = threading.local()  # moto's transaction calls its own item operations: throttle the transaction once
     patches = []
     for name in ("get_item", "put_item", "update_item", "delete_item", "query", "transact_write_items"):
         original = getattr(DynamoDBBackend, name)
 
-        def throttled(self: Any, *args: Any, __original: Any = original, **kwargs: Any) -> Any:
+        def throttled(self: Any, *args: Any, __original: Any = original, __name: str = name, **kwargs: Any) -> Any:
+            if getattr(inside, "transaction", False):
+                return __original(self, *args, **kwargs)
             with lock:
                 fire = rng.random() < probability
             if fire:
                 counter.hit()
+                if __name == "transact_write_items":
+                    raise _cancelled_by_throttling(len(args[0]) if args else len(kwargs.get("transact_items", [])))
                 raise _Throttled()
-            return __original(self, *args, **kwargs)
+            if __name != "transact_write_items":
+                return __original(self, *args, **kwargs)
+            inside.transaction = True
+            try:
+                return __original(self, *args, **kwargs)
+            finally:
+                inside.transaction = False
 
         patches.append(mock.patch.object(DynamoDBBackend, name, throttled))
     for patch in patches:

@@ -23,7 +23,7 @@ from shared.meli.models import OAuthTokens
 from shared.meli.tokens import SecretsManagerTokenStore, TokenManager, dump_tokens
 from shared.models import Connection
 from shared.settings import Settings
-from shared.stores.dynamodb import DynamoConnectionStore
+from shared.stores.connections import DynamoConnectionStore
 
 CONNECTION_ID = "mla-main"
 SELLER_ID = 123456789

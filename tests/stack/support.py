@@ -43,3 +43,24 @@ def wait_for_job(http: httpx.Client, job_id: str, timeout: float = 120.0) -> dic
         if body["status"] == "completed" or time.monotonic() > deadline:
             return body
         time.sleep(0.2)
+
+
+def list_sale(stack: EmbeddedStack, sale_id: str, error_type: str, message: str, *, connection_id: str = C) -> None:
+    """Put a sale in the error list as the platform does when its own import fails (the scenario's sale_errors)."""
+    from shared.lifecycle import moves
+    from shared.lifecycle.change import Decision
+    from shared.lifecycle.table import Actor
+    from shared.models import ErrorEntry, ErrorEvent, ErrorType
+
+    retryable = ErrorType(error_type).retryable if error_type in ErrorType._value2member_map_ else True
+    entry = ErrorEntry(
+        connection_id=connection_id,
+        sale_id=sale_id,
+        error_type=error_type,
+        message=message,
+        retryable=retryable,
+        history=[ErrorEvent(error_type=error_type, message=message)],
+    )
+    stack.service().lifecycle.run(
+        connection_id, sale_id, lambda snap: Decision(None, moves.list_error(snap, Actor.PLATFORM, entry=entry))
+    )

@@ -115,9 +115,38 @@ def test_at_most_three_relink_attempts() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(lambda_tasks()))
-def test_every_lambda_task_retries_an_outcome_it_could_not_settle(name: str) -> None:
-    """A job item the task could not write (SettleFailed, after the store's own tries) runs the task again rather
-    than falling to the catch-all (escalation); the task is idempotent, so running it again changes nothing else."""
-    retriers = [r for r in lambda_tasks()[name].get("Retry", []) if "SettleFailed" in r["ErrorEquals"]]
+def test_every_lambda_task_retries_a_write_it_could_not_make(name: str) -> None:
+    """A state the task could not write (StateWriteFailed, after the store's own tries) runs the task again rather
+    than falling to the catch-all (escalation); every task decides again from the sale as it is, so running it
+    again changes nothing else."""
+    retriers = [r for r in lambda_tasks()[name].get("Retry", []) if "StateWriteFailed" in r["ErrorEquals"]]
     assert len(retriers) == 1 and retriers[0]["MaxAttempts"] >= 2
-    assert issubclass(tasks.SettleFailed, Exception)
+    assert issubclass(tasks.StateWriteFailed, Exception)
+
+
+@pytest.mark.parametrize("name", sorted(lambda_tasks()))
+def test_every_lambda_task_catches_what_its_retries_do_not_cure(name: str) -> None:
+    """No task failure ends the execution uncaught: an execution that fails leaves the sale to its status event,
+    and Escalate, which has nothing left to escalate to, fails the execution on purpose (EscalationFailed)."""
+    catchers = lambda_tasks()[name].get("Catch", [])
+    assert catchers and catchers[-1]["ErrorEquals"] == ["States.ALL"]
+    if name == "Escalate":
+        failed = STATES[catchers[-1]["Next"]]
+        assert failed["Type"] == "Fail" and failed["Error"] == "EscalationFailed"
+
+
+def test_a_run_that_finds_another_live_execution_follows_it() -> None:
+    follow = next(c for c in STATES["Route"]["Choices"] if c["StringEquals"] == "follow")
+    wait = STATES[follow["Next"]]
+    assert wait["Type"] == "Wait" and wait["SecondsPath"] == "$.config.follow_seconds" and wait["Next"] == "Verify"
+
+
+def test_the_execution_time_limit_is_within_the_owner_lease() -> None:
+    """An execution owns its sale for ``execution_lease_seconds``: it must end (TIMED_OUT at the latest) before the
+    lease runs out, or a second owner could take the sale over while it still runs."""
+    from shared.settings import Settings
+
+    lease = Settings().execution_lease_seconds
+    assert 0 < ASL["TimeoutSeconds"] < lease
+    wait_max = load_template()["Parameters"]["RelinkWaitSeconds"]["MaxValue"]
+    assert 2 * wait_max < ASL["TimeoutSeconds"], "two waits between three attempts fit in the time limit"

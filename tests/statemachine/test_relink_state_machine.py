@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from devstack.stack import EmbeddedStack
-from tests.stack.support import running_stack, stack_scenario
+from tests.stack.support import list_sale, running_stack, stack_scenario
 
 pytestmark = pytest.mark.stack
 
@@ -133,15 +133,16 @@ def test_three_transient_failures_escalate_once_with_the_history(
     page = pages[0]
     assert page["attempts"] == 3 and page["execution_id"] == result["executionArn"]
     assert [h["error_type"] for h in page["history"]] == ["marketplace_unavailable"] * 3
-    # A console rerun of the same sale, still failing, is the same failure episode: no second page.
+    assert page["episode"] == 1 and page["dedup_key"] == f"{C}#{sale}#1"
+    # A console rerun of the settled sale is a new episode: still failing, it pages once more, for episode 2.
     rerun = run(stack, sale)
     assert rerun["output"]["outcome"] == "escalated"
-    assert len(pages_for(stack, sale)) == 1  # the inbox keeps every page delivered so far
+    assert [p["episode"] for p in pages_for(stack, sale)] == [1, 2]  # the inbox keeps every page delivered so far
     # And once ML recovers, a rerun reflects it and clears the error entry.
     stack.meli.clear_faults()
     healed = run(stack, sale)
     assert healed["output"]["outcome"] == "reflected"
-    assert stack.service()._stores.errors.get(C, sale) is None
+    assert stack.service().stores.errors.get(C, sale) is None
 
 
 @pytest.mark.parametrize(
@@ -183,9 +184,7 @@ def test_a_cart_sale_is_answered_with_its_pack_and_the_pack_s_sales(stack: Embed
 def test_a_listed_sale_is_resynced_once_then_escalated(stack: EmbeddedStack, new_sale: Callable[[], str]) -> None:
     # Given a listed sale whose verification passes but whose resync then hits ML failures
     sale = new_sale()
-    stack.service()._stores.errors.record_failure(
-        C, sale, _event("marketplace_timeout", "Timeout reading order"), retryable=True
-    )
+    list_sale(stack, sale, "marketplace_timeout", "Timeout reading order")
 
     def fail_after_verification(handler: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
         def wrapped(event: Any, context: Any) -> Any:
@@ -258,8 +257,3 @@ def test_relink_over_http_reaches_a_terminal_outcome(stack: EmbeddedStack, new_s
         again = http.post(f"/connections/{C}/sales/{sale}/relink")
         assert again.status_code == 200 and again.json()["outcome"] == "already_reflected"
 
-
-def _event(error_type: str, message: str) -> Any:
-    from shared.models import ErrorEvent
-
-    return ErrorEvent(error_type=error_type, message=message)

@@ -1,6 +1,6 @@
-"""The batched store paths the bulk worker uses, against moto tables created from template.yaml: reading many rows
-in one BatchGetItem, storing a record with one conditional put when no row exists, settling many job items per
-transaction, and the per-message memo of product links.
+"""The batched store paths the bulk worker uses, against moto tables created from template.yaml: reading many sales
+in one BatchGetItem per table, storing a record with one conditional put when nothing else moves, settling many job
+items per transaction, and the per-message memo of product links.
 """
 
 from __future__ import annotations
@@ -12,10 +12,12 @@ from typing import Any
 import pytest
 
 from shared.jobs import Job, Settlement
+from shared.lifecycle import moves
+from shared.lifecycle.table import Actor
 from shared.models import (
+    ErrorEntry,
     ErrorEvent,
     ErrorType,
-    ExecutionRef,
     Outcome,
     ProductLink,
     Reason,
@@ -23,9 +25,12 @@ from shared.models import (
     SaleLine,
     Trigger,
 )
-from shared.stores.base import ListingKey
-from shared.stores.dynamodb import DynamoErrorStore, DynamoJobStore, DynamoProductStore, DynamoSaleStore
+from shared.stores.base import ListingKey, StateWriteFailed
+from shared.stores.errors import DynamoErrorStore
+from shared.stores.jobs import DynamoJobStore, hand_over_writes
 from shared.stores.memo import ProductLinkMemo
+from shared.stores.products import DynamoProductStore
+from tests.stores.conftest import lifecycle_on
 from tests.stores.conftest import table as _table
 
 C = "mla-main"
@@ -66,65 +71,96 @@ def _sale_id(n: int) -> str:
 # --- get_many ---------------------------------------------------------------------------------------------------------
 
 
-def test_sale_get_many_returns_the_present_rows_as_get_does(tables: dict[str, str]) -> None:
-    """Mixed present and absent ids, with duplicates: one entry per present id, each equal to ``get``'s answer."""
-    table = _table(tables, "SALES_TABLE")
-    sales = DynamoSaleStore(table)
-    sales.reflect(_record(_sale_id(1)))
-    sales.set_outcome(C, _sale_id(2), Outcome.NOT_REFLECTABLE, reason=Reason.PRODUCT_NOT_FOUND, detail="no link")
-    sales.set_execution(C, _sale_id(3), ExecutionRef(execution_arn="arn:aws:states:x:exec-3", name="exec-3"))
-    sales.reflect(ReflectedSale(connection_id="other", sale_id=_sale_id(4)))  # same sale id, another connection
-    calls = _count_batch_gets(table)
+def _reflected(lifecycle: Any, connection_id: str, sale_id: str, **record: Any) -> None:
+    snap = lifecycle.read(connection_id, sale_id)
+    change = moves.reflect(
+        snap, Actor.PLATFORM, record=_record(sale_id, connection_id=connection_id, **record), attempts=1, settled_by="t"
+    )
+    assert lifecycle.apply(snap, change) is not None
+
+
+def _listed(lifecycle: Any, connection_id: str, sale_id: str, error_type: ErrorType, message: str) -> None:
+    snap = lifecycle.read(connection_id, sale_id)
+    entry = ErrorEntry(
+        connection_id=connection_id,
+        sale_id=sale_id,
+        error_type=error_type.value,
+        message=message,
+        retryable=error_type.retryable,
+        reason=Reason(error_type.value) if not error_type.retryable else None,
+        history=[ErrorEvent(error_type=error_type, message=message)],
+    )
+    assert lifecycle.apply(snap, moves.list_error(snap, Actor.PLATFORM, entry=entry)) is not None
+
+
+def test_read_many_returns_what_read_does_in_one_call_per_table(tables: dict[str, str]) -> None:
+    """Mixed present and absent ids, with duplicates: one snapshot per distinct id, each equal to ``read``'s, from
+    one BatchGetItem on the sales table and one on the error list."""
+    lifecycle = lifecycle_on(tables)
+    _reflected(lifecycle, C, _sale_id(1))
+    _listed(lifecycle, C, _sale_id(2), ErrorType.PRODUCT_NOT_FOUND, "no link")
+    _listed(lifecycle, C, _sale_id(3), ErrorType.MARKETPLACE_TIMEOUT, "timeout")
+    _reflected(lifecycle, "other", _sale_id(4))  # same sale id, another connection
+    sales_calls = _count_batch_gets(lifecycle._store._sales)
+    errors_calls = _count_batch_gets(lifecycle._store._errors)
     wanted = [_sale_id(1), _sale_id(2), _sale_id(9), _sale_id(1), _sale_id(3), _sale_id(4), _sale_id(2)]
-    got = sales.get_many(C, wanted)
-    assert set(got) == {_sale_id(1), _sale_id(2), _sale_id(3)}
-    for sale_id, state in got.items():
-        assert state == sales.get(C, sale_id)
-    assert got[_sale_id(1)].record == _record(_sale_id(1))
-    assert got[_sale_id(2)].reason is Reason.PRODUCT_NOT_FOUND
-    assert got[_sale_id(3)].latest_execution is not None
-    assert calls == [5]  # the 5 distinct ids, asked once each, in one call
+    got = lifecycle.read_many(C, wanted)
+    assert list(got) == [_sale_id(n) for n in (1, 2, 9, 3, 4)]
+    for sale_id, snap in got.items():
+        read = lifecycle.read(C, sale_id)
+        assert snap.entry == read.entry
+        assert snap.row.model_dump(exclude={"updated_at"}) == read.row.model_dump(exclude={"updated_at"})
+        assert snap.row.version == 0 or snap.row.updated_at == read.row.updated_at  # a row never written has no time
+    assert got[_sale_id(1)].reflected and got[_sale_id(1)].row.record == _record(_sale_id(1))
+    assert got[_sale_id(2)].row.reason is Reason.PRODUCT_NOT_FOUND and got[_sale_id(2)].entry is not None
+    assert got[_sale_id(3)].row.outcome is Outcome.PENDING
+    assert got[_sale_id(9)].row.version == 0 and got[_sale_id(4)].row.version == 0  # never seen in this connection
+    assert sales_calls == errors_calls == [5]  # the 5 distinct ids, asked once each: one call per table
 
 
-def test_sale_get_many_of_more_than_100_ids_takes_two_calls(tables: dict[str, str]) -> None:
-    """BatchGetItem takes 100 keys at most: 130 distinct ids (plus duplicates) are asked in two calls, 100 + 30."""
-    table = _table(tables, "SALES_TABLE")
-    sales = DynamoSaleStore(table)
+def test_read_many_of_more_than_100_ids_takes_two_calls_per_table(tables: dict[str, str]) -> None:
+    """BatchGetItem takes 100 keys at most: 130 distinct ids (plus duplicates) are asked in 100 + 30."""
+    lifecycle = lifecycle_on(tables)
     present = [_sale_id(n) for n in range(0, 130, 3)]
     for sale_id in present:
-        sales.reflect(_record(sale_id, total_amount=float(int(sale_id[-3:]))))
-    calls = _count_batch_gets(table)
+        _reflected(lifecycle, C, sale_id, total_amount=float(int(sale_id[-3:])))
+    calls = _count_batch_gets(lifecycle._store._sales)
     wanted = [_sale_id(n) for n in range(130)] + [_sale_id(n) for n in range(0, 130, 10)]
-    got = sales.get_many(C, wanted)
+    got = lifecycle.read_many(C, wanted)
     assert calls == [100, 30]
-    assert sorted(got) == present
+    assert sorted(s for s, snap in got.items() if snap.reflected) == present
     for sale_id in present:
-        assert got[sale_id] == sales.get(C, sale_id)
-        record = got[sale_id].record
+        record = got[sale_id].row.record
         assert record is not None and record.total_amount == float(int(sale_id[-3:]))
 
 
-def test_sale_get_many_of_no_ids_asks_nothing(tables: dict[str, str]) -> None:
-    table = _table(tables, "SALES_TABLE")
-    calls = _count_batch_gets(table)
-    assert DynamoSaleStore(table).get_many(C, []) == {}
+def test_read_many_of_no_ids_asks_nothing(tables: dict[str, str]) -> None:
+    lifecycle = lifecycle_on(tables)
+    calls = _count_batch_gets(lifecycle._store._sales)
+    assert lifecycle.read_many(C, []) == {}
     assert calls == []
+
+
+def test_reflecting_a_sale_never_seen_is_one_conditional_put(tables: dict[str, str]) -> None:
+    """The bulk path's healthy sale: no row, no entry, no job waiting: one PutItem, no transaction."""
+    lifecycle = lifecycle_on(tables)
+    client = lifecycle._store._sales.meta.client
+    operations: list[str] = []
+    client.meta.events.register("before-call.dynamodb", lambda model, **_: operations.append(model.name))
+    _reflected(lifecycle, C, _sale_id(7))
+    assert operations == ["GetItem", "PutItem"]  # the row read and written (the entry is read on its own table)
 
 
 def test_error_get_many_returns_the_present_entries_as_get_does(tables: dict[str, str]) -> None:
     """The error list's get_many: mixed ids, duplicates, more than 100 ids; the entries equal ``get``'s."""
     table = _table(tables, "SALE_ERRORS_TABLE")
     errors = DynamoErrorStore(table)
+    lifecycle = lifecycle_on(tables)
     present = [_sale_id(n) for n in range(0, 120, 7)]
     for n, sale_id in enumerate(present):
         kind = ErrorType.MARKETPLACE_TIMEOUT if n % 2 == 0 else ErrorType.PRODUCT_NOT_SYNCED
-        errors.record_failure(C, sale_id, ErrorEvent(error_type=kind, message=f"m{n}"), retryable=kind.retryable)
-    errors.record_failure(
-        C, present[0], ErrorEvent(error_type=ErrorType.MARKETPLACE_TIMEOUT, message="again"), retryable=True
-    )
-    errors.record_failure(
-        "other", _sale_id(1), ErrorEvent(error_type="marketplace_timeout", message="o"), retryable=True
-    )
+        _listed(lifecycle, C, sale_id, kind, f"m{n}")
+    _listed(lifecycle, "other", _sale_id(1), ErrorType.MARKETPLACE_TIMEOUT, "o")
     calls = _count_batch_gets(table)
     wanted = [_sale_id(n) for n in range(120)] + present  # 120 distinct, 17 of them asked twice
     got = errors.get_many(C, wanted)
@@ -132,120 +168,9 @@ def test_error_get_many_returns_the_present_entries_as_get_does(tables: dict[str
     assert sorted(got) == present
     for sale_id in present:
         assert got[sale_id] == errors.get(C, sale_id)
-    assert got[present[0]].attempts == 2
-    assert [e.message for e in got[present[0]].history] == ["m0", "again"]
+    assert [e.message for e in got[present[0]].history] == ["m0"]
     assert got[present[1]].error_type == ErrorType.PRODUCT_NOT_SYNCED.value
     assert _sale_id(1) not in got  # only the other connection has it
-
-
-# --- reflect(row_absent=True) -----------------------------------------------------------------------------------------
-
-
-def _raw(table: Any, sale_id: str) -> dict[str, Any]:
-    item: dict[str, Any] = table.get_item(Key={"connection_id": C, "sale_id": sale_id}, ConsistentRead=True)["Item"]
-    return item
-
-
-def test_reflect_on_an_absent_row_stores_the_same_row_as_the_update_path(tables: dict[str, str]) -> None:
-    """The conditional put for an absent row writes what the default update would have: same attributes, same
-    values (timestamps and the key aside)."""
-    table = _table(tables, "SALES_TABLE")
-    sales = DynamoSaleStore(table)
-    put_id, update_id = _sale_id(1), _sale_id(2)
-    assert sales.reflect(_record(put_id), attempts=3, row_absent=True) is True
-    assert sales.reflect(_record(update_id), attempts=3) is True
-    by_put, by_update = sales.get(C, put_id), sales.get(C, update_id)
-    assert by_put is not None and by_update is not None
-    assert by_put.outcome is Outcome.REFLECTED and by_put.attempts == 3
-    assert by_put.record == _record(put_id)
-    ignore = {"sale_id", "updated_at", "record"}
-    assert by_put.model_dump(exclude=ignore) == by_update.model_dump(exclude=ignore)
-    assert by_put.record is not None and by_update.record is not None
-    assert by_put.record.model_dump(exclude={"sale_id"}) == by_update.record.model_dump(exclude={"sale_id"})
-    raw_put, raw_update = _raw(table, put_id), _raw(table, update_id)
-    assert set(raw_put) == set(raw_update)
-    volatile = {"sale_id", "updated_at", "reflected_at", "record"}
-    assert {k: v for k, v in raw_put.items() if k not in volatile} == {
-        k: v for k, v in raw_update.items() if k not in volatile
-    }
-    assert raw_put["reflected_at"] == raw_put["updated_at"]
-
-
-def test_reflect_with_row_absent_on_an_existing_row_keeps_its_other_attributes(tables: dict[str, str]) -> None:
-    """The caller's "no row" was out of date (an execution started, an outcome was set): the record is still
-    stored, the row keeps latest_execution, and the reasons of the earlier outcome are cleared."""
-    sales = DynamoSaleStore(_table(tables, "SALES_TABLE"))
-    sale_id = _sale_id(5)
-    execution = ExecutionRef(execution_arn="arn:aws:states:us-east-1:1:execution:relink:e5", name="e5")
-    sales.set_execution(C, sale_id, execution)
-    sales.set_outcome(
-        C, sale_id, Outcome.NOT_REFLECTABLE, reason=Reason.PRODUCT_NOT_SYNCED, detail="sync it", pack_id="P1"
-    )
-    assert sales.reflect(_record(sale_id), attempts=2, row_absent=True) is True
-    state = sales.get(C, sale_id)
-    assert state is not None
-    assert state.outcome is Outcome.REFLECTED
-    assert state.record == _record(sale_id)
-    assert state.attempts == 2
-    assert state.latest_execution is not None
-    assert state.latest_execution.execution_arn == execution.execution_arn
-    assert state.latest_execution.name == "e5"
-    assert (state.reason, state.detail) == (None, None)
-    assert state.pack_id == "P1"
-
-
-def test_reflect_with_row_absent_after_set_execution_only(tables: dict[str, str]) -> None:
-    """A row holding only a started execution (outcome pending) is reflected over, execution kept."""
-    sales = DynamoSaleStore(_table(tables, "SALES_TABLE"))
-    sale_id = _sale_id(6)
-    sales.set_execution(C, sale_id, ExecutionRef(execution_arn="arn:e6", name="e6"))
-    assert sales.reflect(_record(sale_id), row_absent=True) is True
-    state = sales.get(C, sale_id)
-    assert state is not None and state.outcome is Outcome.REFLECTED
-    assert state.latest_execution is not None and state.latest_execution.execution_arn == "arn:e6"
-
-
-def test_a_second_reflect_with_row_absent_changes_nothing(tables: dict[str, str]) -> None:
-    """Once reflected, reflect (either path) answers False and the first record stays."""
-    sales = DynamoSaleStore(_table(tables, "SALES_TABLE"))
-    sale_id = _sale_id(7)
-    assert sales.reflect(_record(sale_id, buyer_id=1), row_absent=True) is True
-    assert sales.reflect(_record(sale_id, buyer_id=2), row_absent=True) is False
-    assert sales.reflect(_record(sale_id, buyer_id=3)) is False
-    state = sales.get(C, sale_id)
-    assert state is not None and state.record is not None
-    assert state.record.buyer_id == 1
-    assert state.attempts == 1
-
-
-def test_threads_racing_reflect_with_row_absent_store_the_sale_once(tables: dict[str, str]) -> None:
-    """8 threads, each sure the row is absent: exactly one stores its record, and the stored record is the winner's."""
-    table = _table(tables, "SALES_TABLE")
-    sales = DynamoSaleStore(table)
-    sale_id = _sale_id(8)
-    wins: dict[int, bool] = {}
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(8)
-
-    def importer(n: int) -> None:
-        barrier.wait()
-        try:
-            wins[n] = sales.reflect(_record(sale_id, buyer_id=n), row_absent=True)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=importer, args=(n,)) for n in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
-    assert len(wins) == 8
-    winners = [n for n, won in wins.items() if won]
-    assert len(winners) == 1
-    state = sales.get(C, sale_id)
-    assert state is not None and state.record is not None and state.record.buyer_id == winners[0]
-    assert len(table.scan()["Items"]) == 1
 
 
 # --- settle_many ------------------------------------------------------------------------------------------------------
@@ -354,8 +279,13 @@ def test_settle_many_leaves_handed_over_items_alone(tables: dict[str, str]) -> N
     ids = [_sale_id(n) for n in range(10)]
     job = _job(jobs, "job-3", ids)
     handed = ids[2:5]
-    for sale_id in handed:
-        jobs.hand_over("job-3", sale_id, f"arn:exec:{sale_id}", attempts=1)
+    client = _table(tables, "JOBS_TABLE").meta.client
+    for sale_id in handed:  # as the lifecycle hands them over, in its own transaction
+        client.transact_write_items(
+            TransactItems=hand_over_writes(
+                jobs.table_name, "job-3", sale_id, attempts=1, episode=1, execution_arn=f"arn:exec:{sale_id}"
+            )
+        )
     settlements = [Settlement(sale_id=s, outcome=Outcome.REFLECTED, attempts=1) for s in ids]
     read_back = jobs.get("job-3")  # the worker settles with the header it read, not the one it created
     assert read_back is not None and read_back.created_at == job.created_at
@@ -514,23 +444,22 @@ def test_throttled_transactions_never_report_an_unwritten_outcome(
     tables: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """DynamoDB cancels a transaction whose item is throttled (reason ThrottlingError; botocore does not retry it).
-    Under heavy throttling every call either settles what it says or raises SettleFailed; the header's counts are
+    Under heavy throttling every call either settles what it says or raises StateWriteFailed; the header's counts are
     always exactly the items that are terminal, and a later call finishes the rest."""
-    import shared.stores.dynamodb as stores_module
+    import shared.stores.jobs as jobs_module
     from devstack.faults import dynamodb_throttling
 
-    monkeypatch.setattr(stores_module, "_back_off", lambda attempt: None)
+    monkeypatch.setattr(jobs_module, "back_off", lambda attempt: None)
     jobs = DynamoJobStore(_table(tables, "JOBS_TABLE"))
     ids = [_sale_id(n) for n in range(60)]
     job = _job(jobs, "throttled-job", ids)
     reported, failures = 0, 0
-    with dynamodb_throttling(0.08, seed=11) as throttled:
+    with dynamodb_throttling(0.3, seed=3) as throttled:
         for start in range(0, 60, 10):
             try:
                 reported += jobs.settle_many(job, [_settlement(s, n) for n, s in enumerate(ids[start : start + 10])])
-            except stores_module.SettleFailed as exc:
+            except StateWriteFailed:
                 failures += 1
-                assert exc.sale_ids
     assert throttled.injected > 0
     header = jobs.get("throttled-job")
     assert header is not None
@@ -542,21 +471,3 @@ def test_throttled_transactions_never_report_an_unwritten_outcome(
     jobs.settle_many(job, [_settlement(s, ids.index(s)) for s in left])
     header = jobs.get("throttled-job")
     assert header is not None and header.settled == sum(header.counts.values()) == 60
-
-
-def test_a_single_settle_that_stays_throttled_raises_instead_of_answering_already_settled(
-    tables: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Throttled on every try (the transaction, or an item inside it): an exception, never False ("already")."""
-    from botocore.exceptions import ClientError
-
-    import shared.stores.dynamodb as stores_module
-    from devstack.faults import dynamodb_throttling
-
-    monkeypatch.setattr(stores_module, "_back_off", lambda attempt: None)
-    jobs = DynamoJobStore(_table(tables, "JOBS_TABLE"))
-    _job(jobs, "stuck-job", [_sale_id(1)])
-    with dynamodb_throttling(1.0, seed=1), pytest.raises((stores_module.SettleFailed, ClientError)):
-        jobs.settle("stuck-job", _sale_id(1), Outcome.REFLECTED, handed_over=False)
-    item = jobs.get_items("stuck-job", [_sale_id(1)])[_sale_id(1)]
-    assert item.outcome is Outcome.PENDING

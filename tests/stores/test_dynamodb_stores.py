@@ -1,100 +1,42 @@
-"""The DynamoDB adapters against moto tables created from template.yaml: the once-only guarantees."""
+"""The read-side DynamoDB adapters against moto tables created from template.yaml (the writes of per-sale state are
+the lifecycle's: tests/stores/test_sale_lifecycle.py)."""
 
 from __future__ import annotations
 
-import threading
+from typing import Any
 
-import boto3
 import pytest
 
-from shared.models import ErrorEvent, ErrorType, Outcome, ProductLink, Reason, ReflectedSale, Trigger
-from shared.stores.dynamodb import (
-    DynamoErrorStore,
-    DynamoProductStore,
-    DynamoSaleStore,
-    InvalidCursor,
-)
+from shared.lifecycle import moves
+from shared.lifecycle.table import Actor
+from shared.models import ErrorEntry, ErrorType, ProductLink, Reason
+from shared.stores.dynamo import InvalidCursor
+from shared.stores.errors import DynamoErrorStore
+from shared.stores.products import DynamoProductStore
+from tests.stores.conftest import lifecycle_on
 from tests.stores.conftest import table as _table
 
 
-def test_reflecting_the_same_sale_twice_stores_it_once(tables: dict[str, str]) -> None:
-    # Given a sale store
-    sales = DynamoSaleStore(_table(tables, "SALES_TABLE"))
-    record = ReflectedSale(connection_id="mla-main", sale_id="2000001", total_amount=125.92, imported_by=Trigger.API)
-    # When two imports of the same sale happen one after the other
-    first = sales.reflect(record)
-    second = sales.reflect(record.model_copy(update={"imported_by": Trigger.BULK}))
-    # Then only the first one stored it, and the stored copy is the first one
-    assert (first, second) == (True, False)
-    state = sales.get("mla-main", "2000001")
-    assert state is not None and state.record is not None
-    assert state.outcome is Outcome.REFLECTED
-    assert state.record.imported_by is Trigger.API
-    assert state.record.total_amount == 125.92
-
-
-def test_concurrent_imports_from_threads_store_the_sale_once(tables: dict[str, str]) -> None:
-    sales = DynamoSaleStore(_table(tables, "SALES_TABLE"))
-    wins: list[bool] = []
-    barrier = threading.Barrier(8)
-
-    def importer(n: int) -> None:
-        barrier.wait()
-        record = ReflectedSale(connection_id="mla-main", sale_id="2000002", buyer_id=n)
-        wins.append(sales.reflect(record))
-
-    threads = [threading.Thread(target=importer, args=(n,)) for n in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert wins.count(True) == 1
-    items = boto3.resource("dynamodb").Table(tables["SALES_TABLE"]).scan()["Items"]
-    assert len(items) == 1
-
-
-def test_a_reflected_sale_is_never_downgraded(tables: dict[str, str]) -> None:
-    sales = DynamoSaleStore(_table(tables, "SALES_TABLE"))
-    sales.reflect(ReflectedSale(connection_id="c", sale_id="1"))
-    sales.set_outcome("c", "1", Outcome.ESCALATED, reason=Reason.RETRIES_EXHAUSTED)
-    state = sales.get("c", "1")
-    assert state is not None and state.outcome is Outcome.REFLECTED and state.reason is None
-
-
-def test_failures_accumulate_history_once_per_attempt_key(tables: dict[str, str]) -> None:
-    errors = DynamoErrorStore(_table(tables, "SALE_ERRORS_TABLE"))
-    event = ErrorEvent(error_type=ErrorType.MARKETPLACE_TIMEOUT, message="timeout", attempt_key="exec-1#1")
-    first = errors.record_failure("c", "9", event, retryable=True)
-    again = errors.record_failure("c", "9", event, retryable=True)  # a retried Lambda writes the same attempt
-    second = errors.record_failure(
-        "c", "9", event.model_copy(update={"attempt_key": "exec-1#2", "message": "503"}), retryable=True
+def _list(lifecycle: Any, connection_id: str, sale_id: str, error_type: ErrorType, message: str) -> None:
+    snap = lifecycle.read(connection_id, sale_id)
+    entry = ErrorEntry(
+        connection_id=connection_id,
+        sale_id=sale_id,
+        error_type=error_type.value,
+        message=message,
+        retryable=error_type.retryable,
+        reason=Reason(error_type.value) if not error_type.retryable else None,
     )
-    assert (first.attempts, again.attempts, second.attempts) == (1, 1, 2)
-    assert [e.message for e in second.history] == ["timeout", "503"]
-    assert first.episode == second.episode
-
-
-def test_escalation_is_claimed_once_per_episode(tables: dict[str, str]) -> None:
-    errors = DynamoErrorStore(_table(tables, "SALE_ERRORS_TABLE"))
-    entry = errors.record_failure("c", "9", ErrorEvent(error_type="marketplace_timeout", message="x"), retryable=True)
-    assert errors.claim_escalation("c", "9", entry.episode) is True
-    assert errors.claim_escalation("c", "9", entry.episode) is False
-    assert errors.claim_escalation("c", "9", "another-episode") is False
-    # A sale reflected later leaves the list; a new failure opens a new episode, which may page again.
-    errors.resolve("c", "9")
-    reopened = errors.record_failure(
-        "c", "9", ErrorEvent(error_type="marketplace_timeout", message="y"), retryable=True
-    )
-    assert reopened.episode != entry.episode and reopened.escalated is False
-    assert errors.claim_escalation("c", "9", reopened.episode) is True
+    assert lifecycle.apply(snap, moves.list_error(snap, Actor.PLATFORM, entry=entry)) is not None
 
 
 def test_error_list_filters_by_type_and_paginates(tables: dict[str, str]) -> None:
     errors = DynamoErrorStore(_table(tables, "SALE_ERRORS_TABLE"))
+    lifecycle = lifecycle_on(tables)
     for n in range(7):
         kind = ErrorType.MARKETPLACE_TIMEOUT if n % 2 == 0 else ErrorType.PRODUCT_NOT_SYNCED
-        errors.record_failure("c", f"10{n}", ErrorEvent(error_type=kind, message=str(n)), retryable=kind.retryable)
-    errors.record_failure("other", "1", ErrorEvent(error_type="marketplace_timeout", message="o"), retryable=True)
+        _list(lifecycle, "c", f"10{n}", kind, str(n))
+    _list(lifecycle, "other", "1", ErrorType.MARKETPLACE_TIMEOUT, "o")
     seen: list[str] = []
     cursor = None
     while True:

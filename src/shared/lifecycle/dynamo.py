@@ -125,7 +125,7 @@ class DynamoLifecycleStore:
             items.append({"Put": {"TableName": self._errors.name, "Item": entry_item(change.entry)}})
         elif change.entry_write is EntryWrite.DELETE and seen.entry is not None:
             items.append({"Delete": {"TableName": self._errors.name, "Key": key}})
-        job_at = len(items)
+        job_at = len(items) if change.job is not None else -1
         if change.job is not None:
             job = change.job
             items += hand_over_writes(

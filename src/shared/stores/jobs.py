@@ -103,9 +103,9 @@ def hand_over_writes(
             "Update": {
                 "TableName": table_name,
                 "Key": {"job_id": job_id, "item_key": sale_id},
-                "UpdateExpression": f"SET outcome = :ip, {sets}",
-                "ConditionExpression": "outcome = :pending",
-                "ExpressionAttributeNames": {f"#{k}": k for k in fields},
+                "UpdateExpression": f"SET #outcome = :ip, {sets}",
+                "ConditionExpression": "#outcome = :pending",
+                "ExpressionAttributeNames": {"#outcome": "outcome", **{f"#{k}": k for k in fields}},
                 "ExpressionAttributeValues": {
                     ":ip": Outcome.IN_PROGRESS.value,
                     ":pending": Outcome.PENDING.value,
@@ -119,33 +119,31 @@ def hand_over_writes(
 
 def settle_waiting_writes(table_name: str, job_id: str, settlement: Settlement) -> list[dict[str, Any]]:
     """in_progress -> the sale's terminal outcome, counted on the header (and no longer handed over)."""
-    sets = ["outcome = :o", "attempts = :a", "updated_at = :now"]
-    values: dict[str, Any] = {
-        ":o": settlement.outcome.value,
-        ":a": settlement.attempts,
-        ":now": _now(),
-        ":ip": Outcome.IN_PROGRESS.value,
-    }
-    removes = ["open_sale", "deferred", "retry_at"]
-    optional = {
+    fields: dict[str, Any] = {
+        "outcome": settlement.outcome.value,
+        "attempts": settlement.attempts,
+        "updated_at": _now(),
         "reason": settlement.reason.value if settlement.reason else None,
         "detail": settlement.detail,
         "episode": settlement.episode,
     }
-    for name, value in optional.items():
-        if value is None:
-            removes.append(name)
-        else:
-            sets.append(f"{name} = :{name}")
-            values[f":{name}"] = value
+    sets = {k: v for k, v in fields.items() if v is not None}
+    removes = [k for k, v in fields.items() if v is None] + ["open_sale", "deferred", "retry_at"]
     return [
         {
             "Update": {
                 "TableName": table_name,
                 "Key": {"job_id": job_id, "item_key": settlement.sale_id},
-                "UpdateExpression": "SET " + ", ".join(sets) + " REMOVE " + ", ".join(removes),
-                "ConditionExpression": "outcome = :ip",
-                "ExpressionAttributeValues": values,
+                "UpdateExpression": "SET "
+                + ", ".join(f"#{k} = :{k}" for k in sets)
+                + " REMOVE "
+                + ", ".join(f"#{k}" for k in removes),
+                "ConditionExpression": "#outcome = :ip",
+                "ExpressionAttributeNames": {f"#{k}": k for k in [*sets, *removes]},
+                "ExpressionAttributeValues": {
+                    ":ip": Outcome.IN_PROGRESS.value,
+                    **{f":{k}": v for k, v in sets.items()},
+                },
             }
         },
         header_update(table_name, job_id, Counter({settlement.outcome.value: 1}), handed=-1),
