@@ -200,12 +200,10 @@ def test_resync_of_a_sale_blocked_by_its_product_keeps_it_listed_and_never_escal
     assert aws.help_desk_messages() == []
 
 
-def test_resync_still_failing_escalates_once_per_failure_episode(call_api: Api, aws: Aws, meli: MeliSimulator) -> None:
+def test_resync_still_failing_escalates_once_per_episode(call_api: Api, aws: Aws, meli: MeliSimulator) -> None:
     meli.add_fault({"path": f"^/orders/{LISTED_TIMEOUT}$", "kind": "status", "status": 503})
     status, body, _ = call_api("POST", f"/connections/{C}/sales/{LISTED_TIMEOUT}/resync")
-    assert status == 200 and (body["outcome"], body["reason"]) == ("escalated", "resync_failed")
-    status, again, _ = call_api("POST", f"/connections/{C}/sales/{LISTED_TIMEOUT}/resync")
-    assert again["outcome"] == "escalated"
+    assert status == 200 and (body["outcome"], body["reason"], body["episode"]) == ("escalated", "resync_failed", 1)
     pages = aws.help_desk_messages()
     assert len(pages) == 1
     page = pages[0]
@@ -213,6 +211,11 @@ def test_resync_still_failing_escalates_once_per_failure_episode(call_api: Api, 
     assert [h["error_type"] for h in page["history"]] == ["marketplace_timeout", "marketplace_unavailable"]
     _, entry, _ = call_api("GET", f"/connections/{C}/sales/{LISTED_TIMEOUT}")
     assert entry["outcome"] == "escalated" and entry["error_entry"]["escalated"] is True
+    # A person resyncing the escalated sale again reruns it: a new episode, which pages once if it fails too.
+    status, again, _ = call_api("POST", f"/connections/{C}/sales/{LISTED_TIMEOUT}/resync")
+    assert (again["outcome"], again["episode"]) == ("escalated", 2)
+    pages = aws.help_desk_messages()
+    assert [p["episode"] for p in pages] == [2] and len(pages[0]["history"]) == 3
 
 
 def test_resync_of_a_sale_not_in_the_error_list_says_use_relink(call_api: Api, aws: Aws) -> None:

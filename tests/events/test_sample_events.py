@@ -46,14 +46,33 @@ def test_verify_task_sample_settles_an_unknown_sale(aws: Aws) -> None:
     }
 
 
-@pytest.mark.parametrize(("function", "attempts"), [("relink", 2), ("resync", 1)])
-def test_attempt_task_samples(aws: Aws, function: str, attempts: int) -> None:
-    output = _task(function, f"tasks/{function}.json")
-    assert output["outcome"] == "not_reflectable" and output["reason"] == "sale_not_found"
-    assert output["attempts"] == attempts
+def _claimed_by_the_samples_execution(event_file: str) -> None:
+    """The samples' execution owns its sale, as it would after its Verify task: the Verify handler claims it for
+    the execution (a run nobody claimed, as from the console), then fails on ML's 503 as the sale always does."""
+    from shared.tasks import MarketplaceUnavailable
+
+    event = load_event(event_file)
+    verify = importlib.import_module("functions.verify.app").lambda_handler
+    with pytest.raises(MarketplaceUnavailable):
+        verify({**{k: event[k] for k in ("connection_id", "sale_id", "execution_id")}, "attempts": 0}, lambda_context())
+
+
+@pytest.mark.parametrize(
+    ("function", "error", "key"), [("relink", "RelinkFailed", "#relink#2"), ("resync", "ResyncFailed", "#resync")]
+)
+def test_attempt_task_samples_record_their_failure_once(aws: Aws, function: str, error: str, key: str) -> None:
+    _claimed_by_the_samples_execution(f"tasks/{function}.json")
+    for _ in range(2):  # a Step Functions retry of the same task records nothing twice
+        with pytest.raises(Exception) as failed:
+            _task(function, f"tasks/{function}.json")
+        assert type(failed.value).__name__ == error
+    entry = aws.table("SALE_ERRORS_TABLE").get_item(Key={"connection_id": "mla-main", "sale_id": "2000009112000016"})
+    item = entry["Item"]
+    assert item["attempts"] == 1 and [k for k in item["attempt_keys"] if k.endswith(key)] != []
 
 
 def test_escalate_task_sample_pages_once(aws: Aws) -> None:
+    _claimed_by_the_samples_execution("tasks/escalate.json")
     first = _task("escalate", "tasks/escalate.json")
     second = _task("escalate", "tasks/escalate.json")  # a Step Functions retry of the same task
     assert (
@@ -61,14 +80,23 @@ def test_escalate_task_sample_pages_once(aws: Aws) -> None:
         == second
         == {
             "connection_id": "mla-main",
-            "sale_id": "2000009713473608",
+            "sale_id": "2000009112000016",
             "outcome": "escalated",
             "reason": "retries_exhausted",
             "attempts": 3,
         }
     )
     pages = aws.help_desk_messages()
-    assert len(pages) == 1 and "RelinkFailed" in pages[0]["last_error"]
+    assert len(pages) == 1
+    # What the Catch handed over is read as a person reads it: no JSON payload, no stack trace.
+    assert pages[0]["last_error"].startswith("RelinkFailed: Service Unavailable")
+    assert "stackTrace" not in json.dumps(pages[0]) and "errorType" not in json.dumps(pages[0])
+
+
+def test_escalate_for_an_execution_that_does_not_own_the_sale_pages_nobody(aws: Aws) -> None:
+    """The sample's execution never claimed the sale (nothing ran before it): no escalation, no page."""
+    answer = _task("escalate", "tasks/escalate.json")
+    assert answer["outcome"] == "pending" and aws.help_desk_messages() == []
 
 
 @pytest.mark.parametrize("path", sorted((EVENTS / "statemachine").glob("*.json")), ids=lambda p: p.name)

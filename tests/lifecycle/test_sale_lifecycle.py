@@ -412,9 +412,9 @@ def test_an_idempotency_key_maps_to_its_closed_execution_and_a_new_key_reruns(
 # --- 2. an escalation racing a resync --------------------------------------------------------------------------------
 
 
-def resync_before_escalating(stack: EmbeddedStack, sale_id: str, answers: list[httpx.Response]) -> Callable[
-    [Handler], Handler
-]:
+def resync_before_escalating(
+    stack: EmbeddedStack, sale_id: str, answers: list[httpx.Response]
+) -> Callable[[Handler], Handler]:
     """Wraps EscalateFunction: the first time it runs for the sale, ML recovers and a person resyncs the sale over
     HTTP; then the real handler runs."""
 
@@ -450,9 +450,7 @@ def test_an_escalation_racing_a_resync_that_reflected_the_sale_pages_nobody(
     assert result["output"]["outcome"] in ("reflected", "already_reflected")
 
 
-def test_a_bulk_escalation_racing_a_resync_settles_the_item_reflected(
-    stack: EmbeddedStack, http: httpx.Client
-) -> None:
+def test_a_bulk_escalation_racing_a_resync_settles_the_item_reflected(stack: EmbeddedStack, http: httpx.Client) -> None:
     """Fails today: the job item is settled escalated (item outcome assertion) although the resync reflected it."""
     sale = new_sale(stack)
     fail_orders(stack, sale)
@@ -512,9 +510,7 @@ def test_a_page_for_a_refusal_while_verifying_carries_no_raw_lambda_error_payloa
 # --- 3. blocked meanwhile --------------------------------------------------------------------------------------------
 
 
-def test_a_sale_blocked_while_escalation_was_pending_is_not_escalated(
-    stack: EmbeddedStack, http: httpx.Client
-) -> None:
+def test_a_sale_blocked_while_escalation_was_pending_is_not_escalated(stack: EmbeddedStack, http: httpx.Client) -> None:
     """Fails today: the help desk is paged (pages_for == [] fails) and escalated overwrites sale_cancelled."""
     sale = new_sale(stack)
     fail_orders(stack, sale)
@@ -530,9 +526,7 @@ def test_a_sale_blocked_while_escalation_was_pending_is_not_escalated(
                 with httpx.Client(base_url=api_url(stack), timeout=DEADLINE) as client:
                     job_id = submit_job(client, [sale])
                     meanwhile["job_id"] = job_id
-                    meanwhile["view"] = wait_job(
-                        client, job_id, lambda v: job_item(v, sale)["outcome"] in TERMINAL
-                    )
+                    meanwhile["view"] = wait_job(client, job_id, lambda v: job_item(v, sale)["outcome"] in TERMINAL)
             return handler(event, context)
 
         return escalate
@@ -783,7 +777,9 @@ def test_a_job_whose_items_are_all_handed_over_is_in_progress(stack: EmbeddedSta
 
 
 def transaction_throttled(params: dict[str, Any]) -> ClientError:
-    reasons = [{"Code": "ThrottlingError", "Message": "Throughput exceeds the current capacity of your table or index."}]
+    reasons = [
+        {"Code": "ThrottlingError", "Message": "Throughput exceeds the current capacity of your table or index."}
+    ]
     reasons += [{"Code": "None"}] * (len(params.get("TransactItems", [])) - 1)
     codes = ", ".join(r["Code"] for r in reasons)
     return ClientError(

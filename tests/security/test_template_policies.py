@@ -310,7 +310,7 @@ def test_the_escalations_alarm_matches_what_a_page_emits(
         error_type="marketplace_unavailable",
         last_error="503",
         first_seen=datetime.now(UTC),
-        episode="e-1",
+        episode=1,
         history=[],
     )
     capsys.readouterr()

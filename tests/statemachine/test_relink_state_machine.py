@@ -256,4 +256,3 @@ def test_relink_over_http_reaches_a_terminal_outcome(stack: EmbeddedStack, new_s
         assert state["latest_execution"]["status"] == "SUCCEEDED"
         again = http.post(f"/connections/{C}/sales/{sale}/relink")
         assert again.status_code == 200 and again.json()["outcome"] == "already_reflected"
-

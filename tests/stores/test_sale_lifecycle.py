@@ -127,13 +127,20 @@ def test_the_table_refuses_what_it_does_not_list(lifecycle: SaleLifecycle) -> No
 def test_a_failure_is_recorded_once_per_attempt_key(lifecycle: SaleLifecycle) -> None:
     claimed = lifecycle.apply(lifecycle.read(C, "9"), _claim(lifecycle, lifecycle.read(C, "9")))
     assert claimed is not None
-    first = moves.note_failure(claimed, Actor.RELINK_TASK, failure=_failure("exec-1#relink#1"), attempts=1, backoff=BACKOFF)
+    first = moves.note_failure(
+        claimed, Actor.RELINK_TASK, failure=_failure("exec-1#relink#1"), attempts=1, backoff=BACKOFF
+    )
     assert first is not None
     noted = lifecycle.apply(claimed, first)
     assert noted is not None and noted.entry is not None and noted.entry.attempts == 1
     # A retried Lambda writes the same attempt: nothing to write.
-    assert moves.note_failure(noted, Actor.RELINK_TASK, failure=_failure("exec-1#relink#1"), attempts=1, backoff=BACKOFF) is None
-    second = moves.note_failure(noted, Actor.RELINK_TASK, failure=_failure("exec-1#relink#2", "timeout"), attempts=2, backoff=BACKOFF)
+    assert (
+        moves.note_failure(noted, Actor.RELINK_TASK, failure=_failure("exec-1#relink#1"), attempts=1, backoff=BACKOFF)
+        is None
+    )
+    second = moves.note_failure(
+        noted, Actor.RELINK_TASK, failure=_failure("exec-1#relink#2", "timeout"), attempts=2, backoff=BACKOFF
+    )
     assert second is not None
     twice = lifecycle.apply(noted, second)
     assert twice is not None and twice.entry is not None
@@ -148,12 +155,21 @@ def test_escalation_happens_once_per_episode_and_a_rerun_may_escalate_again(life
 
     def escalation(snap: Snapshot) -> moves.Change:
         return moves.escalate(
-            snap, Actor.ESCALATE_TASK, reason=Reason.RETRIES_EXHAUSTED, attempts=3, settled_by="execution:exec-1",
-            now=now, page_retry=timedelta(minutes=5), failure=_failure("k"), backoff=BACKOFF,
+            snap,
+            Actor.ESCALATE_TASK,
+            reason=Reason.RETRIES_EXHAUSTED,
+            attempts=3,
+            settled_by="execution:exec-1",
+            now=now,
+            page_retry=timedelta(minutes=5),
+            failure=_failure("k"),
+            backoff=BACKOFF,
         )
 
     escalated = lifecycle.apply(claimed, escalation(claimed))
-    assert escalated is not None and escalated.row.page_due and escalated.entry is not None and escalated.entry.escalated
+    assert (
+        escalated is not None and escalated.row.page_due and escalated.entry is not None and escalated.entry.escalated
+    )
     # A second escalation decided from the same (older) read loses the race: one page per episode.
     assert lifecycle.apply(claimed, escalation(claimed)) is None
     # A rerun claims a new episode: the entry's mark is cleared, and it may be escalated (and paged) again.
@@ -174,8 +190,15 @@ def test_a_blocked_sale_is_never_escalated_over(lifecycle: SaleLifecycle) -> Non
     )
     assert blocked is not None and blocked.row.outcome is Outcome.NOT_REFLECTABLE and blocked.row.owner is None
     late = moves.escalate(
-        claimed, Actor.ESCALATE_TASK, reason=Reason.RETRIES_EXHAUSTED, attempts=3, settled_by="execution:exec-1",
-        now=lifecycle.now(), page_retry=timedelta(minutes=5), failure=None, backoff=BACKOFF,
+        claimed,
+        Actor.ESCALATE_TASK,
+        reason=Reason.RETRIES_EXHAUSTED,
+        attempts=3,
+        settled_by="execution:exec-1",
+        now=lifecycle.now(),
+        page_retry=timedelta(minutes=5),
+        failure=None,
+        backoff=BACKOFF,
     )
     assert lifecycle.apply(claimed, late) is None
     assert lifecycle.read(C, "11").row.reason is Reason.SALE_CANCELLED
@@ -205,7 +228,8 @@ def test_waiting_job_items_are_settled_in_the_same_write_as_the_sale(
     header_b = jobs.get("job-b")
     assert header_b is not None and header_b.all_counts()["in_progress"] == 1
     reflected = lifecycle.apply(
-        joined, moves.reflect(joined, Actor.RELINK_TASK, record=_record("12"), attempts=2, settled_by="execution:exec-1")
+        joined,
+        moves.reflect(joined, Actor.RELINK_TASK, record=_record("12"), attempts=2, settled_by="execution:exec-1"),
     )
     assert reflected is not None and reflected.row.waiting_jobs == []
     for job_id in ("job-a", "job-b"):
@@ -236,7 +260,9 @@ def test_an_entry_keeps_a_bounded_history(lifecycle: SaleLifecycle) -> None:
     snap = lifecycle.apply(snap, _claim(lifecycle, snap))
     assert snap is not None
     for n in range(70):
-        change = moves.note_failure(snap, Actor.RELINK_TASK, failure=_failure(f"k{n}", str(n)), attempts=n, backoff=BACKOFF)
+        change = moves.note_failure(
+            snap, Actor.RELINK_TASK, failure=_failure(f"k{n}", str(n)), attempts=n, backoff=BACKOFF
+        )
         assert change is not None
         written = lifecycle.apply(snap, change)
         assert written is not None
@@ -276,7 +302,9 @@ def test_a_write_throttled_every_time_fails_loudly_and_writes_nothing(
         moves.list_error(
             snap,
             Actor.PLATFORM,
-            entry=ErrorEntry(connection_id=C, sale_id="18", error_type="marketplace_timeout", message="t", retryable=True),
+            entry=ErrorEntry(
+                connection_id=C, sale_id="18", error_type="marketplace_timeout", message="t", retryable=True
+            ),
         ),
     )
     assert listed is not None

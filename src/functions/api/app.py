@@ -171,6 +171,8 @@ def post_relink(connection_id: str, sale_id: str) -> Response[str]:
         body |= started.settled.model_dump(
             mode="json", include={"reason", "seller_action", "episode"}, exclude_none=True
         )
+    if started.outcome is Outcome.ALREADY_REFLECTED:
+        return _json(200, body)
     if started.execution is not None:
         body |= {"execution_id": started.execution.execution_arn, "execution_name": started.execution.name}
     body["status_url"] = f"/connections/{connection_id}/sales/{sale_id}"

@@ -79,7 +79,11 @@ class BulkSales:
                 failure=failure,
                 seen=snap,
             )
-        return then.answer
+        if then.answer is not None:
+            return then.answer
+        if snap.state.settled:  # this job reflected or blocked it
+            return stored(snap, by=me)
+        return None  # handed over, joined or deferred: the item moved with the sale
 
     def _decide(
         self,
