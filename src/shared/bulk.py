@@ -55,6 +55,14 @@ class TooManyIds(ValueError):
     pass
 
 
+class QueueSendError(RuntimeError):
+    """Messages that could not be queued; ``unsent`` are the ones that did not go out."""
+
+    def __init__(self, message: str, *, unsent: list[BulkMessage]) -> None:
+        super().__init__(message)
+        self.unsent = unsent
+
+
 class NoSaleIds(ValueError):
     pass
 
@@ -250,7 +258,16 @@ class BulkService:
             BulkMessage(job_id=job.job_id, connection_id=connection_id, sale_ids=batch)
             for batch in chunks(selection.accepted)
         ]
-        sent = self._queue.send(messages) if messages else 0
+        try:
+            sent = self._queue.send(messages) if messages else 0
+        except QueueSendError as exc:
+            # The ids that never went out are withdrawn from the job (their items deleted, the header's accepted
+            # count lowered; a job none of whose messages went out is deleted): the caller gets the failure, and
+            # nobody (reconciliation, a retry) finds them held by a job that will never process them.
+            self._jobs.withdraw(
+                job, [s for m in exc.unsent for s in m.sale_ids], any_sent=len(exc.unsent) < len(messages)
+            )
+            raise
         self._jobs.set_messages(job.job_id, sent)
         return job.model_copy(update={"messages": sent})
 

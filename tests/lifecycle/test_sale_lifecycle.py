@@ -301,6 +301,11 @@ class Gate:
         self._open.set()
 
 
+def shown(value: Any) -> str:
+    """Assertion messages in full (pytest shortens a dict's repr)."""
+    return json.dumps(value, default=str)
+
+
 def strings(node: Any) -> Iterator[str]:
     if isinstance(node, str):
         yield node
@@ -447,7 +452,7 @@ def test_an_escalation_racing_a_resync_that_reflected_the_sale_pages_nobody(
     assert pages_for(stack, sale) == []
     assert sale not in listed_sale_ids(http)
     assert sale_view(http, sale)["outcome"] == "reflected"
-    assert result["output"]["outcome"] in ("reflected", "already_reflected")
+    assert result["output"]["outcome"] in ("reflected", "already_reflected"), shown(result)
 
 
 def test_a_bulk_escalation_racing_a_resync_settles_the_item_reflected(stack: EmbeddedStack, http: httpx.Client) -> None:
@@ -460,8 +465,8 @@ def test_a_bulk_escalation_racing_a_resync_settles_the_item_reflected(stack: Emb
         view = wait_job(http, job_id, completed)
     assert resynced, "the hand-over never reached Escalate"
     assert resynced[0].status_code == 200 and resynced[0].json()["outcome"] == "reflected", resynced[0].text
-    assert view["status"] == "completed", view
-    assert job_item(view, sale)["outcome"] in ("reflected", "already_reflected"), view
+    assert view["status"] == "completed", shown(view)
+    assert job_item(view, sale)["outcome"] in ("reflected", "already_reflected"), shown(view)
     assert pages_for(stack, sale) == []
     assert sale_view(http, sale)["outcome"] == "reflected"
 
@@ -481,7 +486,7 @@ def test_a_page_after_three_failures_carries_no_raw_lambda_error_payload(
     started = relink(http, sale)
     assert started.status_code == 202, started.text
     result = stack.wait(started.json()["execution_id"])
-    assert outcome_of(result["output"]) == ("escalated", "retries_exhausted"), result
+    assert outcome_of(result["output"]) == ("escalated", "retries_exhausted"), shown(result)
     pages = pages_for(stack, sale)
     assert len(pages) == 1
     assert clean_of_lambda_errors(pages[0]) == []
@@ -501,7 +506,7 @@ def test_a_page_for_a_refusal_while_verifying_carries_no_raw_lambda_error_payloa
     started = relink(http, sale)
     assert started.status_code == 202, started.text
     result = stack.wait(started.json()["execution_id"])
-    assert result["status"] == "SUCCEEDED" and result["output"]["outcome"] in TERMINAL, result
+    assert result["status"] == "SUCCEEDED" and result["output"]["outcome"] in TERMINAL, shown(result)
     pages = pages_for(stack, sale)
     assert len(pages) <= 1
     assert [clean_of_lambda_errors(page) for page in pages] == [[]] * len(pages)
@@ -539,8 +544,8 @@ def test_a_sale_blocked_while_escalation_was_pending_is_not_escalated(stack: Emb
     assert pages_for(stack, sale) == []
     assert outcome_of(sale_view(http, sale)) == ("not_reflectable", "sale_cancelled")
     view = wait_job(http, meanwhile["job_id"], lambda v: job_item(v, sale)["outcome"] in TERMINAL)
-    assert outcome_of(job_item(view, sale)) == ("not_reflectable", "sale_cancelled"), view
-    assert result["output"]["outcome"] == "not_reflectable"
+    assert outcome_of(job_item(view, sale)) == ("not_reflectable", "sale_cancelled"), shown(view)
+    assert result["output"]["outcome"] == "not_reflectable", shown(result)
 
 
 # --- 4. a sweep job whose deferred sale a person escalates -----------------------------------------------------------
@@ -573,7 +578,7 @@ def test_a_sweep_job_completes_when_a_resync_escalates_its_sales(stack: Embedded
         try:
             swept = stack.aws.runtime.invoke("ErrorSweepFunction", {"connection_id": C})
             run = next(r for r in swept["connections"] if r["connection_id"] == C)
-            assert set(sales) <= set(run.get("sale_ids", [])), run
+            assert set(sales) <= set(run.get("sale_ids", [])), shown(run)
             early = http.post(f"/connections/{C}/sales/{escalated_first}/resync")
         finally:
             gate.release()
@@ -582,14 +587,14 @@ def test_a_sweep_job_completes_when_a_resync_escalates_its_sales(stack: Embedded
     job_id = run["job_id"]
     view = wait_job(http, job_id, lambda v: all(job_item(v, s)["outcome"] != "pending" for s in sales))
     assert job_item(view, deferred)["outcome"] == "in_progress", view  # failed again: deferred to a later sweep
-    assert view["status"] != "completed", view
+    assert view["status"] != "completed", shown(view)
 
     late = http.post(f"/connections/{C}/sales/{deferred}/resync")
     assert late.status_code == 200, late.text
     assert outcome_of(late.json()) == ("escalated", "resync_failed")
     view = wait_job(http, job_id, completed)
-    assert {s: job_item(view, s)["outcome"] for s in sales} == dict.fromkeys(sales, "escalated"), view
-    assert view["status"] == "completed", view
+    assert {s: job_item(view, s)["outcome"] for s in sales} == dict.fromkeys(sales, "escalated"), shown(view)
+    assert view["status"] == "completed", shown(view)
 
 
 # --- 5. a bulk hand-over landing after its execution ended -----------------------------------------------------------
@@ -629,8 +634,8 @@ def test_a_hand_over_recorded_after_its_execution_ended_keeps_the_outcome(
         job_id = submit_job(http, [sale])
         assert worker_done.wait(60.0), "the bulk worker never handed the sale over, or never finished"
         view = wait_job(http, job_id, completed)
-    assert view["status"] == "completed", view
-    assert outcome_of(job_item(view, sale)) == ("escalated", "retries_exhausted"), view
+    assert view["status"] == "completed", shown(view)
+    assert outcome_of(job_item(view, sale)) == ("escalated", "retries_exhausted"), shown(view)
     assert sale_view(http, sale)["outcome"] == "escalated"
     assert len(pages_for(stack, sale)) == 1
 
@@ -678,13 +683,13 @@ def test_an_execution_that_cannot_page_still_settles_and_the_sweep_pages_later(
             lambda: (sale_view(http, sale), job_view(http, job_id)),
             lambda pair: pair[0]["outcome"] in TERMINAL and completed(pair[1]),
         )
-        assert state["outcome"] == "escalated", (ended["status"], state)
-        assert view["status"] == "completed", view
-        assert job_item(view, sale)["outcome"] == "escalated", view
+        assert state["outcome"] == "escalated", shown({"execution": ended["status"], "sale": state})
+        assert view["status"] == "completed", shown(view)
+        assert job_item(view, sale)["outcome"] == "escalated", shown(view)
 
         publish_fails.clear()
         swept = stack.aws.runtime.invoke("ErrorSweepFunction", {"connection_id": C})
-        assert all(not r.get("error") for r in swept["connections"]), swept
+        assert all(not r.get("error") for r in swept["connections"]), shown(swept)
         pages = poll(lambda: pages_for(stack, sale), bool)
         assert len(pages) == 1
 
@@ -697,7 +702,7 @@ def test_an_execution_that_cannot_page_still_settles_and_the_sweep_pages_later(
             stack.wait(again.json()["execution_id"])
     assert again.status_code in (200, 202), again.text
     view = job_view(http, job_id)
-    assert (view["status"], view["counts"]) == ("completed", counts), view
+    assert (view["status"], view["counts"]) == ("completed", counts), shown(view)
     assert len(pages_for(stack, sale)) == 1
 
 
@@ -737,9 +742,9 @@ def test_an_aborted_execution_settles_its_sale_and_job_item(stack: EmbeddedStack
             lambda: (sale_view(http, sale), job_view(http, job_id)),
             lambda pair: pair[0]["outcome"] in TERMINAL and completed(pair[1]),
         )
-    assert state["outcome"] in TERMINAL, state
-    assert view["status"] == "completed", view
-    assert job_item(view, sale)["outcome"] in TERMINAL, view
+    assert state["outcome"] in TERMINAL, shown(state)
+    assert view["status"] == "completed", shown(view)
+    assert job_item(view, sale)["outcome"] in TERMINAL, shown(view)
 
 
 # --- 7. a job whose items are all handed over ------------------------------------------------------------------------
@@ -767,10 +772,10 @@ def test_a_job_whose_items_are_all_handed_over_is_in_progress(stack: EmbeddedSta
             view = wait_job(http, job_id, lambda v: all(job_item(v, s)["outcome"] == "in_progress" for s in sales))
         finally:
             gate.release()
-        assert [job_item(view, s)["outcome"] for s in sales] == ["in_progress"] * 3, view
-        assert view["status"] == "in_progress", view
+        assert [job_item(view, s)["outcome"] for s in sales] == ["in_progress"] * 3, shown(view)
+        assert view["status"] == "in_progress", shown(view)
         view = wait_job(http, job_id, completed)
-    assert view["status"] == "completed", view
+    assert view["status"] == "completed", shown(view)
 
 
 # --- 8. hand-overs and reconciliation --------------------------------------------------------------------------------
@@ -830,12 +835,12 @@ def test_a_throttled_hand_over_is_not_taken_for_already_handed_over(stack: Embed
             view = wait_job(http, job_id, lambda v: job_item(v, sale)["outcome"] != "pending", timeout=10.0)
         finally:
             gate.release()
-        assert job_item(view, sale)["outcome"] == "in_progress", view
-        assert view["counts"]["in_progress"] == 1, view
+        assert job_item(view, sale)["outcome"] == "in_progress", shown(view)
+        assert view["counts"]["in_progress"] == 1, shown(view)
         view = wait_job(http, job_id, completed)
-    assert view["status"] == "completed", view
-    assert job_item(view, sale)["outcome"] == "escalated", view
-    assert view["counts"]["escalated"] == 1 and sum(view["counts"].values()) == view["accepted"] == 1, view
+    assert view["status"] == "completed", shown(view)
+    assert job_item(view, sale)["outcome"] == "escalated", shown(view)
+    assert view["counts"]["escalated"] == 1 and sum(view["counts"].values()) == view["accepted"] == 1, shown(view)
 
 
 def test_reconciliation_leaves_a_sale_a_pending_job_item_holds(stack: EmbeddedStack, http: httpx.Client) -> None:
@@ -866,10 +871,10 @@ def test_reconciliation_leaves_a_sale_a_pending_job_item_holds(stack: EmbeddedSt
             gate.release()
         run = next(r for r in reconciled["connections"] if r["connection_id"] == C)
         assert run["found"] >= 1, run  # the search did return the sale
-        assert sale not in run.get("sale_ids", []), run
+        assert sale not in run.get("sale_ids", []), shown(run)
         view = wait_job(http, job_id, completed)
-    assert view["status"] == "completed", view
-    assert job_item(view, sale)["outcome"] in TERMINAL, view
+    assert view["status"] == "completed", shown(view)
+    assert job_item(view, sale)["outcome"] in TERMINAL, shown(view)
 
 
 # --- 9. verification reading a half-written sale ---------------------------------------------------------------------
@@ -927,6 +932,6 @@ def test_verification_of_a_half_written_sale_still_makes_three_attempts(
         assert started.status_code == 202, started.text
         result = stack.wait(started.json()["execution_id"])
     assert paused, "the relink request wrote nothing to the sales table"
-    assert result["status"] == "SUCCEEDED", result
-    assert (result["output"]["outcome"], result["output"]["attempts"]) == ("escalated", 3), result["output"]
+    assert result["status"] == "SUCCEEDED", shown(result)
+    assert (result["output"]["outcome"], result["output"]["attempts"]) == ("escalated", 3), shown(result)
     assert len(pages_for(stack, sale)) == 1

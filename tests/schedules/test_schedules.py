@@ -18,7 +18,9 @@ import pytest
 from devstack.simulator.scenario import Scenario
 from devstack.simulator.server import MeliSimulator
 from shared.identifiers import InvalidConnectionId
-from shared.models import ErrorEntry, ErrorEvent, ProductLink, ReflectedSale
+from shared.lifecycle import moves
+from shared.lifecycle.table import Actor
+from shared.models import ErrorEntry, ProductLink, ReflectedSale
 from shared.recovery import ConnectionNotFound
 from shared.schedules import HOUR, InvalidScheduleInput, InvalidWindow, ScheduleRunFailed
 from tests.bulk.test_bulk import queued, run_worker
@@ -130,12 +132,14 @@ def put_entry(sale_id: str, *, attempts: int = 1, next_retry_at: datetime | None
         retryable=fields.pop("retryable", True),
         attempts=attempts,
         next_retry_at=next_retry_at,
-        episode=f"episode-{sale_id}",
         first_seen=now,
         last_seen=now,
         **fields,
     )
-    assert build_service_for_tests().stores.errors.put_if_absent(entry)
+    # As the platform lists a sale whose own import failed (the scenario's sale_errors).
+    lifecycle = build_service_for_tests().lifecycle
+    snap = lifecycle.read(C, sale_id)
+    assert lifecycle.apply(snap, moves.list_error(snap, Actor.PLATFORM, entry=entry)) is not None
 
 
 # --- error sweep ------------------------------------------------------------------------------------------------------
@@ -306,13 +310,13 @@ def test_reconciliation_finds_exactly_the_missing_paid_sales_across_pages(
     unpaid = add_orders(meli, 2000009820000000, 5, status="payment_required", hours_ago=1)
     reflected = add_orders(meli, 2000009830000000, 3, hours_ago=1)
     listed = add_orders(meli, 2000009840000000, 2, hours_ago=1)
-    stores = build_service_for_tests().stores
+    lifecycle = build_service_for_tests().lifecycle
     for sale_id in reflected:
-        stores.sales.reflect(ReflectedSale(connection_id=C, sale_id=sale_id))
+        snap = lifecycle.read(C, sale_id)
+        record = ReflectedSale(connection_id=C, sale_id=sale_id)
+        assert lifecycle.apply(snap, moves.reflect(snap, Actor.PLATFORM, record=record, attempts=0, settled_by="t"))
     for sale_id in listed:
-        stores.errors.record_failure(
-            C, sale_id, ErrorEvent(error_type="marketplace_timeout", message="timeout"), retryable=True
-        )
+        put_entry(sale_id)
     meli.reset_log()
 
     hour_before = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)

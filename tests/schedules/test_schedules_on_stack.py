@@ -47,7 +47,7 @@ def test_reconciliation_reflects_a_sale_nobody_notified(stack: EmbeddedStack) ->
     assert reconcile_unnotified_sale(stack, Console(file=out, width=150))
     text = out.getvalue()
     assert f"1 missing enqueued: {UNNOTIFIED_SALE}" in text and f"Sale {UNNOTIFIED_SALE}: reflected" in text
-    state, _ = stack.service().sale_state("mla-main", str(UNNOTIFIED_SALE))
+    state, _ = stack.service().views.sale_state("mla-main", str(UNNOTIFIED_SALE))
     assert state.record is not None and state.record.imported_by == "schedule"
 
 
@@ -58,5 +58,5 @@ def test_the_error_sweep_runs_on_the_stack(stack: EmbeddedStack) -> None:
     assert runs["mla-main"]["sale_ids"] == ["2000009109000015"]  # the scenario's listed timeout, due at once
     assert stack.poller is not None
     stack.poller.wait_idle(timeout=60)
-    state, entry = stack.service().sale_state("mla-main", "2000009109000015")
+    state, entry = stack.service().views.sale_state("mla-main", "2000009109000015")
     assert state.outcome == "reflected" and entry is None

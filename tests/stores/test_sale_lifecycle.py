@@ -216,8 +216,8 @@ def test_waiting_job_items_are_settled_in_the_same_write_as_the_sale(
 ) -> None:
     """Two jobs wait on one sale (one handed it over, one joined); reflecting it settles both items and counts them
     on both headers, in one transaction."""
-    jobs, first = _job(tables, "job-a", ["12"])
-    _, second = _job(tables, "job-b", ["12", "13"])
+    jobs, _ = _job(tables, "job-a", ["12"])
+    _job(tables, "job-b", ["12", "13"])
     snap = lifecycle.read(C, "12")
     handed = lifecycle.apply(
         snap, _claim(lifecycle, snap, job=JobWrite(job_id="job-a", attempts=1, execution_arn="arn:exec-1"))
@@ -244,7 +244,7 @@ def test_waiting_job_items_are_settled_in_the_same_write_as_the_sale(
 
 
 def test_a_waiting_job_whose_item_is_gone_is_left_out(lifecycle: SaleLifecycle, tables: dict[str, str]) -> None:
-    jobs, _ = _job(tables, "job-c", ["14"])
+    _job(tables, "job-c", ["14"])
     snap = lifecycle.read(C, "14")
     handed = lifecycle.apply(snap, _claim(lifecycle, snap, job=JobWrite(job_id="job-c", attempts=1)))
     assert handed is not None

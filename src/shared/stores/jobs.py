@@ -189,6 +189,19 @@ class DynamoJobStore:
             ExpressionAttributeValues={":m": messages},
         )
 
+    def withdraw(self, job: Job, sale_ids: list[str], *, any_sent: bool) -> None:
+        with self._table.batch_writer() as batch:
+            for sale_id in dict.fromkeys(sale_ids):
+                batch.delete_item(Key={"job_id": job.job_id, "item_key": sale_id})
+            if not any_sent:
+                batch.delete_item(Key={"job_id": job.job_id, "item_key": HEADER_KEY})
+        if any_sent:
+            self._table.update_item(
+                Key={"job_id": job.job_id, "item_key": HEADER_KEY},
+                UpdateExpression="ADD accepted :minus",
+                ExpressionAttributeValues={":minus": -len(set(sale_ids))},
+            )
+
     def get(self, job_id: str) -> Job | None:
         got = self._table.get_item(Key={"job_id": job_id, "item_key": HEADER_KEY}, ConsistentRead=True)
         return self._job(got["Item"]) if "Item" in got else None
