@@ -95,15 +95,15 @@ class ExecutionEventsDelivery:
         self._poll = poll_seconds
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._delivered: set[tuple[str, str]] = set()  # (execution arn, status)
+        self.delivered_events: set[tuple[str, str]] = set()  # (execution arn, status)
         self._lock = threading.Lock()
         self._rules: list[RuleTarget] = []
         self.delivered = 0
         self.failures: list[str] = []
 
-    def start(self) -> ExecutionEventsDelivery:
+    def start(self, *, poll: bool = True) -> ExecutionEventsDelivery:
         self._rules = execution_rules(self._aws)
-        if self._rules:
+        if self._rules and poll:
             self._thread = threading.Thread(target=self._run, name="execution-events", daemon=True)
             self._thread.start()
         return self
@@ -135,9 +135,9 @@ class ExecutionEventsDelivery:
                 for execution in _executions(sfn, machine, status):
                     key = (execution["executionArn"], status)
                     with self._lock:
-                        if key in self._delivered:
+                        if key in self.delivered_events:
                             continue
-                        self._delivered.add(key)
+                        self.delivered_events.add(key)
                     count += self._deliver(sfn, execution["executionArn"])
         return count
 

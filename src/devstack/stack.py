@@ -39,6 +39,7 @@ class EmbeddedStack:
         parameters: dict[str, str] | None = None,
         worker_concurrency: int = 4,
         poll_queues: bool = True,
+        deliver_execution_events: bool = True,
     ) -> None:
         self.scenario = scenario if isinstance(scenario, Scenario) else load_scenario(Path(scenario))
         self.meli = MeliSimulator(self.scenario, timeout_hold_seconds=timeout_hold_seconds)
@@ -63,6 +64,7 @@ class EmbeddedStack:
         self.execution_events: ExecutionEventsDelivery | None = None
         self._worker_concurrency = worker_concurrency
         self._poll_queues = poll_queues
+        self._deliver_events = deliver_execution_events
 
     def __enter__(self) -> Self:
         return self.start()
@@ -94,8 +96,9 @@ class EmbeddedStack:
         )
         if self._poll_queues:
             self.poller = SqsPoller(self.aws, concurrency=self._worker_concurrency).start()
-        # Step Functions status changes reach their EventBridge rule's function, as in the cloud.
-        self.execution_events = ExecutionEventsDelivery(self.aws).start()
+        # Step Functions status changes reach their EventBridge rule's function, as in the cloud (or, for a test that
+        # drives delivery itself, only when it calls deliver_now()).
+        self.execution_events = ExecutionEventsDelivery(self.aws).start(poll=self._deliver_events)
         if self._api_port is not None:
             self.api = LocalApiServer(self.aws, port=self._api_port).start()
         return self

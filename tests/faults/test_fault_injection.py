@@ -250,11 +250,12 @@ def test_a_console_rerun_racing_an_api_relink(stack: EmbeddedStack, http: httpx.
     for t in threads:
         t.join()
     outcomes: dict[str, list[str]] = {}
-    for arn in executions:
+    for arn in set(executions):  # the API answers the console's execution when that one claimed the sale first
         result = stack.wait(arn)
         outcomes.setdefault(result["output"]["sale_id"], []).append(result["output"]["outcome"])
-    # The conditional write lets exactly one racer store each sale; the other answers already_reflected.
-    assert all(sorted(o) == ["already_reflected", "reflected"] for o in outcomes.values()), outcomes
+    # One execution owns each sale and reflects it; a second one (the console's, started without a claim) follows
+    # the owner and answers already_reflected.
+    assert all(sorted(o) in (["reflected"], ["already_reflected", "reflected"]) for o in outcomes.values()), outcomes
     assert stored(stack, ids) == len(ids)
     view = {
         "status": "completed",

@@ -31,6 +31,7 @@ from botocore.exceptions import ClientError
 
 from devstack.simulator.scenario import Scenario
 from devstack.stack import EmbeddedStack
+from shared import clock
 from tests.conftest import DEFAULT_SCENARIO
 from tests.stack.support import running_stack
 
@@ -67,7 +68,7 @@ def fresh_order(template: dict[str, Any], order_id: int, **changes: Any) -> dict
 
 
 def module_scenario() -> Scenario:
-    """The default scenario without faults or quota, plus a fresh healthy order listed as a retryable error."""
+    """The default scenario without faults or quota, plus two fresh healthy orders listed as retryable errors."""
     data: dict[str, Any] = json.loads(DEFAULT_SCENARIO.read_text())
     data["faults"] = []
     data["quota"] = None
@@ -101,6 +102,7 @@ def http(stack: EmbeddedStack) -> Iterator[httpx.Client]:
 def _faults_cleared(stack: EmbeddedStack) -> Iterator[None]:
     yield
     stack.meli.clear_faults()  # the module's scenario has none of its own
+    clock.reset()  # a test that moved the service's clock forward leaves it as it found it
 
 
 def api_url(stack: EmbeddedStack) -> str:
@@ -438,8 +440,10 @@ def resync_before_escalating(
 def test_an_escalation_racing_a_resync_that_reflected_the_sale_pages_nobody(
     stack: EmbeddedStack, http: httpx.Client
 ) -> None:
-    """Fails today: the help desk is paged for a sale the resync had just reflected (pages_for == [] fails),
-    and the sale is listed again as import_failed."""
+    """ML fails every read of a relinked sale until Escalate is about to run; then ML recovers and a person's
+    resync reflects the sale; then Escalate runs.
+
+    Fails today: the help desk is paged for the sale the resync had just reflected (pages_for == [] assertion)."""
     sale = new_sale(stack)
     fail_orders(stack, sale)
     resynced: list[httpx.Response] = []
@@ -456,7 +460,10 @@ def test_an_escalation_racing_a_resync_that_reflected_the_sale_pages_nobody(
 
 
 def test_a_bulk_escalation_racing_a_resync_settles_the_item_reflected(stack: EmbeddedStack, http: httpx.Client) -> None:
-    """Fails today: the job item is settled escalated (item outcome assertion) although the resync reflected it."""
+    """The same race for a sale a bulk job handed over to the state machine.
+
+    Fails today: the job item is settled escalated although the resync reflected the sale (item outcome
+    assertion)."""
     sale = new_sale(stack)
     fail_orders(stack, sale)
     resynced: list[httpx.Response] = []
@@ -516,7 +523,10 @@ def test_a_page_for_a_refusal_while_verifying_carries_no_raw_lambda_error_payloa
 
 
 def test_a_sale_blocked_while_escalation_was_pending_is_not_escalated(stack: EmbeddedStack, http: httpx.Client) -> None:
-    """Fails today: the help desk is paged (pages_for == [] fails) and escalated overwrites sale_cancelled."""
+    """ML fails every read of a relinked sale until Escalate is about to run; then the sale is cancelled in ML and
+    a bulk job settles it not_reflectable / sale_cancelled; then Escalate runs.
+
+    Fails today: the help desk is paged for the cancelled sale (pages_for == [] assertion)."""
     sale = new_sale(stack)
     fail_orders(stack, sale)
     order = stack.meli.order(int(sale))
@@ -586,7 +596,7 @@ def test_a_sweep_job_completes_when_a_resync_escalates_its_sales(stack: Embedded
     assert outcome_of(early.json()) == ("escalated", "resync_failed")
     job_id = run["job_id"]
     view = wait_job(http, job_id, lambda v: all(job_item(v, s)["outcome"] != "pending" for s in sales))
-    assert job_item(view, deferred)["outcome"] == "in_progress", view  # failed again: deferred to a later sweep
+    assert job_item(view, deferred)["outcome"] == "in_progress", shown(view)  # failed again: deferred to a later sweep
     assert view["status"] != "completed", shown(view)
 
     late = http.post(f"/connections/{C}/sales/{deferred}/resync")
@@ -688,6 +698,9 @@ def test_an_execution_that_cannot_page_still_settles_and_the_sweep_pages_later(
         assert job_item(view, sale)["outcome"] == "escalated", shown(view)
 
         publish_fails.clear()
+        # The page is due again once the escalating task could have sent it (page_retry, 5 minutes): the first
+        # sweep after that sends it. The service's clock is moved there rather than waited for.
+        clock.advance(stack.settings().page_retry_seconds)
         swept = stack.aws.runtime.invoke("ErrorSweepFunction", {"connection_id": C})
         assert all(not r.get("error") for r in swept["connections"]), shown(swept)
         pages = poll(lambda: pages_for(stack, sale), bool)
@@ -801,8 +814,10 @@ def transaction_throttled(params: dict[str, Any]) -> ClientError:
 
 
 def test_a_throttled_hand_over_is_not_taken_for_already_handed_over(stack: EmbeddedStack, http: httpx.Client) -> None:
-    """Fails today: the throttled hand-over is swallowed, so the item shows pending while its execution runs
-    (job item outcome assertion)."""
+    """The bulk worker's first transaction after it started the sale's execution is cancelled for throttling.
+
+    Fails today: the cancellation is taken for "already handed over", so the item shows pending (counts
+    in_progress 0) while its execution runs (item outcome assertion)."""
     sale = new_sale(stack)
     fail_orders(stack, sale)
     handed_over = threading.Event()
@@ -844,7 +859,10 @@ def test_a_throttled_hand_over_is_not_taken_for_already_handed_over(stack: Embed
 
 
 def test_reconciliation_leaves_a_sale_a_pending_job_item_holds(stack: EmbeddedStack, http: httpx.Client) -> None:
-    """Fails today: the reconciliation queues the sale a second time (S in the run's sale_ids)."""
+    """A paid sale sits in a job whose message the bulk worker holds (item pending) when reconciliation runs over a
+    window that ML's search returns it in.
+
+    Fails today: the reconciliation queues the sale a second time (sale in the run's sale_ids assertion)."""
     now = datetime.now(UTC)
     sale = new_sale(
         stack,
@@ -870,7 +888,7 @@ def test_reconciliation_leaves_a_sale_a_pending_job_item_holds(stack: EmbeddedSt
         finally:
             gate.release()
         run = next(r for r in reconciled["connections"] if r["connection_id"] == C)
-        assert run["found"] >= 1, run  # the search did return the sale
+        assert run["found"] >= 1, shown(run)  # the search did return the sale
         assert sale not in run.get("sale_ids", []), shown(run)
         view = wait_job(http, job_id, completed)
     assert view["status"] == "completed", shown(view)
@@ -898,7 +916,8 @@ def test_verification_of_a_half_written_sale_still_makes_three_attempts(
     """The API pauses right after its first write to the sales table during a relink request until the execution's
     Verify has run for the sale (at most 10 s), so Verify reads the sale as the request left it half-way.
 
-    Fails today: does not fail (Verify reads a valid row; three attempts, then one page). Kept as a guard."""
+    Fails today: does not fail. Today that first write (the execution reference, after StartExecution) leaves a
+    complete row: Verify reads it, three attempts follow, then one page. Kept as a guard."""
     sale = new_sale(stack)
     fail_orders(stack, sale)
     sales_table = stack.aws.physical_id("SalesTable")

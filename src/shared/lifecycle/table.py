@@ -83,8 +83,9 @@ RULES: tuple[Rule, ...] = (
         frozenset({State.IN_PROGRESS}),
         frozenset({Actor.API_RELINK, Actor.BULK_WORKER, Actor.VERIFY_TASK}),
         "no live owner: not in progress, or the owner's lease ran out",
-        "an execution becomes the owner (name from sale and episode, lease); a new episode if settled; "
-        "the Idempotency-Key's episode; a bulk job's item handed over; the entry's escalation mark cleared",
+        "an execution becomes the owner (named after the sale and episode; a lease); a new episode unless the sale "
+        "was pending; the Idempotency-Key's episode; a bulk job's item handed over; the entry's escalation mark "
+        "cleared",
     ),
     Rule(
         Transition.ATTACH,
@@ -99,7 +100,7 @@ RULES: tuple[Rule, ...] = (
         frozenset({State.IN_PROGRESS}),
         frozenset(),
         frozenset({Actor.RELINK_TASK, Actor.RESYNC_TASK, Actor.API_RESYNC}),
-        "a task writes for its own execution only",
+        "a task: its own execution owns the sale; the API's resync: while an execution owns it",
         "the entry: opened or updated (type, message, attempts, history, next retry)",
     ),
     Rule(
@@ -153,8 +154,8 @@ RULES: tuple[Rule, ...] = (
         frozenset({State.IN_PROGRESS}),
         frozenset(),
         frozenset({Actor.REAPER}),
-        "the owner's lease ran out and its execution is running (or is started now)",
-        "the lease extended",
+        "the owner's check is due: its execution runs, or was never started and is started now",
+        "the next check moved (and the lease, for an execution started late)",
     ),
     Rule(
         Transition.PAGE_SENT,

@@ -47,6 +47,10 @@ class BulkSales:
         if seen.reflected or (seen.state.settled and seen.row.settled_by == me):
             return stored(seen, by=me)  # a redelivered message: what this job decided already stands
         sweep_retry = job.trigger is Trigger.SCHEDULE and seen.entry is not None
+        if sweep_retry and seen.state.settled:
+            # Settled since the sweep queued it (a person's resync, an execution): an automatic retry never reruns a
+            # settled sale; the job's item takes the sale's outcome.
+            return stored(seen, by=me)
         listed = seen.entry is not None
         key = f"{job.job_id}#retry" if sweep_retry else f"{job.job_id}#resync" if listed else f"{job.job_id}#relink#1"
         trigger = Trigger.SCHEDULE if job.trigger is Trigger.SCHEDULE else Trigger.BULK
@@ -97,7 +101,7 @@ class BulkSales:
         trigger: Trigger,
     ) -> Decision[_Next]:
         lifecycle = self._ctx.lifecycle
-        if snap.reflected or (snap.state.settled and snap.row.settled_by == me):
+        if snap.reflected or (snap.state.settled and (snap.row.settled_by == me or sweep_retry)):
             return Decision(_Next(answer=stored(snap, by=me, import_key=key)))
         if verdict.record is not None:
             return Decision(
