@@ -40,7 +40,9 @@ class _Throttled(JsonRESTError):
 def _cancelled_by_throttling(items: int) -> Exception:
     from moto.dynamodb.exceptions import TransactionCanceledException
 
-    reasons = [("ThrottlingError", "Throughput exceeds the current capacity (injected fault).", None)]
+    reasons: list[tuple[str | None, str | None, None]] = [
+        ("ThrottlingError", "Throughput exceeds the current capacity (injected fault).", None)
+    ]
     reasons += [(None, None, None)] * max(0, items - 1)
     return TransactionCanceledException(reasons)
 

@@ -1,4 +1,5 @@
-"""The pause point of the sale lifecycle: called right before every write of per-sale state.
+"""The pause point of the sale lifecycle: called right before every write of per-sale state, and before the side
+effects that follow one (starting a claimed execution, paging the help desk).
 
 In production nothing is registered and the call costs one attribute read. A test registers a hook to choose the
 order in which concurrent writers land (tests/model): the hook may block the calling thread until the test lets it

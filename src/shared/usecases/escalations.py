@@ -14,6 +14,7 @@ from shared.escalation import EscalationMessage
 from shared.lifecycle import moves
 from shared.lifecycle.change import Decision
 from shared.lifecycle.moves import Failure
+from shared.lifecycle.pause import before_write
 from shared.lifecycle.row import Snapshot
 from shared.lifecycle.table import Actor, State
 from shared.models import SELLER_ACTIONS, Outcome, Reason, RecoveryResult
@@ -88,8 +89,17 @@ class Escalations:
         notifier = self._ctx.notifier
         if notifier is None:
             raise RuntimeError("no help-desk notifier configured")
+        if not snap.row.page_due:
+            return False
+        episode = snap.row.episode
+        before_write("page", snap.connection_id, snap.sale_id)
+        # The escalation may have been overtaken since it was written (a resync reflected the sale, a rerun began):
+        # the help desk is paged only for an episode that is still escalated.
+        snap = self._ctx.lifecycle.read(snap.connection_id, snap.sale_id)
         row, entry = snap.row, snap.entry
-        if not row.page_due or row.reason is None or entry is None:
+        if snap.state is not State.ESCALATED or not row.page_due or row.episode != episode:
+            return False
+        if row.reason is None or entry is None:
             return False
         message = EscalationMessage(
             connection_id=row.connection_id,
@@ -110,7 +120,6 @@ class Escalations:
         except Exception:  # SNS or KMS throttled, a network error: the page stays due for the reaper
             logger.exception("help-desk page not sent; the sweep sends it later", extra={"sale_id": row.sale_id})
             return False
-        episode = row.episode
 
         def decide(current: Snapshot) -> Decision[None]:
             if current.state is State.ESCALATED and current.row.page_due and current.row.episode == episode:
@@ -119,12 +128,6 @@ class Escalations:
 
         self._ctx.lifecycle.run(row.connection_id, row.sale_id, decide, seen=snap)
         return True
-
-    def send_due_page(self, connection_id: str, sale_id: str, actor: Actor) -> bool:
-        snap = self._ctx.lifecycle.read(connection_id, sale_id)
-        if snap.state is not State.ESCALATED or not snap.row.page_due:
-            return False
-        return self.page(snap, actor)
 
 
 def readable_error(last_error: dict[str, object] | None) -> str | None:
