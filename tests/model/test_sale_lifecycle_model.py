@@ -76,10 +76,13 @@ def world() -> Iterator[World]:
 class SaleLifecycleModel(RuleBasedStateMachine):
     world: ClassVar[World]
 
-    @initialize()
-    def a_connection_and_two_sales(self) -> None:
+    @initialize(modes=st.tuples(ML_MODE, ML_MODE))
+    def a_connection_and_two_sales(self, modes: tuple[str, str]) -> None:
         example = self.world.start_example()
         self.sales = example.sales
+        for sale, mode in zip(self.sales, modes, strict=True):
+            if mode != "healthy":
+                self.world.flip(sale, mode)
 
     def _after(self) -> None:
         self.world.after_step()
@@ -96,9 +99,17 @@ class SaleLifecycleModel(RuleBasedStateMachine):
         self.world.api("POST", self.world.sale_path(self.sales[sale], "/resync"))
 
     @rule(which=st.sampled_from([(0,), (1,), (0, 1)]))
-    def bulk_submit(self, which: tuple[int, ...]) -> None:
+    def bulk_job(self, which: tuple[int, ...]) -> None:
+        """A bulk submission (its ledger written, its message queued), and a worker delivery of its message
+        starting at once, parked before its first write like every actor."""
         path = f"/connections/{self.world.connection_id}/reprocessing-jobs"
-        self.world.api("POST", path, body={"sale_ids": [self.sales[n] for n in which]})
+        submit = self.world.api("POST", path, body={"sale_ids": [self.sales[n] for n in which]})
+        while not submit.done:  # the submission writes no per-sale state: its order does not matter
+            self.world.scheduler.advance(submit)
+        before = set(self.world.pending)
+        self._after()
+        for message_id in sorted(set(self.world.pending) - before):
+            self.world.deliver(message_id, self.world.pending[message_id])
 
     @precondition(lambda self: bool(self.world.pending))
     @rule(pick=PICK)

@@ -26,7 +26,7 @@ from shared.escalation import SnsHelpDeskNotifier
 from shared.lifecycle.change import Change
 from shared.lifecycle.dynamo import DynamoLifecycleStore, row_from_item
 from shared.lifecycle.row import Snapshot
-from shared.lifecycle.table import State
+from shared.lifecycle.table import RERUNNERS, State
 from shared.models import ProductLink
 from shared.stores.errors import entry_from_item
 from tests.conftest import api_event
@@ -418,6 +418,10 @@ class World:
             old, new = commit.before.row, commit.after.row
             if new.version != old.version + 1 or new.episode < old.episode:
                 problems.append(f"{sale_id}: {commit.transition} moved version {old.version}->{new.version}")
+            if old.episode and new.episode > old.episode and commit.after.actor not in RERUNNERS:
+                problems.append(
+                    f"{sale_id}: {commit.after.actor.value} started episode {new.episode} (only requests do)"
+                )
             changed = new.state is not old.state or new.reason != old.reason
             if old.state.settled and changed and new.episode <= old.episode:
                 problems.append(

@@ -256,9 +256,9 @@ def test_a_waiting_job_whose_item_is_gone_is_left_out(lifecycle: SaleLifecycle, 
 
 
 def test_an_entry_keeps_a_bounded_history(lifecycle: SaleLifecycle) -> None:
-    snap = lifecycle.read(C, "15")
-    snap = lifecycle.apply(snap, _claim(lifecycle, snap))
-    assert snap is not None
+    claimed = lifecycle.apply(lifecycle.read(C, "15"), _claim(lifecycle, lifecycle.read(C, "15")))
+    assert claimed is not None
+    snap = claimed
     for n in range(70):
         change = moves.note_failure(
             snap, Actor.RELINK_TASK, failure=_failure(f"k{n}", str(n)), attempts=n, backoff=BACKOFF

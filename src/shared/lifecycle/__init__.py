@@ -20,7 +20,7 @@ from shared.lifecycle import pause
 from shared.lifecycle.change import Change, Decision, EntryWrite
 from shared.lifecycle.dynamo import DynamoLifecycleStore, JobsGone, RowMoved
 from shared.lifecycle.row import MAX_WAITING_JOBS, Snapshot
-from shared.lifecycle.table import TABLE, State
+from shared.lifecycle.table import RERUNNERS, TABLE, State
 from shared.models import SELLER_ACTIONS
 from shared.stores.base import StateWriteFailed
 
@@ -76,6 +76,11 @@ class SaleLifecycle:
                 f"to {target.value} (sale {seen.sale_id})"
             )
         row = change.row
+        if seen.row.episode and row.episode > seen.row.episode and change.actor not in RERUNNERS:
+            raise IllegalTransition(
+                f"{change.actor.value} may not start episode {row.episode} of sale {seen.sale_id}: "
+                "only a request reruns a settled sale"
+            )
         waiting = list(seen.row.waiting_jobs)
         settlements: list[tuple[str, Settlement]] = []
         if target.settled:

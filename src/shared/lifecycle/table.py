@@ -177,6 +177,10 @@ RULES: tuple[Rule, ...] = (
 
 TABLE: dict[Transition, Rule] = {rule.transition: rule for rule in RULES}
 
+# Who may start a new episode of a settled sale (a rerun): the requests of people and schedules. A task, the
+# escalation and the reaper only ever finish the episode their execution owns.
+RERUNNERS = frozenset({Actor.API_RELINK, Actor.API_RESYNC, Actor.BULK_WORKER, Actor.VERIFY_TASK, Actor.SWEEP})
+
 
 def _states(states: frozenset[State]) -> str:
     return ", ".join(state.value for state in State if state in states)
@@ -195,4 +199,6 @@ def render_markdown() -> str:
             f"| `{rule.transition.value}` | {_states(rule.sources)} | {target} | {actors} | {rule.guard} | "
             f"{rule.moves} |"
         )
+    rerunners = ", ".join(actor.value for actor in Actor if actor in RERUNNERS)
+    lines += ["", f"A write may start a new episode of a settled sale (a rerun) only if it comes from: {rerunners}."]
     return "\n".join(lines)

@@ -142,7 +142,9 @@ class WorkflowTasks:
         def decide(snap: Snapshot) -> Decision[TaskAnswer | None]:
             if snap.reflected:
                 return Decision(TaskAnswer(stored(snap, by=me, import_key=key)))
-            if verdict.record is not None:  # written whoever owns the sale: the import is stored once
+            if verdict.record is not None and not snap.state.settled:
+                # Written whoever owns the sale (the import is stored once); a sale settled meanwhile is not
+                # reopened by a task: only a request starts a new episode.
                 return Decision(
                     None, moves.reflect(snap, actor, record=verdict.record, attempts=attempts, settled_by=me)
                 )
