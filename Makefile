@@ -10,7 +10,7 @@ TOOLS_VENV := .venv-tools
 CHECKOV_VERSION := 3.3.30
 CHECKOV_STAMP := $(TOOLS_VENV)/.checkov-$(CHECKOV_VERSION)
 
-.PHONY: venv run serve test lint format typecheck cfn-lint checkov unit bench clean browser
+.PHONY: venv run serve test lint format typecheck cfn-lint checkov unit bench soak clean browser
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -66,6 +66,13 @@ test: lint typecheck cfn-lint checkov unit  ## everything CI runs
 
 bench: $(STAMP)
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# The model-based test of the sale lifecycle with fresh randomness and many more examples than `make test` runs
+# (it prints how many examples, steps and crashes ran). MODEL_EXAMPLES / MODEL_STEPS to change them.
+MODEL_EXAMPLES ?= 300
+MODEL_STEPS ?= 50
+soak: $(STAMP)
+	MODEL_SOAK=1 MODEL_EXAMPLES=$(MODEL_EXAMPLES) MODEL_STEPS=$(MODEL_STEPS) $(VENV)/bin/pytest tests/model -q -s
 
 clean:
 	rm -rf $(VENV) $(TOOLS_VENV) .mypy_cache .pytest_cache .ruff_cache .aws-sam

@@ -16,6 +16,7 @@ class FaultRow(NamedTuple):
     duplicated: int
     escalated: int
     dlq: int
+    wrong_pages: int = 0  # a second page for one episode, or a page for a sale that ended reflected or blocked
 
 
 ROWS: list[FaultRow] = []
@@ -30,11 +31,14 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if not ROWS:
         return
     terminalreporter.section("fault injection: every accepted id exactly one terminal outcome")
-    header = f"{'case':<40}{'ids':>5}  {'faults injected':<28}{'lost':>5}{'dup':>5}{'escalated':>10}{'DLQ':>5}"
+    header = (
+        f"{'case':<40}{'ids':>5}  {'faults injected':<28}{'lost':>5}{'dup':>5}{'escalated':>10}{'DLQ':>5}"
+        f"{'wrong pages':>12}"
+    )
     terminalreporter.write_line(header)
     terminalreporter.write_line("-" * len(header))
     for row in ROWS:
         terminalreporter.write_line(
             f"{row.case:<40}{row.ids:>5}  {row.faults:<28}"
-            f"{row.lost:>5}{row.duplicated:>5}{row.escalated:>10}{row.dlq:>5}"
+            f"{row.lost:>5}{row.duplicated:>5}{row.escalated:>10}{row.dlq:>5}{row.wrong_pages:>12}"
         )

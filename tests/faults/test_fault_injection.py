@@ -98,10 +98,11 @@ def check(
             "Attributes"
         ]["ApproximateNumberOfMessages"]
     )
-    row = FaultRow(case, len(ids), faults, lost, duplicated, escalated, in_dlq)
+    wrong_pages = sum(1 for sale_id in pages if items[sale_id]["outcome"] != "escalated")
+    row = FaultRow(case, len(ids), faults, lost, duplicated, escalated, in_dlq, wrong_pages)
     report(row)
     assert view["status"] == "completed", view["counts"]
-    assert (lost, duplicated, in_dlq) == (0, 0, 0)
+    assert (lost, duplicated, in_dlq, wrong_pages) == (0, 0, 0, 0)
     assert counted == len(ids) and stored(stack, ids) == reflected
     assert all(n == 1 for n in pages.values()) and len(pages) == escalated
     return row
@@ -263,3 +264,211 @@ def test_a_console_rerun_racing_an_api_relink(stack: EmbeddedStack, http: httpx.
         "counts": {"reflected": len(ids)},
     }
     check(stack, "console rerun racing API relink", ids, view, f"{len(ids)} races", fault_table)
+
+
+# --- reruns, keys and races (the sale lifecycle) ------------------------------------------------------------------
+
+
+def _sale_state(http: httpx.Client, sale_id: str) -> dict[str, Any]:
+    body: dict[str, Any] = http.get(f"/connections/{C}/sales/{sale_id}").json()
+    return body
+
+
+def _executions_of(stack: EmbeddedStack, sale_id: str) -> list[dict[str, Any]]:
+    sfn = stack.aws.client("stepfunctions")
+    found = []
+    for execution in sfn.list_executions(stateMachineArn=stack.state_machine_arn, maxResults=1000)["executions"]:
+        described = sfn.describe_execution(executionArn=execution["executionArn"])
+        if json.loads(described["input"]).get("sale_id") == sale_id:
+            found.append(described)
+    return found
+
+
+def check_sales(
+    stack: EmbeddedStack,
+    http: httpx.Client,
+    case: str,
+    ids: list[str],
+    faults: str,
+    report: Callable[[FaultRow], None],
+    *,
+    started: dict[str, list[str]],
+) -> FaultRow:
+    """Single-sale cases: every sale terminal (lost otherwise), at most one execution per sale and episode
+    (duplicated otherwise), at most one page per episode and none for a sale that ended reflected or blocked."""
+    for arns in started.values():
+        for arn in arns:
+            stack.wait(arn)
+    if stack.poller is not None:
+        stack.poller.wait_idle()
+    states = {s: _sale_state(http, s) for s in ids}
+    lost = sum(1 for s in states.values() if s["outcome"] in ("pending", "in_progress"))
+    duplicated = 0
+    for sale_id in ids:
+        per_episode: dict[int, set[str]] = {}
+        for arn in started.get(sale_id, []):
+            episode = int(arn.rsplit("-e", 1)[-1].split("-")[0]) if "-e" in arn.rsplit(":", 1)[-1] else 0
+            per_episode.setdefault(episode, set()).add(arn)
+        duplicated += sum(len(arns) - 1 for arns in per_episode.values())
+    pages: dict[tuple[str, int], int] = {}
+    for message in stack.help_desk_messages():
+        if message.get("sale_id") in states:
+            key = (message["sale_id"], int(message["episode"]))
+            pages[key] = pages.get(key, 0) + 1
+    wrong = sum(n - 1 for n in pages.values() if n > 1)
+    wrong += sum(1 for (sale_id, _), _n in pages.items() if states[sale_id]["outcome"] != "escalated")
+    escalated = sum(1 for s in states.values() if s["outcome"] == "escalated")
+    row = FaultRow(case, len(ids), faults, lost, duplicated, escalated, 0, wrong)
+    report(row)
+    assert (lost, duplicated, wrong) == (0, 0, 0), (row, states)
+    return row
+
+
+def _relink(http: httpx.Client, sale_id: str, key: str | None = None) -> httpx.Response:
+    headers = {"Idempotency-Key": key} if key else {}
+    return http.post(f"/connections/{C}/sales/{sale_id}/relink", headers=headers)
+
+
+def test_a_rerun_of_a_settled_sale_is_a_new_episode(stack: EmbeddedStack, http: httpx.Client, fault_table: Any) -> None:
+    ids = new_sales(stack, 8)
+    cancelled, unavailable = ids[:4], ids[4:]
+    for sale_id in cancelled:
+        order = copy.deepcopy(stack.meli.order(int(sale_id)))
+        assert order is not None
+        order.update(status="cancelled", cancel_detail={"group": "buyer", "code": "buyer_cancel", "description": "x"})
+        stack.meli.upsert_order(order)
+    for sale_id in unavailable:
+        stack.meli.add_fault({"path": f"^/orders/{sale_id}$", "kind": "status", "status": 503})
+    started: dict[str, list[str]] = {}
+    try:
+        for _ in range(2):  # the first run settles each sale; the second click reruns it
+            for sale_id in ids:
+                answer = _relink(http, sale_id)
+                assert answer.status_code == 202, answer.text
+                started.setdefault(sale_id, []).append(answer.json()["execution_id"])
+                stack.wait(answer.json()["execution_id"])
+    finally:
+        stack.meli.clear_faults()
+    row = check_sales(stack, http, "rerun of a settled sale", ids, "2 runs each, 4 x 503", fault_table, started=started)
+    assert row.escalated == 4
+    for sale_id in ids:
+        state = _sale_state(http, sale_id)
+        assert state["episode"] == 2 and len(set(started[sale_id])) == 2, state  # two episodes, two executions
+    pages = [m for m in stack.help_desk_messages() if m.get("sale_id") in unavailable]
+    assert sorted((m["sale_id"], m["episode"]) for m in pages) == sorted((s, e) for s in unavailable for e in (1, 2))
+
+
+def test_the_same_key_after_its_execution_ended_answers_the_outcome(
+    stack: EmbeddedStack, http: httpx.Client, fault_table: Any
+) -> None:
+    ids = new_sales(stack, 6)
+    started: dict[str, list[str]] = {}
+    for sale_id in ids:
+        first = _relink(http, sale_id, key=f"ticket-{sale_id}")
+        assert first.status_code == 202, first.text
+        started[sale_id] = [first.json()["execution_id"]]
+        stack.wait(first.json()["execution_id"])
+        again = _relink(http, sale_id, key=f"ticket-{sale_id}")
+        # Reflected by then: 200 already_reflected, nothing started (a closed execution's name is never reused).
+        assert again.status_code == 200 and again.json()["outcome"] == "already_reflected", again.text
+    assert all(len(_executions_of(stack, s)) == 1 for s in ids)
+    check_sales(stack, http, "same key after the execution ended", ids, "6 retried keys", fault_table, started=started)
+
+
+def test_ten_concurrent_reruns_run_once(stack: EmbeddedStack, http: httpx.Client, fault_table: Any) -> None:
+    ids = new_sales(stack, 3)
+    for sale_id in ids:
+        stack.meli.add_fault({"path": f"^/orders/{sale_id}$", "kind": "status", "status": 503})
+    started: dict[str, list[str]] = {}
+    try:
+        for sale_id in ids:  # episode 1: escalated after three attempts
+            answer = _relink(http, sale_id)
+            started[sale_id] = [answer.json()["execution_id"]]
+            stack.wait(answer.json()["execution_id"])
+        lock = threading.Lock()
+
+        def click(sale_id: str) -> None:
+            answer = _relink(http, sale_id)
+            assert answer.status_code in (200, 202), answer.text
+            if answer.status_code == 202:
+                with lock:
+                    started[sale_id].append(answer.json()["execution_id"])
+
+        threads = [threading.Thread(target=click, args=(s,)) for s in ids for _ in range(10)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        stack.meli.clear_faults()
+    for sale_id in ids:
+        assert len(set(started[sale_id])) == 2, started[sale_id]  # ten clicks, one rerun: episode 2 only
+    check_sales(
+        stack,
+        http,
+        "ten concurrent reruns",
+        ids,
+        "30 concurrent clicks",
+        fault_table,
+        started={s: sorted(set(arns)) for s, arns in started.items()},
+    )
+
+
+def test_an_escalation_racing_a_resync_pages_nobody(stack: EmbeddedStack, http: httpx.Client, fault_table: Any) -> None:
+    ids = new_sales(stack, 4)
+    for sale_id in ids:
+        stack.meli.add_fault({"path": f"^/orders/{sale_id}$", "kind": "status", "status": 503})
+
+    def resync_first(handler: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+        def wrapped(event: Any, context: Any) -> Any:
+            sale_id = event["sale_id"]
+            stack.meli.clear_faults()
+            for other in ids:
+                if other != sale_id:
+                    stack.meli.add_fault({"path": f"^/orders/{other}$", "kind": "status", "status": 503})
+            resynced = httpx.post(f"{http.base_url}connections/{C}/sales/{sale_id}/resync", timeout=30)
+            assert resynced.json()["outcome"] == "reflected", resynced.text
+            return handler(event, context)
+
+        return wrapped
+
+    started: dict[str, list[str]] = {}
+    with stack.aws.runtime.intercept("EscalateFunction", resync_first):
+        for sale_id in ids:
+            answer = _relink(http, sale_id)
+            started[sale_id] = [answer.json()["execution_id"]]
+            assert stack.wait(answer.json()["execution_id"])["output"]["outcome"] in ("reflected", "already_reflected")
+    stack.meli.clear_faults()
+    row = check_sales(
+        stack, http, "escalation racing a resync", ids, "4 resyncs during Escalate", fault_table, started=started
+    )
+    assert row.escalated == 0
+
+
+def test_an_execution_failed_in_a_task_settles_its_sale_and_job(
+    stack: EmbeddedStack, http: httpx.Client, fault_table: Any
+) -> None:
+    ids = new_sales(stack, 4)
+    for sale_id in ids:
+        stack.meli.add_fault({"path": f"^/orders/{sale_id}$", "kind": "status", "status": 503})
+
+    def killed(handler: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+        def wrapped(event: Any, context: Any) -> Any:
+            raise RuntimeError("the escalate task was killed (injected)")
+
+        return wrapped
+
+    try:
+        with stack.aws.runtime.intercept("EscalateFunction", killed):
+            submitted = http.post(f"/connections/{C}/reprocessing-jobs", json={"sale_ids": ids}).json()
+            view = wait_for_job(http, submitted["job_id"])  # settled by the status events of the FAILED executions
+    finally:
+        stack.meli.clear_faults()
+    started = {s: [e["executionArn"] for e in _executions_of(stack, s)] for s in ids}
+    assert all(e["status"] == "FAILED" for s in ids for e in _executions_of(stack, s))
+    row = check_sales(
+        stack, http, "execution FAILED in a task", ids, "4 Escalate tasks killed", fault_table, started=started
+    )
+    assert view["status"] == "completed" and row.escalated == 4
+    assert {i["reason"] for i in view["items"]} == {"execution_failed"}
+    check(stack, "execution FAILED in a task (job)", ids, view, "4 FAILED executions", lambda _row: None)

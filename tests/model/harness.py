@@ -44,6 +44,7 @@ class Actor:
     id: int
     kind: str
     execution_arn: str | None = None
+    order: tuple[int, str, int] = (0, "", 0)  # a replay-stable sort key (ids depend on thread timing for tasks)
     at: str = "start"
     parked: bool = False
     go: bool = False
@@ -69,6 +70,7 @@ class Scheduler:
     log: list[str] = field(default_factory=list)
     steps: int = 0
     crashes: int = 0
+    _tasks: dict[str, int] = field(default_factory=dict)
 
     # --- wiring -------------------------------------------------------------------------------------------------------
 
@@ -106,6 +108,11 @@ class Scheduler:
     def _new(self, kind: str, execution_arn: str | None = None) -> Actor:
         with self.cond:
             actor = Actor(id=next(self.ids), kind=kind, execution_arn=execution_arn)
+            if execution_arn is None:  # spawned by the test thread, one after the other: their ids are stable
+                actor.order = (0, "", actor.id)
+            else:  # an execution's tasks run one after the other: the n-th task of this execution
+                self._tasks[execution_arn] = self._tasks.get(execution_arn, 0) + 1
+                actor.order = (1, execution_arn.rsplit(":", 1)[-1], self._tasks[execution_arn])
             self.actors[actor.id] = actor
             return actor
 
@@ -158,7 +165,7 @@ class Scheduler:
 
     def parked(self) -> list[Actor]:
         with self.cond:
-            return sorted((a for a in self.actors.values() if a.parked and not a.done), key=lambda a: a.id)
+            return sorted((a for a in self.actors.values() if a.parked and not a.done), key=lambda a: a.order)
 
     def advance(self, actor: Actor, *, crash: bool = False) -> None:
         """Let a parked actor do its next write (or crash before it), then wait until the world is at rest."""
@@ -198,14 +205,15 @@ class Scheduler:
                 raise Deadlock("an actor never reached its start")
         self.settle()
 
-    def finish_all(self, *, rounds: int = 10_000) -> None:
-        """Advance every parked actor (oldest first, no crash) until none is left."""
-        for _ in range(rounds):
+    def finish_all(self, *, steps: int = 400) -> bool:
+        """Advance the parked actors (in order, no crash) until none is left; False if some still wait after
+        ``steps`` (an execution following another that cannot end before time passes or an event is delivered)."""
+        for _ in range(steps):
             parked = self.parked()
             if not parked:
-                return
+                return True
             self.advance(parked[0])
-        raise Deadlock(f"still actors after {rounds} steps: {[a.describe() for a in self.parked()]}")
+        return not self.parked()
 
 
 def new_name(prefix: str) -> str:
