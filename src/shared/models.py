@@ -6,15 +6,18 @@ machine passes them between tasks. Nothing here performs I/O.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared import clock
+
 
 def utc_now() -> datetime:
-    return datetime.now(UTC)
+    """The service's clock (``shared.clock``): the system clock, which the model-based tests can move forward."""
+    return clock.now()
 
 
 class Outcome(StrEnum):

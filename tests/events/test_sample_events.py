@@ -103,3 +103,26 @@ def test_escalate_for_an_execution_that_does_not_own_the_sale_pages_nobody(aws: 
 def test_state_machine_inputs_have_the_contract_shape(path: Path) -> None:
     data = json.loads(path.read_text())
     assert {"connection_id", "sale_id"} <= set(data) <= {"connection_id", "sale_id", "attempts"}
+
+
+def test_execution_failed_event_settles_the_sale_its_execution_owned(aws: Aws) -> None:
+    """The status event of an execution that ended FAILED while it owned its sale: escalated, one page, once."""
+    event = load_event("execution-events/execution-failed.json")
+    handler = importlib.import_module("functions.execution_events.app").lambda_handler
+    # Before its execution claimed the sale, the event settles nothing.
+    assert handler(event, lambda_context("sales-recovery-test-execution-events")) == {"settled": False}
+    _claimed_by_the_samples_execution("tasks/escalate.json")  # the same execution as the event's
+    first = handler(event, lambda_context("sales-recovery-test-execution-events"))
+    again = handler(event, lambda_context("sales-recovery-test-execution-events"))  # EventBridge delivers at least once
+    assert (first, again) == ({"settled": True}, {"settled": False})
+    row = aws.table("SALES_TABLE").get_item(Key={"connection_id": "mla-main", "sale_id": "2000009112000016"})["Item"]
+    assert (row["outcome"], row["reason"]) == ("escalated", "execution_failed")
+    pages = aws.help_desk_messages()
+    assert len(pages) == 1 and pages[0]["reason"] == "execution_failed"
+
+
+def test_an_event_that_is_not_a_status_change_is_refused(aws: Aws) -> None:
+    from functions.execution_events.app import NotAnExecutionStatusChange, lambda_handler
+
+    with pytest.raises(NotAnExecutionStatusChange):
+        lambda_handler(load_event("schedules/reconcile.json"), lambda_context("sales-recovery-test-execution-events"))

@@ -430,6 +430,9 @@ class World:
             old, new = commit.before.row, commit.after.row
             if new.version != old.version + 1 or new.episode < old.episode:
                 problems.append(f"{sale_id}: {commit.transition} moved version {old.version}->{new.version}")
+            displaced = commit.transition == "claim" and old.state is State.IN_PROGRESS
+            if displaced and old.lease_until is not None and old.lease_until > new.updated_at:
+                problems.append(f"{sale_id}: claimed while its owner {old.owner} was live")
             if old.episode and new.episode > old.episode and commit.after.actor not in RERUNNERS:
                 problems.append(
                     f"{sale_id}: {commit.after.actor.value} started episode {new.episode} (only requests do)"

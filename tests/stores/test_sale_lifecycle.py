@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -316,3 +316,96 @@ def test_a_write_throttled_every_time_fails_loudly_and_writes_nothing(
     with dynamodb_throttling(0.5, seed=3) as throttled:
         written = lifecycle.apply(listed, _reflect(listed))
     assert written is not None and lifecycle.read(C, "18").reflected
+
+
+class _Pages:
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+
+    def publish(self, message: Any) -> str:
+        self.sent.append(message)
+        return f"m-{len(self.sent)}"
+
+
+def _escalations(lifecycle: SaleLifecycle, tables: dict[str, str], pages: _Pages) -> Any:
+    from shared.stores.errors import DynamoErrorStore
+    from shared.stores.products import DynamoProductStore
+    from shared.usecases.context import Context
+    from shared.usecases.escalations import Escalations
+
+    context = Context(
+        lifecycle=lifecycle,
+        verifier=cast(Any, None),  # escalation never asks ML
+        errors=DynamoErrorStore(_table(tables, "SALE_ERRORS_TABLE")),
+        products=DynamoProductStore(_table(tables, "PRODUCT_LINKS_TABLE")),
+        notifier=pages,
+    )
+    return Escalations(context)
+
+
+def test_a_page_goes_out_only_for_an_episode_still_escalated(lifecycle: SaleLifecycle, tables: dict[str, str]) -> None:
+    """The escalation commits, then, before its page goes out, a person's resync reflects the sale (the pause point
+    lets the test put the resync there): no page. Without the interleaving: exactly one page, marked sent."""
+    from shared.lifecycle import pause
+
+    pages = _Pages()
+    escalations = _escalations(lifecycle, tables, pages)
+
+    def escalate(sale_id: str) -> Any:
+        claimed = lifecycle.apply(lifecycle.read(C, sale_id), _claim(lifecycle, lifecycle.read(C, sale_id)))
+        assert claimed is not None
+        return escalations.escalate(
+            C,
+            sale_id,
+            actor=Actor.ESCALATE_TASK,
+            reason=Reason.RETRIES_EXHAUSTED,
+            attempts=3,
+            settled_by="execution:exec-1",
+            may_escalate=lambda snap: snap.owned_by("exec-1"),
+            failure=_failure("exec-1#relink#3"),
+        )
+
+    def reflect_before_the_page(write: pause.PendingWrite) -> None:
+        if write.transition == "page":
+            snap = lifecycle.read(C, write.sale_id)
+            change = moves.reflect(
+                snap, Actor.API_RESYNC, record=_record(write.sale_id), attempts=1, settled_by="request:r"
+            )
+            assert lifecycle.apply(snap, change) is not None
+
+    pause.set_hook(reflect_before_the_page)
+    try:
+        overtaken = escalate("20")
+    finally:
+        pause.set_hook(None)
+    assert overtaken.outcome is Outcome.ESCALATED  # it did escalate episode 1 ...
+    assert pages.sent == [] and lifecycle.read(C, "20").reflected  # ... but the sale was reflected before its page
+    escalate("21")
+    assert [(p.sale_id, p.episode) for p in pages.sent] == [("21", 1)]
+    assert lifecycle.read(C, "21").row.page_due is False
+
+    # Overtaken by a rerun that escalated again (episode 2) before episode 1's page went out: the help desk gets the
+    # rerun's page only, once, with the whole history.
+    pages.sent.clear()
+
+    def rerun_escalates_before_the_page(write: pause.PendingWrite) -> None:
+        if write.transition == "page" and not pages.sent:
+            pause.set_hook(None)  # the rerun's own page goes through
+            escalations.escalate(
+                C,
+                write.sale_id,
+                actor=Actor.API_RESYNC,
+                reason=Reason.RESYNC_FAILED,
+                attempts=1,
+                settled_by="request:r2",
+                may_escalate=lambda snap: not snap.owner_live(lifecycle.now()),
+                failure=_failure("request:r2#resync"),
+            )
+
+    pause.set_hook(rerun_escalates_before_the_page)
+    try:
+        escalate("22")
+    finally:
+        pause.set_hook(None)
+    assert [(p.sale_id, p.episode, p.reason) for p in pages.sent] == [("22", 2, Reason.RESYNC_FAILED)]
+    assert len(pages.sent[0].history) == 2

@@ -20,7 +20,7 @@ from shared.lifecycle import pause
 from shared.lifecycle.change import Change, Decision, EntryWrite
 from shared.lifecycle.dynamo import DynamoLifecycleStore, JobsGone, RowMoved
 from shared.lifecycle.row import MAX_WAITING_JOBS, Snapshot
-from shared.lifecycle.table import RERUNNERS, TABLE, State
+from shared.lifecycle.table import RERUNNERS, TABLE, State, Transition
 from shared.models import SELLER_ACTIONS
 from shared.stores.base import StateWriteFailed
 
@@ -76,6 +76,12 @@ class SaleLifecycle:
                 f"to {target.value} (sale {seen.sale_id})"
             )
         row = change.row
+        now = self.now()
+        # The guards the snapshot can prove: a live owner is never displaced, and nobody joins a dead one.
+        if change.transition is Transition.CLAIM and seen.owner_live(now):
+            raise IllegalTransition(f"{change.actor.value} may not claim sale {seen.sale_id}: its owner is live")
+        if change.transition is Transition.ATTACH and not seen.owner_live(now):
+            raise IllegalTransition(f"{change.actor.value} may not attach to sale {seen.sale_id}: no live owner")
         if seen.row.episode and row.episode > seen.row.episode and change.actor not in RERUNNERS:
             raise IllegalTransition(
                 f"{change.actor.value} may not start episode {row.episode} of sale {seen.sale_id}: "
@@ -100,9 +106,7 @@ class SaleLifecycle:
             if len(waiting) > MAX_WAITING_JOBS:
                 raise TooManyWaiting(f"{len(waiting)} jobs would wait on sale {seen.sale_id}; try again later")
         _check_shape(row.state, row.owner, row.lease_until)
-        row = row.model_copy(
-            update={"version": seen.row.version + 1, "updated_at": self.now(), "waiting_jobs": waiting}
-        )
+        row = row.model_copy(update={"version": seen.row.version + 1, "updated_at": now, "waiting_jobs": waiting})
         written = Change(change.transition, change.actor, row, change.entry, change.entry_write, change.job)
         pause.before_write(change.transition.value, seen.connection_id, seen.sale_id)
         for _ in range(MAX_WAITING_JOBS + 1):

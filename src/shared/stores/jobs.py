@@ -7,11 +7,12 @@ item handed over to a relink execution (or to a later sweep) and an item settled
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from botocore.exceptions import ClientError
 
+from shared import clock
 from shared.jobs import Job, JobItem, Settlement
 from shared.models import Outcome
 from shared.stores.base import Page, StateWriteFailed
@@ -37,7 +38,7 @@ _TERMINAL = tuple(o.value for o in Outcome if o.terminal)
 
 
 def _now() -> str:
-    return iso(datetime.now(UTC))
+    return iso(clock.now())
 
 
 def expires_at(job: Job) -> int:
@@ -251,7 +252,7 @@ class DynamoJobStore:
                 Key={"job_id": job_id, "item_key": HEADER_KEY},
                 UpdateExpression="SET started_at = if_not_exists(started_at, :now)",
                 ConditionExpression="attribute_exists(job_id)",  # no header is created for a job that is not there
-                ExpressionAttributeValues={":now": datetime.now(UTC).isoformat()},
+                ExpressionAttributeValues={":now": _now()},
                 ReturnValues="ALL_NEW",
             )
         except ClientError as exc:
