@@ -254,7 +254,6 @@ class Stack:
 
 def claim_for_the_event(env: dict[str, str], event: dict[str, Any]) -> None:
     """The sale owned by the event's execution (relink, resync and escalate write only for their own execution)."""
-    from shared.lifecycle import moves
     from shared.lifecycle.table import Actor
     from shared.models import ExecutionRef
     from shared.settings import Settings
@@ -268,16 +267,7 @@ def claim_for_the_event(env: dict[str, str], event: dict[str, Any]) -> None:
         execution = ExecutionRef(
             execution_arn=arn, name=arn.rsplit(":", 1)[-1], start_attempts=event.get("attempts", 0)
         )
-        now = lifecycle.now()
-        change = moves.claim(
-            snap,
-            Actor.VERIFY_TASK,
-            execution=execution,
-            now=now,
-            lease=lifecycle.timing.execution_lease,
-            start_check=lifecycle.timing.start_check,
-        )
-        assert lifecycle.apply(snap, change) is not None
+        assert lifecycle.apply(snap, lifecycle.claim(snap, Actor.VERIFY_TASK, execution)) is not None
     finally:
         build_service.cache_clear()
 

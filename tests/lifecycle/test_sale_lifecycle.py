@@ -302,6 +302,15 @@ class Gate:
     def release(self) -> None:
         self._open.set()
 
+    def in_front_of(self, handler: Handler) -> Handler:
+        """A handler that waits here first (for ``runtime.intercept``)."""
+
+        def held(event: Any, context: Any) -> Any:
+            self.wait_here()
+            return handler(event, context)
+
+        return held
+
 
 def shown(value: Any) -> str:
     """Assertion messages in full (pytest shortens a dict's repr)."""
@@ -576,15 +585,7 @@ def test_a_sweep_job_completes_when_a_resync_escalates_its_sales(stack: Embedded
     for sale in sales:
         fail_orders(stack, sale)
     gate = Gate()
-
-    def hold(handler: Handler) -> Handler:
-        def worker(event: Any, context: Any) -> Any:
-            gate.wait_here()
-            return handler(event, context)
-
-        return worker
-
-    with stack.aws.runtime.intercept("BulkWorkerFunction", hold):
+    with stack.aws.runtime.intercept("BulkWorkerFunction", gate.in_front_of):
         try:
             swept = stack.aws.runtime.invoke("ErrorSweepFunction", {"connection_id": C})
             run = next(r for r in swept["connections"] if r["connection_id"] == C)
@@ -871,15 +872,7 @@ def test_reconciliation_leaves_a_sale_a_pending_job_item_holds(stack: EmbeddedSt
         last_updated=ml_date(now - timedelta(minutes=10)),
     )
     gate = Gate()
-
-    def hold(handler: Handler) -> Handler:
-        def worker(event: Any, context: Any) -> Any:
-            gate.wait_here()
-            return handler(event, context)
-
-        return worker
-
-    with stack.aws.runtime.intercept("BulkWorkerFunction", hold):
+    with stack.aws.runtime.intercept("BulkWorkerFunction", gate.in_front_of):
         try:
             job_id = submit_job(http, [sale])
             assert gate.reached.wait(DEADLINE), "the bulk worker never received the job's message"

@@ -42,3 +42,22 @@ def lifecycle_on(env: dict[str, str], **timing: float) -> Any:
     }
     store = DynamoLifecycleStore(table(env, "SALES_TABLE"), table(env, "SALE_ERRORS_TABLE"), env["JOBS_TABLE"])
     return SaleLifecycle(store, Timing(**{k: timedelta(seconds=v) for k, v in seconds.items()}))
+
+
+def list_sale(lifecycle: Any, connection_id: str, sale_id: str, error_type: Any, message: str) -> None:
+    """The sale in the error list, as the platform lists a sale whose own import failed."""
+    from shared.lifecycle import moves
+    from shared.lifecycle.table import Actor
+    from shared.models import ErrorEntry, ErrorEvent, Reason
+
+    snap = lifecycle.read(connection_id, sale_id)
+    entry = ErrorEntry(
+        connection_id=connection_id,
+        sale_id=sale_id,
+        error_type=error_type.value,
+        message=message,
+        retryable=error_type.retryable,
+        reason=Reason(error_type.value) if not error_type.retryable else None,
+        history=[ErrorEvent(error_type=error_type, message=message)],
+    )
+    assert lifecycle.apply(snap, moves.list_error(snap, Actor.PLATFORM, entry=entry)) is not None

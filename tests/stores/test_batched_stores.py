@@ -15,8 +15,6 @@ from shared.jobs import Job, Settlement
 from shared.lifecycle import moves
 from shared.lifecycle.table import Actor
 from shared.models import (
-    ErrorEntry,
-    ErrorEvent,
     ErrorType,
     Outcome,
     ProductLink,
@@ -30,7 +28,7 @@ from shared.stores.errors import DynamoErrorStore
 from shared.stores.jobs import DynamoJobStore, hand_over_writes
 from shared.stores.memo import ProductLinkMemo
 from shared.stores.products import DynamoProductStore
-from tests.stores.conftest import lifecycle_on
+from tests.stores.conftest import lifecycle_on, list_sale
 from tests.stores.conftest import table as _table
 
 C = "mla-main"
@@ -79,27 +77,13 @@ def _reflected(lifecycle: Any, connection_id: str, sale_id: str, **record: Any) 
     assert lifecycle.apply(snap, change) is not None
 
 
-def _listed(lifecycle: Any, connection_id: str, sale_id: str, error_type: ErrorType, message: str) -> None:
-    snap = lifecycle.read(connection_id, sale_id)
-    entry = ErrorEntry(
-        connection_id=connection_id,
-        sale_id=sale_id,
-        error_type=error_type.value,
-        message=message,
-        retryable=error_type.retryable,
-        reason=Reason(error_type.value) if not error_type.retryable else None,
-        history=[ErrorEvent(error_type=error_type, message=message)],
-    )
-    assert lifecycle.apply(snap, moves.list_error(snap, Actor.PLATFORM, entry=entry)) is not None
-
-
 def test_read_many_returns_what_read_does_in_one_call_per_table(tables: dict[str, str]) -> None:
     """Mixed present and absent ids, with duplicates: one snapshot per distinct id, each equal to ``read``'s, from
     one BatchGetItem on the sales table and one on the error list."""
     lifecycle = lifecycle_on(tables)
     _reflected(lifecycle, C, _sale_id(1))
-    _listed(lifecycle, C, _sale_id(2), ErrorType.PRODUCT_NOT_FOUND, "no link")
-    _listed(lifecycle, C, _sale_id(3), ErrorType.MARKETPLACE_TIMEOUT, "timeout")
+    list_sale(lifecycle, C, _sale_id(2), ErrorType.PRODUCT_NOT_FOUND, "no link")
+    list_sale(lifecycle, C, _sale_id(3), ErrorType.MARKETPLACE_TIMEOUT, "timeout")
     _reflected(lifecycle, "other", _sale_id(4))  # same sale id, another connection
     sales_calls = _count_batch_gets(lifecycle._store._sales)
     errors_calls = _count_batch_gets(lifecycle._store._errors)
@@ -159,8 +143,8 @@ def test_error_get_many_returns_the_present_entries_as_get_does(tables: dict[str
     present = [_sale_id(n) for n in range(0, 120, 7)]
     for n, sale_id in enumerate(present):
         kind = ErrorType.MARKETPLACE_TIMEOUT if n % 2 == 0 else ErrorType.PRODUCT_NOT_SYNCED
-        _listed(lifecycle, C, sale_id, kind, f"m{n}")
-    _listed(lifecycle, "other", _sale_id(1), ErrorType.MARKETPLACE_TIMEOUT, "o")
+        list_sale(lifecycle, C, sale_id, kind, f"m{n}")
+    list_sale(lifecycle, "other", _sale_id(1), ErrorType.MARKETPLACE_TIMEOUT, "o")
     calls = _count_batch_gets(table)
     wanted = [_sale_id(n) for n in range(120)] + present  # 120 distinct, 17 of them asked twice
     got = errors.get_many(C, wanted)

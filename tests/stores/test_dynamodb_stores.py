@@ -3,31 +3,14 @@ the lifecycle's: tests/stores/test_sale_lifecycle.py)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
-from shared.lifecycle import moves
-from shared.lifecycle.table import Actor
-from shared.models import ErrorEntry, ErrorType, ProductLink, Reason
+from shared.models import ErrorType, ProductLink
 from shared.stores.dynamo import InvalidCursor
 from shared.stores.errors import DynamoErrorStore
 from shared.stores.products import DynamoProductStore
-from tests.stores.conftest import lifecycle_on
+from tests.stores.conftest import lifecycle_on, list_sale
 from tests.stores.conftest import table as _table
-
-
-def _list(lifecycle: Any, connection_id: str, sale_id: str, error_type: ErrorType, message: str) -> None:
-    snap = lifecycle.read(connection_id, sale_id)
-    entry = ErrorEntry(
-        connection_id=connection_id,
-        sale_id=sale_id,
-        error_type=error_type.value,
-        message=message,
-        retryable=error_type.retryable,
-        reason=Reason(error_type.value) if not error_type.retryable else None,
-    )
-    assert lifecycle.apply(snap, moves.list_error(snap, Actor.PLATFORM, entry=entry)) is not None
 
 
 def test_error_list_filters_by_type_and_paginates(tables: dict[str, str]) -> None:
@@ -35,8 +18,8 @@ def test_error_list_filters_by_type_and_paginates(tables: dict[str, str]) -> Non
     lifecycle = lifecycle_on(tables)
     for n in range(7):
         kind = ErrorType.MARKETPLACE_TIMEOUT if n % 2 == 0 else ErrorType.PRODUCT_NOT_SYNCED
-        _list(lifecycle, "c", f"10{n}", kind, str(n))
-    _list(lifecycle, "other", "1", ErrorType.MARKETPLACE_TIMEOUT, "o")
+        list_sale(lifecycle, "c", f"10{n}", kind, str(n))
+    list_sale(lifecycle, "other", "1", ErrorType.MARKETPLACE_TIMEOUT, "o")
     seen: list[str] = []
     cursor = None
     while True:

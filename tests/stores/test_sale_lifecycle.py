@@ -54,17 +54,8 @@ def _failure(key: str | None = None, message: str = "503") -> Failure:
 
 
 def _claim(lifecycle: SaleLifecycle, snap: Snapshot, name: str = "exec-1", **extra: Any) -> moves.Change:
-    now = lifecycle.now()
     execution = ExecutionRef(execution_arn=f"arn:aws:states:us-east-1:1:execution:relink:{name}", name=name)
-    return moves.claim(
-        snap,
-        Actor.API_RELINK,
-        execution=execution,
-        now=now,
-        lease=lifecycle.timing.execution_lease,
-        start_check=lifecycle.timing.start_check,
-        **extra,
-    )
+    return lifecycle.claim(snap, Actor.API_RELINK, execution, **extra)
 
 
 def test_a_sale_is_reflected_once_and_the_second_import_answers_reflected_already(lifecycle: SaleLifecycle) -> None:

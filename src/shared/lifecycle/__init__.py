@@ -12,16 +12,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from shared import clock
 from shared.jobs import Settlement
-from shared.lifecycle import pause
+from shared.lifecycle import moves, pause
 from shared.lifecycle.change import Change, Decision, EntryWrite
 from shared.lifecycle.dynamo import DynamoLifecycleStore, JobsGone, RowMoved
 from shared.lifecycle.row import MAX_WAITING_JOBS, Snapshot
-from shared.lifecycle.table import RERUNNERS, TABLE, State, Transition
-from shared.models import SELLER_ACTIONS
+from shared.lifecycle.table import RERUNNERS, TABLE, Actor, State, Transition
+from shared.models import SELLER_ACTIONS, ExecutionRef
 from shared.stores.base import StateWriteFailed
 
 T = TypeVar("T")
@@ -61,6 +61,19 @@ class SaleLifecycle:
 
     def read_many(self, connection_id: str, sale_ids: list[str]) -> dict[str, Snapshot]:
         return self._store.read_many(connection_id, sale_ids)
+
+    def claim(self, seen: Snapshot, actor: Actor, execution: ExecutionRef, **extra: Any) -> Change:
+        """The change that makes ``execution`` the owner of the sale's episode, with this lifecycle's lease and
+        start check (``extra``: an Idempotency-Key, a bulk job's item, the failure that led here)."""
+        return moves.claim(
+            seen,
+            actor,
+            execution=execution,
+            now=self.now(),
+            lease=self.timing.execution_lease,
+            start_check=self.timing.start_check,
+            **extra,
+        )
 
     def due(self, connection_id: str, *, limit: int = 500) -> list[str]:
         """Sales whose owner must be checked or whose page is still due."""

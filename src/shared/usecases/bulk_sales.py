@@ -144,15 +144,7 @@ class BulkSales:
         name = execution_name(job.connection_id, snap.sale_id, snap.claim_episode)
         execution = ExecutionRef(execution_arn=workflow.arn_for(name), name=name, started_at=now, start_attempts=1)
         handed = JobWrite(job_id=job.job_id, attempts=1, execution_arn=execution.execution_arn)
-        change = moves.claim(
-            snap,
-            Actor.BULK_WORKER,
-            execution=execution,
-            now=now,
-            lease=lifecycle.timing.execution_lease,
-            start_check=lifecycle.timing.start_check,
-            job=handed,
-            failure=failure,
-            backoff=self._ctx.backoff,
+        change = lifecycle.claim(
+            snap, Actor.BULK_WORKER, execution, job=handed, failure=failure, backoff=self._ctx.backoff
         )
         return Decision(_Next(start=change.row.latest_execution), change)

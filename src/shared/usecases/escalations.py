@@ -50,6 +50,35 @@ class Escalations:
     ) -> RecoveryResult:
         """Escalate the sale's episode if ``may_escalate`` says this writer may (and it is not reflected), then
         page. Otherwise answer where the sale stands, without a page. ``attempts`` None: as the row counts them."""
+        answer, _ = self.escalate_if(
+            connection_id,
+            sale_id,
+            actor=actor,
+            reason=reason,
+            attempts=attempts,
+            settled_by=settled_by,
+            may_escalate=may_escalate,
+            failure=failure,
+            execution_id=execution_id,
+            seen=seen,
+        )
+        return answer
+
+    def escalate_if(
+        self,
+        connection_id: str,
+        sale_id: str,
+        *,
+        actor: Actor,
+        reason: Reason,
+        attempts: int | None,
+        settled_by: str,
+        may_escalate: Callable[[Snapshot], bool],
+        failure: Failure | None = None,
+        execution_id: str | None = None,
+        seen: Snapshot | None = None,
+    ) -> tuple[RecoveryResult, bool]:
+        """``escalate``, and whether this call escalated the sale (False: someone else settled or owns it)."""
         lifecycle = self._ctx.lifecycle
 
         def decide(snap: Snapshot) -> Decision[_Escalation]:
@@ -75,8 +104,8 @@ class Escalations:
         snap, decided = lifecycle.run(connection_id, sale_id, decide, seen=seen)
         if decided.wrote:
             self.page(snap, actor, execution_id=execution_id)
-            return decided.answer.model_copy(update={"detail": snap.row.detail})
-        return decided.answer
+            return decided.answer.model_copy(update={"detail": snap.row.detail}), True
+        return decided.answer, False
 
     def _current(self, snap: Snapshot, settled_by: str) -> RecoveryResult:
         if snap.state is State.NEVER_SEEN:

@@ -17,7 +17,7 @@ from shared.lifecycle.change import Decision
 from shared.lifecycle.moves import Failure
 from shared.lifecycle.row import Snapshot
 from shared.lifecycle.table import Actor, State
-from shared.models import ErrorEvent, Outcome, Reason
+from shared.models import ErrorEvent, Reason
 from shared.usecases.context import Context
 from shared.usecases.escalations import Escalations
 from shared.workflow import CLOSED
@@ -87,7 +87,7 @@ class Reaper:
     def _settle_abandoned(
         self, connection_id: str, sale_id: str, execution_name: str, status: str, *, seen: Snapshot | None
     ) -> bool:
-        answer = self._escalations.escalate(
+        _, escalated = self._escalations.escalate_if(
             connection_id,
             sale_id,
             actor=Actor.REAPER,
@@ -105,4 +105,4 @@ class Reaper:
             ),
             seen=seen,
         )
-        return answer.outcome is Outcome.ESCALATED and answer.reason is Reason.EXECUTION_FAILED
+        return escalated

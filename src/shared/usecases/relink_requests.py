@@ -55,15 +55,7 @@ class RelinkRequests:
                 return Decision(RelinkStart(answer.outcome, snap.row.latest_execution, settled=answer))
             name = execution_name(connection_id, sale_id, snap.claim_episode)
             execution = ExecutionRef(execution_arn=workflow.arn_for(name), name=name, started_at=now)
-            change = moves.claim(
-                snap,
-                Actor.API_RELINK,
-                execution=execution,
-                now=now,
-                lease=lifecycle.timing.execution_lease,
-                start_check=lifecycle.timing.start_check,
-                request_key=digest,
-            )
+            change = lifecycle.claim(snap, Actor.API_RELINK, execution, request_key=digest)
             return Decision(RelinkStart(Outcome.IN_PROGRESS, change.row.latest_execution, start=True), change)
 
         _, started = lifecycle.run(connection_id, sale_id, decide)

@@ -81,15 +81,7 @@ class WorkflowTasks:
                 return Decision(Triage(Route.NONE, stored(snap, by=me)))
             # Started from the console (nobody claimed it), or the owner's lease ran out: this execution owns it.
             execution = ExecutionRef(execution_arn=execution_arn, name=name, started_at=now, start_attempts=attempts)
-            change = moves.claim(
-                snap,
-                Actor.VERIFY_TASK,
-                execution=execution,
-                now=now,
-                lease=lifecycle.timing.execution_lease,
-                start_check=lifecycle.timing.start_check,
-            )
-            return Decision(None, change)
+            return Decision(None, lifecycle.claim(snap, Actor.VERIFY_TASK, execution))
 
         snap, triage = lifecycle.run(connection_id, sale_id, decide)
         if triage is not None:
