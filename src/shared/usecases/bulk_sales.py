@@ -109,8 +109,9 @@ class BulkSales:
             )
         if verdict.blocking is not None:
             event = moves.blocked_event(verdict.blocking, trigger, key)
+            # A blocked sale took no import attempt (the seller must act first): attempts stay 0.
             change = moves.block(
-                snap, Actor.BULK_WORKER, blocking=verdict.blocking, attempts=1, settled_by=me, event=event
+                snap, Actor.BULK_WORKER, blocking=verdict.blocking, attempts=0, settled_by=me, event=event
             )
             return Decision(_Next(), change)
         failure = verdict.failure
