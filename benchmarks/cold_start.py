@@ -230,6 +230,11 @@ class Stack:
         self.env: dict[str, str] = {}
 
     def __enter__(self) -> Stack:
+        from devstack import moto_fidelity
+
+        # DynamoDB's atomic conditional writes and per-item transactions, as every local stack has them (without
+        # them moto's transactions deep-copy whole tables while other threads write: "dictionary changed size").
+        moto_fidelity.install()
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server logs every request otherwise
         os.environ.update(aws_env(self.url))  # this process seeds through the same endpoint
         self.moto.start()
