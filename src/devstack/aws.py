@@ -15,6 +15,8 @@ moto gaps handled here (see reference/aws-offline.md section 4):
   the Step Functions API (same name, hence same ARN) with the substitutions resolved from the deployed stack.
 * Lambda must keep moto's default ``use_docker`` backend: ``use_docker: false`` selects "lambda simple", which never
   calls the ``_invoke_lambda`` patch point.
+* moto does not apply the functions' roles -> ``devstack.iam`` authorises every call a function makes against its own
+  role's policies from the translated template (on by default; ``enforce_iam=False`` or ``DEVSTACK_ENFORCE_IAM=0``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Self
 import boto3
 from botocore.config import Config
 
+from devstack.iam import IamEnforcer, enforcement_default
 from devstack.lambdas import LocalLambdaRuntime
 from devstack.template import TEMPLATE_PATH
 
@@ -104,6 +107,7 @@ class LocalAws:
         stack_name: str = "sales-recovery-local",
         port: int = 0,
         runtime: LocalLambdaRuntime | None = None,
+        enforce_iam: bool | None = None,
     ) -> None:
         self.template_path = template_path.resolve()
         self.repo_root = (repo_root or self.template_path.parent).resolve()
@@ -125,6 +129,10 @@ class LocalAws:
         self._inbox_count = 0
         self._session = boto3.session.Session()
         self._clients: dict[tuple[str, str], Any] = {}
+        # IAM: each function's calls are authorised against its own role once deployed (devstack.iam). None = the
+        # process default (on unless DEVSTACK_ENFORCE_IAM=0).
+        self.enforce_iam = enforcement_default() if enforce_iam is None else enforce_iam
+        self.iam: IamEnforcer | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------------------------------
 
@@ -160,6 +168,9 @@ class LocalAws:
 
     def stop(self) -> None:
         """Shut the server down, forget moto's state and restore the process environment."""
+        if self.iam is not None:  # IAM hook off first: nothing of this stack is authorised any more
+            self.iam.uninstall()
+            self.iam = None
         self.runtime.uninstall()
         if self._server is not None:
             try:
@@ -275,6 +286,8 @@ class LocalAws:
             if kind == "AWS::Lambda::Function" and logical_id in self.runtime.specs:
                 self.runtime.bind(logical_id, physical)
         self._recreate_state_machines(cfn)
+        if self.enforce_iam:  # from now on every call a function makes is checked against its role (devstack.iam)
+            self.iam = IamEnforcer.for_stack(self).install()
         self.deploy_seconds = time.monotonic() - started
         log.info("stack %s deployed in %.1fs on %s", self.stack_name, self.deploy_seconds, self.endpoint_url)
         return self

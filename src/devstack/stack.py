@@ -40,10 +40,13 @@ class EmbeddedStack:
         worker_concurrency: int = 4,
         poll_queues: bool = True,
         deliver_execution_events: bool = True,
+        enforce_iam: bool | None = None,
     ) -> None:
         self.scenario = scenario if isinstance(scenario, Scenario) else load_scenario(Path(scenario))
         self.meli = MeliSimulator(self.scenario, timeout_hold_seconds=timeout_hold_seconds)
-        self.aws = LocalAws()
+        # enforce_iam: each function's AWS calls are authorised against its own role (devstack.iam); None = the
+        # process default (on unless DEVSTACK_ENFORCE_IAM=0), False for a test that must run without it.
+        self.aws = LocalAws(enforce_iam=enforce_iam)
         self._parameters = {
             "Stage": "local",
             "RelinkWaitSeconds": str(relink_wait_seconds),

@@ -189,7 +189,9 @@ class WorkflowTasks:
         attempts: int,
         last_error: dict[str, object] | None,
     ) -> RecoveryResult:
-        sale_id = self._check(connection_id, sale_id)
+        # No connection look-up: the execution was started for a known connection, and paging needs no
+        # marketplace access, so the escalate role reads no connections (least privilege).
+        sale_id = parse_identifier(sale_id).raw
         name = execution_name_of(execution_arn)
         me = f"execution:{name}"
         snap = self._ctx.lifecycle.read(connection_id, sale_id)
