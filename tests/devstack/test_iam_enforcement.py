@@ -716,10 +716,9 @@ def test_an_escalation_runs_with_every_task_allowed(stack: EmbeddedStack) -> Non
     stack.meli.add_fault({"path": f"^/orders/{sale}$", "kind": "status", "status": 503, "times": None})
     result = stack.run_execution({"connection_id": C, "sale_id": sale}, name=f"iam-{uuid.uuid4().hex[:12]}")
     denied = [(d.function, d.action, d.resource, d.where) for d in iam.denials[denials:]]
-    # Found by this enforcement: the Escalate task reads the connection (WorkflowTasks._check, dynamodb:GetItem on the
-    # connections table) but EscalateFunction's role has no grant on ConnectionsTable, so in AWS every escalation
-    # fails (EscalationFailed) and only the execution-events function settles the sale. The fix belongs in
-    # template.yaml: DynamoDBReadPolicy {TableName: !Ref ConnectionsTable} on EscalateFunction.
+    # Found by this enforcement: the Escalate task read the connection (dynamodb:GetItem on the connections table),
+    # which EscalateFunction's role does not grant, so in AWS every escalation failed. Paging needs no connection:
+    # the task no longer reads it (least privilege kept).
     assert denied == [], "a function called outside its role (see devstack.iam): " + repr(denied)
     assert result["status"] == "SUCCEEDED", result
     assert result["output"]["outcome"] == "escalated"
@@ -732,3 +731,101 @@ def test_enforcement_can_be_switched_off_per_stack_or_per_process(monkeypatch: p
     monkeypatch.setenv("DEVSTACK_ENFORCE_IAM", "0")
     assert not LocalAws().enforce_iam
     assert LocalAws(enforce_iam=True).enforce_iam
+
+
+# --- issue #12, cases 1 and 2: the policies the template had, against the calls the code makes -------------------
+
+
+def read_only_on(identity: FunctionIdentity, tables: list[str]) -> FunctionIdentity:
+    """``identity`` with only DynamoDBReadPolicy's actions on ``tables`` (what Verify's role had before #12)."""
+    arns = [f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{t}" for t in tables]
+    kept = identity.without(lambda s: any(arn in r for r in s.resources for arn in arns))
+    read = parse_statements(
+        {
+            "Statement": {
+                "Effect": "Allow",
+                "Action": [
+                    "dynamodb:GetItem",
+                    "dynamodb:Scan",
+                    "dynamodb:Query",
+                    "dynamodb:BatchGetItem",
+                    "dynamodb:DescribeTable",
+                ],
+                "Resource": [*arns, *(f"{arn}/index/*" for arn in arns)],
+            }
+        }
+    )
+    return FunctionIdentity(**{**kept.__dict__, "statements": (*kept.statements, *read)})
+
+
+def cancelled_sale(stack: EmbeddedStack) -> str:
+    sale = new_sale(stack)
+    order = stack.meli.order(int(sale))
+    assert order is not None
+    stack.meli.upsert_order({**order, "status": "cancelled", "cancel_detail": {"group": "buyer", "code": "buyer"}})
+    return sale
+
+
+@pytest.mark.stack
+def test_case_1_a_blocked_sale_is_settled_by_verify_and_pages_nobody(stack: EmbeddedStack) -> None:
+    iam = stack.aws.iam
+    assert iam is not None
+    before = len(iam.denials)
+    sale = cancelled_sale(stack)
+    result = stack.run_execution({"connection_id": C, "sale_id": sale}, name=f"iam-{uuid.uuid4().hex[:12]}")
+    assert iam.denials[before:] == []
+    assert result["status"] == "SUCCEEDED", result
+    assert (result["output"]["outcome"], result["output"]["reason"]) == ("not_reflectable", "sale_cancelled")
+    assert not [m for m in stack.help_desk_messages() if sale in json.dumps(m)]
+
+    # With Verify's role as the template had it (read-only on sales and sale-errors), AWS refuses Verify's write of
+    # the outcome; the catch-all then escalates a blocked sale: the page the design promises never to send.
+    sales, errors = stack.aws.physical_id("SalesTable"), stack.aws.physical_id("SaleErrorsTable")
+    old_role = read_only_on(iam.identity("VerifyFunction"), [sales, errors])
+    sale = cancelled_sale(stack)
+    with iam.replaced(old_role):
+        result = stack.run_execution({"connection_id": C, "sale_id": sale}, name=f"iam-{uuid.uuid4().hex[:12]}")
+    denied = {(d.function, d.action) for d in iam.denials[before:]}
+    assert ("VerifyFunction", "dynamodb:TransactWriteItems") in denied or any(
+        f == "VerifyFunction" and a in ("dynamodb:PutItem", "dynamodb:UpdateItem") for f, a in denied
+    ), denied
+    assert result["output"]["outcome"] != "not_reflectable", result
+    iam.denials[before:] = []  # seen and asserted here
+
+
+@pytest.mark.stack
+def test_case_2_the_bulk_worker_may_describe_the_execution_it_finds_started(stack: EmbeddedStack) -> None:
+    """A redelivered message whose first delivery started the execution: StartExecution answers
+    ExecutionAlreadyExists once that execution closed, and the worker asks DescribeExecution how it ended."""
+    from shared.models import ExecutionRef
+    from shared.settings import Settings
+    from shared.wiring import build_service
+
+    iam = stack.aws.iam
+    assert iam is not None
+    sale = new_sale(stack)
+    name = f"iam-{uuid.uuid4().hex[:12]}"
+    ended = stack.run_execution({"connection_id": C, "sale_id": sale}, name=name)
+    assert ended["status"] == "SUCCEEDED", ended
+
+    def calls() -> dict[str, Any]:
+        workflow = build_service(Settings.from_env(), workflow=True).workflow
+        assert workflow is not None
+        execution = ExecutionRef(execution_arn=workflow.arn_for(name), name=name)
+        return outcome(lambda: workflow.ensure_started(C, sale, execution))
+
+    before = len(iam.denials)
+    with stack.aws.runtime.intercept("BulkWorkerFunction", probe(calls)):
+        assert stack.aws.runtime.invoke("BulkWorkerFunction", {})["code"] == "ok"
+    assert iam.denials[before:] == []
+
+    # Without the DescribeExecution grant (StepFunctionsExecutionPolicy gives StartExecution only), AWS refuses it:
+    # the message fails on every delivery and ends in the DLQ.
+    start_only = iam.identity("BulkWorkerFunction").without(
+        lambda s: any(a.lower() == "states:describeexecution" for a in s.actions)
+    )
+    with stack.aws.runtime.intercept("BulkWorkerFunction", probe(calls)), iam.replaced(start_only):
+        answer = stack.aws.runtime.invoke("BulkWorkerFunction", {})
+    assert answer["code"] == "AccessDeniedException", answer
+    assert "states:DescribeExecution" in answer["message"]
+    iam.denials[before:] = []
