@@ -38,8 +38,11 @@ format: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
+# The application stack and the one-time account stack (account/: once per account and region, README Deploy).
+TEMPLATES := template.yaml account/api-gateway-logging.yaml
+
 cfn-lint: $(STAMP)
-	$(VENV)/bin/cfn-lint template.yaml
+	$(VENV)/bin/cfn-lint $(TEMPLATES)
 
 $(CHECKOV_STAMP):
 	test -x $(TOOLS_VENV)/bin/python || $(PYTHON) -m venv $(TOOLS_VENV)
@@ -47,8 +50,8 @@ $(CHECKOV_STAMP):
 	$(TOOLS_VENV)/bin/python -m pip install --quiet checkov==$(CHECKOV_VERSION)
 	touch $(CHECKOV_STAMP)
 
-checkov: $(CHECKOV_STAMP)  ## security scan of template.yaml; any finding fails (skips live in the template, with reasons)
-	$(TOOLS_VENV)/bin/checkov -f template.yaml --framework cloudformation --compact --quiet --skip-download
+checkov: $(CHECKOV_STAMP)  ## security scan of the templates; any finding fails (skips live in the template, with reasons)
+	$(TOOLS_VENV)/bin/checkov $(addprefix -f ,$(TEMPLATES)) --framework cloudformation --compact --quiet --skip-download
 
 # tests/ui loads the API page in Debian's chromium. Installed only when missing and we are root; otherwise nothing
 # is installed and that test fails with a message saying so.

@@ -52,10 +52,21 @@ from devstack.account import provision  # noqa: E402
 from devstack.simulator.scenario import Scenario  # noqa: E402
 from devstack.simulator.server import MeliSimulator  # noqa: E402
 from devstack.sqs_poller import sqs_record  # noqa: E402
+from devstack.template import load_template  # noqa: E402
 from tests.conftest import api_event, lambda_context  # noqa: E402  (whole API Gateway events, as the tests send)
 
 C, SELLER, ITEM = "mla-main", 123456789, "MLA1100000001"
 FIRST_ID = 2000009700000000
+WORKER_TIMEOUT = float(load_template()["Resources"]["BulkWorkerFunction"]["Properties"]["Timeout"])
+
+
+def worker_context() -> Any:
+    """A worker invocation's context: its time left counts down from the template's Timeout, as in Lambda (the worker
+    stops taking ids when that time cannot cover one more: shared.bulk.Deadline)."""
+    context = lambda_context("bench-worker")
+    deadline = time.monotonic() + WORKER_TIMEOUT
+    context.get_remaining_time_in_millis = lambda: max(0, int((deadline - time.monotonic()) * 1000))
+    return context
 
 
 @dataclass
@@ -245,9 +256,7 @@ def bulk(
                 if not messages:
                     return
                 event = {"Records": [sqs_record(m, account.queue_arn, "us-east-1") for m in messages]}
-                failed = {
-                    f["itemIdentifier"] for f in worker(event, lambda_context("bench-worker"))["batchItemFailures"]
-                }
+                failed = {f["itemIdentifier"] for f in worker(event, worker_context())["batchItemFailures"]}
                 for m in messages:
                     if m["MessageId"] not in failed:
                         sqs.delete_message(QueueUrl=account.queue_url, ReceiptHandle=m["ReceiptHandle"])

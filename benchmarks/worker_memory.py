@@ -58,7 +58,7 @@ def message_event(stack: harness.Stack, env: dict[str, str], messages: int, firs
     for cache in (build_service, build_bulk_service, build_job_store):
         cache.cache_clear()
     settings = Settings.from_env({**env, "BULK_QUEUE_URL": url})
-    job = build_bulk_service(settings, queue=True).submit(harness.CONNECTION, ids)
+    job = build_bulk_service(settings, queue=True).submit(harness.CONNECTION, ids).job
     assert job.messages == messages
     received: list[dict[str, object]] = []
     while len(received) < messages:

@@ -17,6 +17,10 @@ moto gaps handled here (see reference/aws-offline.md section 4):
   calls the ``_invoke_lambda`` patch point.
 * moto does not apply the functions' roles -> ``devstack.iam`` authorises every call a function makes against its own
   role's policies from the translated template (on by default; ``enforce_iam=False`` or ``DEVSTACK_ENFORCE_IAM=0``).
+* moto does not enforce a function's ``Timeout`` -> ``devstack.lambdas`` does (on by default; ``enforce_timeouts=False``
+  or ``DEVSTACK_ENFORCE_TIMEOUTS=0``).
+* moto's SQS event-source mappings invoke inside ``SendMessage`` -> they are dropped before the stack is created and
+  kept, as translated, in ``event_source_mappings``, which ``devstack.sqs_poller`` reads (batch size, concurrency).
 """
 
 from __future__ import annotations
@@ -50,7 +54,9 @@ REGION = "us-east-1"
 ARTIFACTS_BUCKET = "local-sam-artifacts"
 _DROPPED_PREFIXES = ("AWS::ApiGateway::", "AWS::ApiGatewayV2::")
 HELP_DESK_TOPIC = "HelpDeskTopic"  # the help desk's topic in template.yaml
-_QUIET_LOGGERS = ("werkzeug", "moto.stepfunctions.parser")  # access log lines; Fail states logged as errors
+# Access log lines; Fail states logged as errors; samtranslator's "Feature ... not available in Feature Toggle Config"
+# (an Api with OpenApiVersion asks for a feature toggle; offline there is no toggle config, and off is the default).
+_QUIET_LOGGERS = ("werkzeug", "moto.stepfunctions.parser", "samtranslator.feature_toggle")
 
 
 class DeployError(RuntimeError):
@@ -108,11 +114,14 @@ class LocalAws:
         port: int = 0,
         runtime: LocalLambdaRuntime | None = None,
         enforce_iam: bool | None = None,
+        enforce_timeouts: bool | None = None,
     ) -> None:
         self.template_path = template_path.resolve()
         self.repo_root = (repo_root or self.template_path.parent).resolve()
         self.stack_name = stack_name
-        self.runtime = runtime or LocalLambdaRuntime(self.template_path, self.repo_root)
+        self.runtime = runtime or LocalLambdaRuntime(
+            self.template_path, self.repo_root, enforce_timeouts=enforce_timeouts
+        )
         self.region = REGION
         self.parameters: dict[str, str] = {}
         self.outputs: dict[str, str] = {}
@@ -125,6 +134,8 @@ class LocalAws:
         self._saved_moto_config: Any = None
         self._resources: dict[str, tuple[str, str]] = {}  # logical id -> (type, physical id)
         self._translated: dict[str, Any] = {}
+        # logical id -> Properties of each AWS::Lambda::EventSourceMapping SAM generated (not created in moto)
+        self.event_source_mappings: dict[str, dict[str, Any]] = {}
         self._state_machines: dict[str, str] = {}
         self._inbox_count = 0
         self._session = boto3.session.Session()
@@ -277,7 +288,7 @@ class LocalAws:
 
         cfn: dict[str, Any] = transform(sam, dict(self.parameters), _NoManagedPolicyLoader())
         _drop_api_gateway(cfn)
-        _drop_event_source_mappings(cfn)
+        self.event_source_mappings = _drop_event_source_mappings(cfn)
         self._create_unsupported(cfn)
         self._translated = cfn
         self._create_stack(cfn, given)
@@ -538,13 +549,16 @@ def _references(node: Any) -> Iterator[str]:
             yield from _references(value)
 
 
-def _drop_event_source_mappings(cfn: dict[str, Any]) -> None:
+def _drop_event_source_mappings(cfn: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """moto's SQS event-source mapping calls the function inside ``send_message``, one record at a time, and
     ignores partial batch responses (aws-offline.md §2): the API's send would block for the whole job. Locally
-    ``devstack.sqs_poller`` polls the queues instead, as Lambda's own poller does in the cloud."""
+    ``devstack.sqs_poller`` polls the queues instead, as Lambda's own poller does in the cloud. Returns the dropped
+    mappings' properties (as translated: intrinsics unresolved), by logical id."""
     resources: dict[str, Any] = cfn["Resources"]
+    dropped = {}
     for logical_id in [k for k, r in resources.items() if r["Type"] == "AWS::Lambda::EventSourceMapping"]:
-        del resources[logical_id]
+        dropped[logical_id] = dict(resources.pop(logical_id).get("Properties", {}))
+    return dropped
 
 
 def _drop_api_gateway(cfn: dict[str, Any]) -> None:

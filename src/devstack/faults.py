@@ -12,6 +12,9 @@
   "Transaction is ongoing for the item." on one of its items, ``None`` on the others); a PutItem, UpdateItem or
   DeleteItem fails with ``TransactionConflictException``. botocore retries neither: the product's own code must.
   Nothing of a conflicted call is written. (Batch writes and reads are left alone.)
+- ``dynamodb_partial_batches``: BatchGetItem / BatchWriteItem carry out part of a call and hand the rest back in
+  ``UnprocessedKeys`` / ``UnprocessedItems``, which botocore does not retry.
+- ``sqs_partial_batches``: SendMessageBatch succeeds but lists some entries in ``Failed``.
 
 Both DynamoDB faults decide once per API call, before moto runs it, and count what they injected once per call:
 moto carries out one call with several of its own item operations (a transaction's items, the read before an
@@ -184,4 +187,111 @@ def dynamodb_transaction_conflicts(
 
     actions = (*_SINGLE_WRITES, _TRANSACTION) if single_item_writes else (_TRANSACTION,)
     with _dynamodb_calls(actions, probability, seed, conflict) as counter:
+        yield counter
+
+
+def _part(requests: int, processed: int | None, *, at_least: int) -> int:
+    """How many of a call's ``requests`` the service carries out: ``processed`` if given, by default half (rounded
+    up), never fewer than ``at_least`` nor more than there are."""
+    wanted = (requests + 1) // 2 if processed is None else processed
+    return min(requests, max(at_least, wanted))
+
+
+@contextmanager
+def dynamodb_partial_batches(
+    probability: float = 1.0, *, seed: int = 7, processed: int | None = None
+) -> Iterator[FaultCounter]:
+    """On that fraction of BatchGetItem and BatchWriteItem calls (repeatably by seed) DynamoDB carries out only the
+    first ``processed`` keys or write requests (by default half, rounded up) and answers the others in
+    ``UnprocessedKeys`` / ``UnprocessedItems``, as it does when a batch meets the table's throughput or the 16 MB
+    response limit. Nothing of those is read or written, and botocore does not retry them: the product's code must.
+    At least one request of a call is carried out (DynamoDB answers a batch of which it can do nothing with
+    ``ProvisionedThroughputExceededException``, which is ``dynamodb_throttling``)."""
+    from moto.dynamodb.responses import DynamoHandler
+
+    counter = FaultCounter()
+    rng = random.Random(seed)
+    lock = threading.Lock()
+
+    def drawn() -> bool:
+        with lock:
+            counter.calls += 1
+            return rng.random() < probability
+
+    def partial(original: Any, answer: str, requests_of: Any, holding: Any) -> Any:
+        """``original`` carrying out part of each drawn call, the rest in the answer's ``answer`` field (by table;
+        ``requests_of`` a table's part of the call, ``holding`` that part again with only some of its requests)."""
+
+        def call(self: Any) -> Any:
+            if not drawn():
+                return original(self)
+            counter.hit()
+            batches = self.body["RequestItems"]
+            asked = [(table, request) for table, part in batches.items() for request in requests_of(part)]
+            done = _part(len(asked), processed, at_least=1)
+            split: tuple[dict[str, list[Any]], dict[str, list[Any]]] = ({}, {})
+            for n, (table, request) in enumerate(asked):
+                split[n >= done].setdefault(table, []).append(request)
+            kept, left = ({table: holding(batches[table], some) for table, some in half.items()} for half in split)
+            self.body = {**self.body, "RequestItems": kept}
+            result = original(self)
+            fields = result.result
+            assert isinstance(fields, dict)
+            fields[answer] = left
+            return result
+
+        return call
+
+    batch_get_item = partial(
+        DynamoHandler.batch_get_item, "UnprocessedKeys", lambda spec: spec["Keys"], lambda spec, k: {**spec, "Keys": k}
+    )
+    batch_write_item = partial(
+        DynamoHandler.batch_write_item, "UnprocessedItems", lambda requests: requests, lambda _all, some: some
+    )
+
+    with (
+        mock.patch.object(DynamoHandler, "batch_get_item", batch_get_item),
+        mock.patch.object(DynamoHandler, "batch_write_item", batch_write_item),
+    ):
+        yield counter
+
+
+@contextmanager
+def sqs_partial_batches(
+    probability: float = 1.0, *, seed: int = 7, sent: int | None = None, sender_fault: bool = False
+) -> Iterator[FaultCounter]:
+    """On that fraction of SendMessageBatch calls (repeatably by seed) SQS sends only the first ``sent`` entries (by
+    default half, rounded up; 0 fails them all) and lists the others in ``Failed`` with ``SenderFault`` false and
+    code ``InternalError`` (a failure on SQS's side: sending again may succeed), or with ``SenderFault`` true when
+    ``sender_fault`` (the entry itself is wrong: sending it again cannot help). The call itself succeeds, so botocore
+    retries nothing: the product's code must."""
+    from moto.sqs.models import SQSBackend
+
+    counter = FaultCounter()
+    rng = random.Random(seed)
+    lock = threading.Lock()
+    original = SQSBackend.send_message_batch
+
+    def send_message_batch(self: Any, queue_name: str, entries: dict[str, dict[str, Any]]) -> Any:
+        with lock:
+            counter.calls += 1
+            fire = rng.random() < probability
+        if not fire:
+            return original(self, queue_name, entries)
+        counter.hit()
+        asked = list(entries.items())
+        done = _part(len(asked), sent, at_least=0)
+        messages, failed = original(self, queue_name, dict(asked[:done])) if done else ([], [])
+        for _, entry in asked[done:]:
+            failed.append(
+                {
+                    "Id": entry["Id"],
+                    "SenderFault": sender_fault,
+                    "Code": "InvalidParameterValue" if sender_fault else "InternalError",
+                    "Message": "The entry was not sent (injected fault).",
+                }
+            )
+        return messages, failed
+
+    with mock.patch.object(SQSBackend, "send_message_batch", send_message_batch):
         yield counter

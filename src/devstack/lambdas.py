@@ -9,15 +9,56 @@ Per invocation the function's environment (as moto holds it, i.e. resolved by Cl
 process environment for the calling thread only, and for threads the handler starts. There is deliberately no global
 lock: invocations nest across threads (handler -> SQS -> event-source mapping -> handler) and a lock deadlocks.
 
-Differences from Lambda, on purpose: no timeout is enforced (``get_remaining_time_in_millis`` still counts down),
-handler stdout is not captured into the returned logs, module state (including the ``shared`` package, imported once
-per process) is shared by all functions and concurrent invocations (Lambda would use separate sandboxes), and the
-function folder is not put on ``sys.path`` (handlers import from ``shared`` and installed packages only).
+Timeouts
+--------
+Each function's ``Timeout`` (as deployed: moto's configuration, i.e. the template's value or Globals', or what
+``UpdateFunctionConfiguration`` set) is enforced, as Lambda enforces it. The handler runs in a thread of its own (in a
+copy of the caller's ``contextvars`` context, with the invocation's environment overlay) while the invoking thread
+waits up to the time left; ``get_remaining_time_in_millis`` reads the same clock. The module is imported before the
+clock starts (Lambda's init phase is not part of the invoke timeout). An invocation that overruns is reported as Lambda
+reports it, to whoever invoked it:
+
+* ``runtime.invoke`` (API server, SQS poller, schedules, tests) raises ``LambdaTimedOut``, whose payload is what the
+  ``Invoke`` API answers: ``{"errorType": "Sandbox.Timedout", "errorMessage": "RequestId: <id> Error: Task timed out
+  after 3.00 seconds"}`` (Lambda's troubleshooting guide names the error ``Sandbox.Timedout``).
+* ``Invoke`` through moto (boto3's ``lambda.invoke``, Step Functions ``lambda:invoke`` tasks) answers that payload with
+  a function error. moto's Step Functions interpreter names a task's error after the payload's ``errorType``; Step
+  Functions documents that Lambda's unhandled errors, function timeouts included, reach the state machine as
+  ``Lambda.Unknown`` (Step Functions developer guide, "Handle Lambda service exceptions"), so a timed-out task fails
+  with ``Lambda.Unknown`` (cause: the payload above). ``Lambda.Unknown`` matches ``States.ALL`` and
+  ``States.TaskFailed``, none of the ``Lambda.*Exception`` service errors our ASL retries: a timed-out task goes to the
+  ``States.ALL`` catcher, as it would in AWS. (``States.Timeout`` is the error of a state's own ``TimeoutSeconds``,
+  which moto's interpreter already enforces; our tasks declare none.)
+* The SQS poller (``devstack.sqs_poller``) treats a timed-out batch as Lambda's event source mapping does: nothing is
+  deleted, nothing is made visible early; every message of the batch comes back after the queue's visibility timeout,
+  and that receive counts toward the redrive policy's ``maxReceiveCount``.
+
+Python cannot kill a thread, so the overrunning handler goes on in the background (an *orphan*). Lambda stops the
+runtime process of a timed-out invocation: requests it had already sent still complete at the service, nothing later
+happens. The orphan is marked abandoned, and every AWS call it (or a thread it started) makes from then on raises
+``SandboxStopped`` before anything is sent; its return value is discarded. What can still land after the timeout is
+what a killed sandbox could leave behind too: a request already in flight when the clock ran out. (HTTP calls to
+Mercado Libre are reads and are not cut.)
+
+A test that parks an invocation on purpose (tests/model stops actors at pause points for as long as it likes) wraps
+the park in ``held()``: the invocation's clock stops for the block (a frozen sandbox spends no time either), so the
+timeout still applies to the time the handler actually runs and ``get_remaining_time_in_millis`` does not see the
+park. ``LocalLambdaRuntime(enforce_timeouts=False)``, ``runtime.enforce_timeouts = False`` or
+``DEVSTACK_ENFORCE_TIMEOUTS=0`` switch enforcement off (the handler then runs in the caller's thread, as before).
+
+``runtime.stats`` records, per function, the invocations, the timeouts and the longest invocation (held time
+excluded) against the function's timeout; ``runtime.report()`` prints them ("longest invocation X s vs timeout Y s").
+
+Other differences from Lambda, on purpose: handler stdout is not captured into the returned logs, module state
+(including the ``shared`` package, imported once per process) is shared by all functions and concurrent invocations
+(Lambda would use separate sandboxes), reserved concurrency is not enforced, and the function folder is not put on
+``sys.path`` (handlers import from ``shared`` and installed packages only).
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import importlib.util
 import json
 import logging
@@ -43,6 +84,72 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 3  # Lambda's defaults when neither the function nor Globals set them
 DEFAULT_MEMORY = 128
+ENFORCE_TIMEOUTS_ENV = "DEVSTACK_ENFORCE_TIMEOUTS"
+TIMEOUT_ERROR_TYPE = "Sandbox.Timedout"  # what Lambda's Invoke answers for an invocation that ran out of time
+SFN_TIMEOUT_ERROR = "Lambda.Unknown"  # how Step Functions names it in a lambda:invoke task (module docstring)
+_HELD_RECHECK_SECONDS = 0.5  # while an invocation is held, how often its watchdog looks again
+
+
+def timeouts_default() -> bool:
+    """On unless ``DEVSTACK_ENFORCE_TIMEOUTS=0`` (or false/off/no)."""
+    return os.environ.get(ENFORCE_TIMEOUTS_ENV, "1").strip().lower() not in ("0", "false", "off", "no")
+
+
+class Invocation:
+    """One invocation's clock and fate: its deadline (stopped while held), and whether its invoker gave up on it."""
+
+    def __init__(self, function: str, timeout: float, request_id: str | None = None) -> None:
+        self.function = function
+        self.timeout = timeout
+        self.request_id = request_id or str(uuid.uuid4())
+        self.abandoned = False  # timed out: its invoker has the failure, anything it still does is discarded
+        self.finished = threading.Event()
+        self._started = time.monotonic()
+        self._lock = threading.Lock()
+        self._holds = 0
+        self._held_since = 0.0
+        self._held_for = 0.0
+
+    def elapsed(self) -> float:
+        """Seconds of the invocation so far, the time it was held excluded."""
+        with self._lock:
+            now = time.monotonic()
+            held = self._held_for + (now - self._held_since if self._holds else 0.0)
+            return now - self._started - held
+
+    def remaining(self) -> float:
+        return self.timeout - self.elapsed()
+
+    @property
+    def held(self) -> bool:
+        with self._lock:
+            return self._holds > 0
+
+    def hold(self) -> None:
+        with self._lock:
+            if self._holds == 0:
+                self._held_since = time.monotonic()
+            self._holds += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._holds -= 1
+            if self._holds == 0:
+                self._held_for += time.monotonic() - self._held_since
+
+    def finish(self) -> bool:
+        """The handler returned (or raised); True when its invoker had already given up on it."""
+        with self._lock:
+            self.finished.set()
+            return self.abandoned
+
+    def abandon(self) -> bool:
+        """Give up on a handler that has not finished; False when it finished meanwhile."""
+        with self._lock:
+            if self.finished.is_set():
+                return False
+            self.abandoned = True
+            return True
 
 
 class LambdaContext:
@@ -57,22 +164,41 @@ class LambdaContext:
         timeout_seconds: float,
         log_group_name: str,
         function_version: str = "$LATEST",
+        invocation: Invocation | None = None,
     ) -> None:
         self.function_name = function_name
         self.function_version = function_version
         self.invoked_function_arn = function_arn
         self.memory_limit_in_mb = memory_limit_in_mb
-        self.aws_request_id = str(uuid.uuid4())
+        self._invocation = invocation or Invocation(function_name, timeout_seconds)
+        self.aws_request_id = self._invocation.request_id
         self.log_group_name = log_group_name
         now = datetime.now(UTC)
         self.log_stream_name = f"{now:%Y/%m/%d}/[{function_version}]{uuid.uuid4().hex}"
         self.identity: Any = None
         self.client_context: Any = None
         self.tenant_id: str | None = None
-        self._deadline = time.monotonic() + timeout_seconds
 
     def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._deadline - time.monotonic()) * 1000))
+        return max(0, int(self._invocation.remaining() * 1000))
+
+
+@dataclass
+class FunctionStats:
+    """What the invocations of one function took, against its timeout (held time excluded)."""
+
+    logical_id: str
+    timeout: float
+    invocations: int = 0
+    timeouts: int = 0
+    longest: float = 0.0
+    orphans_finished: int = 0  # timed-out handlers that have since returned (their result discarded)
+
+    def line(self) -> str:
+        return (
+            f"{self.logical_id}: longest invocation {self.longest:.2f} s vs timeout {self.timeout:g} s "
+            f"({self.invocations} invocations, {self.timeouts} timed out)"
+        )
 
 
 @dataclass(frozen=True)
@@ -116,6 +242,24 @@ class LambdaInvocationError(Exception):
     def __init__(self, payload: dict[str, Any]) -> None:
         super().__init__(f"{payload.get('errorType')}: {payload.get('errorMessage')}")
         self.payload = payload
+
+
+class LambdaTimedOut(LambdaInvocationError):
+    """The invocation overran its function's ``Timeout``; the payload is the one Lambda's ``Invoke`` answers."""
+
+    def __init__(self, invocation: Invocation) -> None:
+        super().__init__(
+            {
+                "errorType": TIMEOUT_ERROR_TYPE,
+                "errorMessage": f"RequestId: {invocation.request_id} Error: Task timed out after "
+                f"{invocation.timeout:.2f} seconds",
+            }
+        )
+        self.invocation = invocation
+
+
+class SandboxStopped(RuntimeError):
+    """An AWS call from an invocation that already timed out: Lambda stopped that sandbox, the call never leaves."""
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -190,20 +334,46 @@ _original_environ_class = type(os.environ)
 _original_thread_start = threading.Thread.start
 
 
+def current_invocation() -> Invocation | None:
+    """The invocation the calling thread works for (threads a handler starts inherit it), if any."""
+    invocation: Invocation | None = getattr(_tls, "invocation", None)
+    return invocation
+
+
 def _thread_start_inheriting_overlay(self: threading.Thread) -> None:
     overlay = _current_overlay()
-    if overlay is not None:
+    invocation = current_invocation()
+    if overlay is not None or invocation is not None:
         run = self.run
 
         def run_with_overlay() -> None:
-            _overlay_stack().append(overlay)
+            if overlay is not None:
+                _overlay_stack().append(overlay)
+            _tls.invocation = invocation
             try:
                 run()
             finally:
-                _overlay_stack().pop()
+                _tls.invocation = None
+                if overlay is not None:
+                    _overlay_stack().pop()
 
         self.run = run_with_overlay  # type: ignore[method-assign]
     _original_thread_start(self)
+
+
+@contextlib.contextmanager
+def held() -> Iterator[None]:
+    """Stop the calling invocation's clock while the block lasts: for a test that parks an invocation on purpose.
+    Outside an invocation it does nothing."""
+    invocation = current_invocation()
+    if invocation is None:
+        yield
+        return
+    invocation.hold()
+    try:
+        yield
+    finally:
+        invocation.release()
 
 
 @contextlib.contextmanager
@@ -222,6 +392,8 @@ def environment_overlay(variables: Mapping[str, str]) -> Iterator[None]:
 _installed: list[LocalLambdaRuntime] = []
 _install_lock = threading.Lock()  # guards install/uninstall only, never an invocation
 _original_invoke_lambda: Any = None
+_original_make_api_call: Any = None
+_original_sfn_lambda_from_error: Any = None
 
 
 def _patched_invoke_lambda(self: Any, event: Any = None) -> tuple[str, bool, str]:
@@ -233,20 +405,81 @@ def _patched_invoke_lambda(self: Any, event: Any = None) -> tuple[str, bool, str
     return json.dumps({"errorType": "Runtime.HandlerNotFound", "errorMessage": message}), True, message
 
 
+def _api_call_unless_stopped(self: Any, operation_name: str, api_params: Any) -> Any:
+    """botocore's ``_make_api_call``, refused for an invocation that timed out (its sandbox is gone in AWS)."""
+    invocation = current_invocation()
+    if invocation is not None and invocation.abandoned:
+        service = self.meta.service_model.service_name
+        raise SandboxStopped(
+            f"{service}:{operation_name} from {invocation.function} (request {invocation.request_id}) after it timed "
+            f"out at {invocation.timeout:g} s: Lambda stopped that sandbox"
+        )
+    return _original_make_api_call(self, operation_name, api_params)
+
+
+def _sfn_lambda_from_error(self: Any, env: Any, ex: Exception) -> Any:
+    """moto's Step Functions Lambda task error mapping, with a timed-out function reported as ``Lambda.Unknown``."""
+    from moto.stepfunctions.parser.api import HistoryEventType, TaskFailedEventDetails
+    from moto.stepfunctions.parser.asl.component.common.error_name.custom_error_name import CustomErrorName
+    from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import FailureEvent
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.lambda_eval_utils import (
+        LambdaFunctionErrorException,
+    )
+    from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
+
+    if isinstance(ex, LambdaFunctionErrorException) and _is_timeout_payload(ex.payload):
+        return FailureEvent(
+            env=env,
+            error_name=CustomErrorName(SFN_TIMEOUT_ERROR),
+            event_type=HistoryEventType.TaskFailed,
+            event_details=EventDetails(  # type: ignore[typeddict-item]  # one key set, as moto sets it
+                taskFailedEventDetails=TaskFailedEventDetails(
+                    error=SFN_TIMEOUT_ERROR,
+                    cause=ex.payload,
+                    resource=self._get_sfn_resource(),
+                    resourceType=self._get_sfn_resource_type(),
+                )
+            ),
+        )
+    return _original_sfn_lambda_from_error(self, env, ex)
+
+
+def _is_timeout_payload(payload: str) -> bool:
+    try:
+        return bool(json.loads(payload).get("errorType") == TIMEOUT_ERROR_TYPE)
+    except (ValueError, AttributeError):
+        return False
+
+
 def _install_patches() -> None:
-    global _original_invoke_lambda
+    global _original_invoke_lambda, _original_make_api_call, _original_sfn_lambda_from_error
+    from botocore.client import BaseClient
     from moto.awslambda.models import LambdaFunction
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_lambda import (
+        StateTaskServiceLambda,
+    )
 
     _original_invoke_lambda = LambdaFunction.__dict__["_invoke_lambda"]
     LambdaFunction._invoke_lambda = _patched_invoke_lambda  # type: ignore[method-assign]
+    _original_sfn_lambda_from_error = StateTaskServiceLambda.__dict__["_from_error"]
+    StateTaskServiceLambda._from_error = _sfn_lambda_from_error  # type: ignore[method-assign]
+    if _original_make_api_call is None:
+        # Once per process, never removed: others wrap it after us (devstack.iam, tests' mock.patch) and unwrap in
+        # their own order; outside a timed-out invocation it is one thread-local read.
+        _original_make_api_call = BaseClient.__dict__["_make_api_call"]
+        BaseClient._make_api_call = _api_call_unless_stopped
     os.environ.__class__ = _OverlayEnviron
     threading.Thread.start = _thread_start_inheriting_overlay  # type: ignore[method-assign]
 
 
 def _remove_patches() -> None:
     from moto.awslambda.models import LambdaFunction
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_lambda import (
+        StateTaskServiceLambda,
+    )
 
     LambdaFunction._invoke_lambda = _original_invoke_lambda  # type: ignore[method-assign]
+    StateTaskServiceLambda._from_error = _original_sfn_lambda_from_error  # type: ignore[method-assign]
     os.environ.__class__ = _original_environ_class
     threading.Thread.start = _original_thread_start  # type: ignore[method-assign]
 
@@ -306,7 +539,13 @@ def function_specs(template: Mapping[str, Any], repo_root: Path) -> dict[str, Fu
 class LocalLambdaRuntime:
     """In-process Lambda runtime for the functions of a SAM template."""
 
-    def __init__(self, template: Path | Mapping[str, Any] = TEMPLATE_PATH, repo_root: Path | None = None) -> None:
+    def __init__(
+        self,
+        template: Path | Mapping[str, Any] = TEMPLATE_PATH,
+        repo_root: Path | None = None,
+        *,
+        enforce_timeouts: bool | None = None,
+    ) -> None:
         if isinstance(template, Path):
             from samtranslator.yaml_helper import yaml_parse  # understands !Ref, !Sub, !GetAtt
 
@@ -320,6 +559,10 @@ class LocalLambdaRuntime:
         self._handlers: dict[str, Callable[[Any, Any], Any]] = {}
         self._load_locks = {logical_id: threading.Lock() for logical_id in self.specs}
         self.region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1"
+        # Each function's Timeout is enforced unless switched off here (None: DEVSTACK_ENFORCE_TIMEOUTS, default on).
+        self.enforce_timeouts = timeouts_default() if enforce_timeouts is None else enforce_timeouts
+        self.stats: dict[str, FunctionStats] = {}  # logical id -> what its invocations took
+        self._stats_lock = threading.Lock()
 
     # -- wiring -------------------------------------------------------------------------------------------------------
 
@@ -401,6 +644,11 @@ class LocalLambdaRuntime:
         """The handler callable (imported on first use, in the process environment)."""
         return self._load(self.specs[logical_id])
 
+    def report(self) -> list[str]:
+        """One line per function invoked so far: "X: longest invocation 1.20 s vs timeout 30 s (...)"."""
+        with self._stats_lock:
+            return [self.stats[k].line() for k in sorted(self.stats)]
+
     def _invoke_moto_function(self, spec: FunctionSpec, moto_fn: Any, event: Any) -> tuple[str, bool, str]:
         """The ``_invoke_lambda`` contract: (response payload as JSON text, function errored?, log text)."""
         if isinstance(event, str | bytes):
@@ -447,28 +695,105 @@ class LocalLambdaRuntime:
         )
 
     def _call(self, target: _Target, event: Any) -> Any:
-        context = LambdaContext(
-            function_name=target.function_name,
-            function_arn=target.function_arn,
-            memory_limit_in_mb=target.memory,
-            timeout_seconds=target.timeout,
-            log_group_name=f"/aws/lambda/{target.function_name}",
-            function_version=target.version,
-        )
         env = {
             # what Lambda's runtime sets (Powertools reads some of them, e.g. the idempotency key prefix)
             "AWS_LAMBDA_FUNCTION_NAME": target.function_name,
             "AWS_LAMBDA_FUNCTION_VERSION": target.version,
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(target.memory),
-            "AWS_LAMBDA_LOG_GROUP_NAME": context.log_group_name,
-            "AWS_LAMBDA_LOG_STREAM_NAME": context.log_stream_name,
+            "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{target.function_name}",
             "_HANDLER": target.spec.handler,
             "AWS_REGION": os.environ.get("AWS_REGION", self.region),
             **target.environment,
         }
-        with environment_overlay(env):
+        with environment_overlay(env):  # the init phase: its own limit in Lambda, not part of the invoke timeout
             handler = self._load(target.spec)
-            return handler(event, context)
+        invocation = Invocation(target.spec.logical_id, target.timeout)
+        context = LambdaContext(
+            function_name=target.function_name,
+            function_arn=target.function_arn,
+            memory_limit_in_mb=target.memory,
+            timeout_seconds=target.timeout,
+            log_group_name=env["AWS_LAMBDA_LOG_GROUP_NAME"],
+            function_version=target.version,
+            invocation=invocation,
+        )
+        env["AWS_LAMBDA_LOG_STREAM_NAME"] = context.log_stream_name
+
+        def run() -> Any:
+            previous = current_invocation()
+            _tls.invocation = invocation
+            try:
+                with environment_overlay(env):
+                    return handler(event, context)
+            finally:
+                _tls.invocation = previous
+
+        if not self.enforce_timeouts:
+            try:
+                return run()
+            finally:
+                self._record(target, invocation, timed_out=False)
+        return self._run_within_timeout(target, invocation, run)
+
+    def _run_within_timeout(self, target: _Target, invocation: Invocation, run: Callable[[], Any]) -> Any:
+        """Run the handler in a thread of its own; wait for it until the invocation's time is up."""
+        outcome: dict[str, Any] = {}
+        caller_context = contextvars.copy_context()  # e.g. a test's actor id, read by its pause hook
+
+        def body() -> None:
+            try:
+                outcome["result"] = caller_context.run(run)
+            except BaseException as exc:  # handed to the invoker (or dropped, for an orphan)
+                outcome["error"] = exc
+            finally:
+                if invocation.finish():
+                    self._orphan_finished(invocation, outcome.get("error"))
+
+        name = f"lambda-{target.spec.logical_id}-{invocation.request_id[:8]}"
+        threading.Thread(target=body, name=name, daemon=True).start()
+        while True:
+            left = invocation.remaining()
+            if invocation.held:
+                left = max(left, _HELD_RECHECK_SECONDS)  # a parked invocation's clock stands still
+            if invocation.finished.wait(max(left, 0.0)):
+                break
+            if not invocation.held and invocation.remaining() <= 0 and invocation.abandon():
+                self._record(target, invocation, timed_out=True)
+                log.warning(
+                    "%s timed out after %g s (request %s): its handler goes on, an orphan whose AWS calls fail",
+                    target.spec.logical_id,
+                    target.timeout,
+                    invocation.request_id,
+                )
+                raise LambdaTimedOut(invocation)
+        self._record(target, invocation, timed_out=False)
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome.get("result")
+
+    def _record(self, target: _Target, invocation: Invocation, *, timed_out: bool) -> None:
+        took = invocation.timeout if timed_out else invocation.elapsed()
+        with self._stats_lock:
+            stats = self.stats.get(target.spec.logical_id)
+            if stats is None:
+                stats = self.stats[target.spec.logical_id] = FunctionStats(target.spec.logical_id, target.timeout)
+            stats.timeout = target.timeout
+            stats.invocations += 1
+            stats.timeouts += int(timed_out)
+            stats.longest = max(stats.longest, took)
+
+    def _orphan_finished(self, invocation: Invocation, error: BaseException | None) -> None:
+        with self._stats_lock:
+            stats = self.stats.get(invocation.function)
+            if stats is not None:
+                stats.orphans_finished += 1
+        log.info(
+            "%s request %s, timed out, has now returned after %.2f s (%s); its result is discarded",
+            invocation.function,
+            invocation.request_id,
+            invocation.elapsed(),
+            f"{type(error).__name__}: {error}" if error is not None else "no error",
+        )
 
     def _load(self, spec: FunctionSpec) -> Callable[[Any, Any], Any]:
         cached = self._handlers.get(spec.logical_id)

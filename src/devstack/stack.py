@@ -37,16 +37,19 @@ class EmbeddedStack:
         api_port: int | None = None,
         log_level: str = "WARNING",
         parameters: dict[str, str] | None = None,
-        worker_concurrency: int = 4,
+        worker_concurrency: int | None = None,
         poll_queues: bool = True,
         deliver_execution_events: bool = True,
         enforce_iam: bool | None = None,
+        enforce_timeouts: bool | None = None,
     ) -> None:
         self.scenario = scenario if isinstance(scenario, Scenario) else load_scenario(Path(scenario))
         self.meli = MeliSimulator(self.scenario, timeout_hold_seconds=timeout_hold_seconds)
         # enforce_iam: each function's AWS calls are authorised against its own role (devstack.iam); None = the
         # process default (on unless DEVSTACK_ENFORCE_IAM=0), False for a test that must run without it.
-        self.aws = LocalAws(enforce_iam=enforce_iam)
+        # enforce_timeouts: each function's Timeout holds (devstack.lambdas); None = the process default (on unless
+        # DEVSTACK_ENFORCE_TIMEOUTS=0).
+        self.aws = LocalAws(enforce_iam=enforce_iam, enforce_timeouts=enforce_timeouts)
         self._parameters = {
             "Stage": "local",
             "RelinkWaitSeconds": str(relink_wait_seconds),
@@ -65,7 +68,7 @@ class EmbeddedStack:
         self.inbox: SnsInbox | None = None
         self.poller: SqsPoller | None = None
         self.execution_events: ExecutionEventsDelivery | None = None
-        self._worker_concurrency = worker_concurrency
+        self._worker_concurrency = worker_concurrency  # None: each mapping's MaximumConcurrency (the template's)
         self._poll_queues = poll_queues
         self._deliver_events = deliver_execution_events
 

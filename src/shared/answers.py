@@ -67,7 +67,8 @@ class JobAccepted(BaseModel):
     connection_id: str
     status: JobStatus
     accepted: int
-    rejected: list[RejectedId]
+    rejected: list[RejectedId] = Field(description="Every rejected value, with its reason")
+    rejected_count: int = Field(description="How many values were rejected (the job keeps a sample of them)")
     duplicates: int
     messages: int = Field(description="SQS messages sent (at most 50 ids each)")
     status_url: str

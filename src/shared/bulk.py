@@ -13,8 +13,9 @@ from __future__ import annotations
 import contextvars
 import re
 import threading
+import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -31,6 +32,60 @@ from shared.stores.memo import ProductLinkMemo
 _SEPARATORS = re.compile(r"[,;\s]+")
 MAX_ID_TEXT = 64  # longer entries are junk; echoing them back in full would bloat the answer
 SETTLE_BATCH = 10  # results per settling transaction: progress every few sales, a tenth of the writes
+# The worker's deadline (``BulkService.process`` with ``remaining``): what one more id may cost, and what the end of a
+# run needs after its last id. See ``id_budget_seconds``.
+# At most 4 ML requests per id (shared.identifiers.resolve, shared.verification): a found order costs 1, or 2 with its
+# pack; an id ML does not know as an order is tried as a pack and as a shipment, and a found shipment's pack is read.
+ML_REQUESTS_PER_SALE = 4
+RETRY_PAUSE_SECONDS = 1.0  # the ML client's jittered pause before a retry: under 0.2, 0.4, 0.8 s for the first three
+HANDBACK_SECONDS = 2.0  # after the last id: one settling transaction and one SendMessage, with botocore's retries
+
+
+def id_budget_seconds(meli_timeout_seconds: float, meli_max_tries: int) -> float:
+    """The longest one id can keep a worker on Mercado Libre: each of its ``ML_REQUESTS_PER_SALE`` requests may take
+    every try the client allows, each up to the client's timeout, with a pause between tries. At the template's
+    defaults (5 s, 3 tries): 4 x (3 x 5 + 2 x 1) = 68 s; with ``HANDBACK_SECONDS`` a 120 s worker stops taking ids
+    once 70 s are left, i.e. takes ids for its first 50 s. A worst case, not a typical id (one request of a few
+    hundred ms): a run that stops early costs one more message, a run that overruns costs the whole batch a receive.
+    Not in it: its own writes (milliseconds), a 429's Retry-After (the shared quota keeps workers under ML's) and the
+    wait for a token of the connection's quota, which is measured instead (``Deadline``)."""
+    per_request = meli_max_tries * meli_timeout_seconds + (meli_max_tries - 1) * RETRY_PAUSE_SECONDS
+    return ML_REQUESTS_PER_SALE * per_request
+
+
+class Deadline:
+    """Whether a run over one message may take one more id: the time left (``remaining()``, in seconds, read on each
+    call) must cover one more id plus ``HANDBACK_SECONDS``. One more id costs the larger of ``per_id`` (the worst case
+    the ML client's settings allow) and the slowest id of this run so far, which includes the wait for a token of the
+    connection's shared quota (with many workers on one connection, that wait is most of an id's time).
+
+    The first id of a run is always taken, so a run always makes progress; once an id is refused, so is every later
+    one (the ids left go back to the queue in one message)."""
+
+    def __init__(self, remaining: Callable[[], float], *, per_id: float) -> None:
+        self._remaining = remaining
+        self._per_id = per_id
+        self._slowest = 0.0
+        self._taken = 0
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def needed(self) -> float:
+        return max(self._per_id, self._slowest) + HANDBACK_SECONDS
+
+    def take(self) -> bool:
+        with self._lock:
+            if self._closed:
+                return False
+            if self._taken and self._remaining() < self.needed():
+                self._closed = True
+                return False
+            self._taken += 1
+            return True
+
+    def took(self, seconds: float) -> None:
+        with self._lock:
+            self._slowest = max(self._slowest, seconds)
 
 
 class BulkMessage(BaseModel):
@@ -82,6 +137,13 @@ class Selection(BaseModel):
     accepted: list[str]
     rejected: list[RejectedId]
     duplicates: int
+
+
+class Submitted(BaseModel):
+    """A job as its POST answers it: every rejected value with its reason (the job's header keeps a sample)."""
+
+    job: Job
+    rejected: list[RejectedId]
 
 
 def parse_sale_ids(value: Any, *, max_ids: int) -> Selection:
@@ -148,13 +210,15 @@ def chunks(ids: list[str], size: int = MESSAGE_SIZE) -> Iterable[list[str]]:
 
 
 class MessageReport(BaseModel):
-    """What one run over a message did: settled now, continued elsewhere (state machine or a later sweep), or
-    skipped because an earlier delivery already took care of them."""
+    """What one run over a message did: settled now, continued elsewhere (state machine or a later sweep), skipped
+    because an earlier delivery already took care of them, or handed back to the queue (in a new message) because the
+    run's time would not cover them."""
 
     ids: int
     settled: int = 0
     continued: int = 0
     skipped: int = 0
+    handed_back: int = 0
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     def count_continued(self) -> None:
@@ -211,23 +275,25 @@ class BulkService:
         *,
         max_ids: int = 10_000,
         threads: int = 8,
+        seconds_per_id: float = 0.0,
     ) -> None:
         self._recovery = recovery
         self._jobs = jobs
         self._queue = queue
         self._max_ids = max_ids
         self._threads = max(1, threads)
+        self._seconds_per_id = seconds_per_id  # id_budget_seconds(...) of the ML client's settings
 
     # --- submit (API) -----------------------------------------------------------------------------------------------
 
-    def submit(self, connection_id: str, sale_ids: Any) -> Job:
+    def submit(self, connection_id: str, sale_ids: Any) -> Submitted:
         if self._queue is None:
             raise RuntimeError("no bulk queue configured")
         self._recovery.connection(connection_id)
         selection = parse_sale_ids(sale_ids, max_ids=self._max_ids)
         if not selection.accepted and selection.rejected:
             raise NoValidSaleIds(selection.rejected)
-        return self._enqueue(connection_id, selection, Trigger.API)
+        return Submitted(job=self._enqueue(connection_id, selection, Trigger.API), rejected=selection.rejected)
 
     def submit_ids(self, connection_id: str, sale_ids: list[str], *, trigger: Trigger) -> Job:
         """A job for ids the caller already validated (the schedules found them in the stores or in ML's search):
@@ -245,31 +311,34 @@ class BulkService:
 
     def _enqueue(self, connection_id: str, selection: Selection, trigger: Trigger) -> Job:
         assert self._queue is not None
+        job_id = uuid.uuid4().hex
+        messages = [
+            BulkMessage(job_id=job_id, connection_id=connection_id, sale_ids=batch)
+            for batch in chunks(selection.accepted)
+        ]
+        # The header is written whole before any message goes out, its message count included: nothing is written
+        # after the send, so a job whose messages went out is never failed afterwards by a write of its own (a
+        # client retrying with its Idempotency-Key would have made a second job of the same ids).
         job = Job(
-            job_id=uuid.uuid4().hex,
+            job_id=job_id,
             connection_id=connection_id,
             accepted=len(selection.accepted),
-            rejected=selection.rejected,
+            **Job.rejections(selection.rejected),
             duplicates=selection.duplicates,
+            messages=len(messages),
             trigger=trigger,
         )
         self._jobs.create(job, selection.accepted)
-        messages = [
-            BulkMessage(job_id=job.job_id, connection_id=connection_id, sale_ids=batch)
-            for batch in chunks(selection.accepted)
-        ]
         try:
-            sent = self._queue.send(messages) if messages else 0
+            if messages:
+                self._queue.send(messages)
         except QueueSendError as exc:
             # The ids that never went out are withdrawn from the job (their items deleted, the header's accepted
-            # count lowered; a job none of whose messages went out is deleted): the caller gets the failure, and
-            # nobody (reconciliation, a retry) finds them held by a job that will never process them.
-            self._jobs.withdraw(
-                job, [s for m in exc.unsent for s in m.sale_ids], any_sent=len(exc.unsent) < len(messages)
-            )
+            # and messages counts lowered; a job none of whose messages went out is deleted): the caller gets the
+            # failure, and nobody (reconciliation, a retry) finds them held by a job that will never process them.
+            self._jobs.withdraw(job, [s for m in exc.unsent for s in m.sale_ids], messages=len(exc.unsent))
             raise
-        self._jobs.set_messages(job.job_id, sent)
-        return job.model_copy(update={"messages": sent})
+        return job
 
     def job(self, connection_id: str, job_id: str) -> Job | None:
         self._recovery.connection(connection_id)
@@ -281,12 +350,18 @@ class BulkService:
 
     # --- process (worker) -------------------------------------------------------------------------------------------
 
-    def process(self, message: BulkMessage) -> MessageReport:
+    def process(self, message: BulkMessage, *, remaining: Callable[[], float] | None = None) -> MessageReport:
         """Settle (or hand over) every id of one message. Safe to run again: settled ids are skipped.
 
         What every id needs is read for the whole message first (sale rows and error entries: one BatchGetItem
         each; product links once per listing), and outcomes are settled on the job in batches (one transaction
-        per ``SETTLE_BATCH`` items): a healthy sale costs its one ML request and one write of its own."""
+        per ``SETTLE_BATCH`` items): a healthy sale costs its one ML request and one write of its own.
+
+        ``remaining`` (seconds left to the caller, e.g. the Lambda invocation's) makes the run stop taking ids when
+        the time left cannot cover one more (``Deadline``): the ids not taken are sent back to the queue as a new
+        message of the same shape, behind every message already waiting, and the run ends normally, so the message
+        it was given is deleted without spending a receive toward the dead-letter queue. (Reporting them as a batch
+        item failure would spend one: three runs out of time and they would rest in the DLQ.)"""
         header = self._jobs.mark_started(message.job_id)
         if header is None:
             raise UnknownJob(message.job_id)
@@ -299,12 +374,24 @@ class BulkService:
         snapshots = recovery.lifecycle.read_many(message.connection_id, todo + waiting) if todo or waiting else {}
         for sale_id in waiting:
             self._start_if_claimed(snapshots[sale_id], known[sale_id])
+        left: set[str] = set()  # ids this run did not take: its time would not cover them
         if todo:
             products = ProductLinkMemo(recovery.stores.products)
             settler = _Settler(self._jobs, header)
+            deadline = None
+            if remaining is not None and self._queue is not None:
+                deadline = Deadline(remaining, per_id=self._seconds_per_id)
+            left_lock = threading.Lock()
 
             def one(sale_id: str) -> None:
+                if deadline is not None and not deadline.take():
+                    with left_lock:
+                        left.add(sale_id)
+                    return
+                started = time.monotonic()
                 result = recovery.bulk_sales.process(header, sale_id, snapshots[sale_id], products)
+                if deadline is not None:
+                    deadline.took(time.monotonic() - started)
                 if result is not None:
                     settler.add(result)
                 else:
@@ -319,8 +406,18 @@ class BulkService:
             finally:
                 settler.flush()  # what did settle is recorded even when a sibling failed the message
             report.settled = settler.settled
+        if left:
+            self._hand_back(message, [s for s in todo if s in left])
+            report.handed_back = len(left)
         report.skipped = len(message.sale_ids) - len(todo)
         return report
+
+    def _hand_back(self, message: BulkMessage, sale_ids: list[str]) -> None:
+        """The ids a run had no time for, back on the queue in a message of their own (same job, same connection):
+        a fresh message, so no receive is spent, and at the back of the queue, so other sellers' messages go first.
+        Should it be delivered twice, or after these ids settled some other way, they are skipped as settled."""
+        assert self._queue is not None
+        self._queue.send([message.model_copy(update={"sale_ids": sale_ids})])
 
     def _start_if_claimed(self, snapshot: Snapshot, item: JobItem) -> None:
         """A redelivered message whose earlier delivery claimed an execution and died before starting it."""

@@ -10,9 +10,10 @@ relink execution, a later sweep) waits on the sale: the sale lifecycle (``shared
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic import Field
 
@@ -20,6 +21,10 @@ from shared.models import Model, Outcome, Reason, RecoveryResult, Trigger, utc_n
 from shared.stores.base import Page
 
 MESSAGE_SIZE = 50  # the seed's bulk box: at most 50 sale ids at a time, so one SQS message carries at most 50
+# Rejections the job header keeps (the POST answer lists all of them): the header is one DynamoDB item, 400 KB at
+# most, and 10,000 rejected values with their messages take about 3 MB. 50 rejections (a value is clipped to 64
+# characters, its message quotes it) are tens of KB at most: 13.7 KB measured (tests/bulk/test_job_limits.py).
+REJECTED_SAMPLE = 50
 
 
 class JobStatus(StrEnum):
@@ -75,9 +80,14 @@ class Job(Model):
     job_id: str
     connection_id: str
     accepted: int
-    rejected: list[RejectedId] = Field(default_factory=list)
+    rejected: list[RejectedId] = Field(
+        default_factory=list,
+        description=f"The first {REJECTED_SAMPLE} rejected values with their reasons (the POST answer lists all)",
+    )
+    rejected_count: int = Field(default=0, description="Every rejected value of the request")
+    rejected_reasons: dict[str, int] = Field(default_factory=dict, description="Rejected values by reason")
     duplicates: int = 0
-    messages: int = 0
+    messages: int = Field(default=0, description="SQS messages of at most 50 ids that carry the accepted ids")
     settled: int = 0
     handed_over: int = 0  # items waiting for a relink state machine execution
     trigger: Trigger = Trigger.API  # who asked: the API (a person) or a schedule (sweep, reconciliation)
@@ -93,6 +103,15 @@ class Job(Model):
         started = self.started_at or self.settled or self.handed_over
         return JobStatus.IN_PROGRESS if started else JobStatus.PENDING
 
+    @staticmethod
+    def rejections(rejected: list[RejectedId]) -> dict[str, Any]:
+        """The header's account of a request's rejections: a bounded sample, the count, the count by reason."""
+        return {
+            "rejected": rejected[:REJECTED_SAMPLE],
+            "rejected_count": len(rejected),
+            "rejected_reasons": dict(Counter(r.reason for r in rejected)),
+        }
+
     def all_counts(self) -> dict[str, int]:
         """Every outcome, terminal or not, adding up to the accepted ids."""
         counts = {o.value: 0 for o in Outcome}
@@ -104,14 +123,13 @@ class Job(Model):
 
 class JobStore(Protocol):
     def create(self, job: Job, sale_ids: list[str]) -> None:
-        """Write the header and one pending item per accepted id."""
+        """Write the header (``messages`` already counted: written before any is sent) and one pending item per
+        accepted id. A create that fails leaves nothing behind."""
         ...
 
-    def set_messages(self, job_id: str, messages: int) -> None: ...
-
-    def withdraw(self, job: Job, sale_ids: list[str], *, any_sent: bool) -> None:
-        """Take back ids whose messages never went out: their items go, the header's ``accepted`` shrinks (or the
-        header goes too, when no message of the job went out)."""
+    def withdraw(self, job: Job, sale_ids: list[str], *, messages: int) -> None:
+        """Take back ids whose ``messages`` never went out: their items go, and the header's ``accepted`` and
+        ``messages`` shrink in one update (or the header goes too, when none of the job's messages went out)."""
         ...
 
     def get(self, job_id: str) -> Job | None: ...

@@ -141,10 +141,11 @@ def build_service(settings: Settings, *, notifier: bool = False, workflow: bool 
 
 @lru_cache(maxsize=8)
 def build_bulk_service(settings: Settings, *, queue: bool = False) -> BulkService:
-    """The bulk service: the API submits (queue), the worker processes (state machine hand-over)."""
+    """The bulk service: the API submits (queue), the worker processes (state machine hand-over; with the queue, it
+    hands back the ids its invocation has no time left for)."""
     import boto3
 
-    from shared.bulk import BulkService
+    from shared.bulk import BulkService, id_budget_seconds
 
     recovery = build_service(settings, notifier=True, workflow=bool(settings.relink_state_machine_arn))
     sqs_queue = None
@@ -158,6 +159,7 @@ def build_bulk_service(settings: Settings, *, queue: bool = False) -> BulkServic
         sqs_queue,
         max_ids=settings.bulk_max_ids,
         threads=settings.bulk_worker_threads,
+        seconds_per_id=id_budget_seconds(settings.meli_timeout_seconds, settings.meli_max_tries),
     )
 
 

@@ -260,13 +260,13 @@ def test_the_records_of_one_invocation_run_side_by_side_on_one_service(
     running, overlap, lock = [0], [0], threading.Lock()
     original = BulkService.process
 
-    def watched(self: BulkService, message: BulkMessage) -> MessageReport:
+    def watched(self: BulkService, message: BulkMessage, **options: Any) -> MessageReport:
         with lock:
             running[0] += 1
             overlap[0] = max(overlap[0], running[0])
         try:
             time.sleep(0.2)  # long enough for the siblings to start
-            return original(self, message)
+            return original(self, message, **options)
         finally:
             with lock:
                 running[0] -= 1

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from devstack.lambdas import held
 from shared.lifecycle import pause
 from shared.lifecycle.pause import PendingWrite
 
@@ -95,8 +96,9 @@ class Scheduler:
                 raise Crash(f"{actor.kind} is dead ({at})")
             actor.at, actor.parked, actor.go = at, True, False
             self.cond.notify_all()
-            while not actor.go:
-                self.cond.wait()
+            with held():  # a parked Lambda invocation's clock stands still: its Timeout counts the time it runs
+                while not actor.go:
+                    self.cond.wait()
             actor.parked = False
             actor.released += 1
             self.cond.notify_all()

@@ -26,7 +26,6 @@ ALLOWED_MANAGED_POLICIES = {
     "AWSLambdaBasicExecutionRole": "logs:CreateLogGroup/CreateLogStream/PutLogEvents for the function's own logs",
     "AWSXrayWriteOnlyAccess": "xray:PutTraceSegments/PutTelemetryRecords/GetSampling*: X-Ray has no resource ARNs",
     "AWSLambdaSQSQueueExecutionRole": "attached by SAM to the SQS-driven bulk worker only",
-    "AmazonAPIGatewayPushToCloudWatchLogs": "API Gateway's account-level role for access logs",
 }
 SQS_MANAGED_POLICY_HOLDERS = {"BulkWorkerFunctionRole"}
 # Actions AWS accepts only with Resource "*"; none is granted inline today, and none may be without being listed here.
@@ -195,7 +194,7 @@ def test_every_api_method_requires_aws_iam() -> None:
 
     (api,) = resources("AWS::ApiGateway::RestApi").values()
     body = api["Properties"]["Body"]
-    schemes = body["securityDefinitions"]
+    schemes = body["components"]["securitySchemes"]  # OpenAPI 3 (Globals.Api.OpenApiVersion)
     assert schemes["AWS_IAM"]["x-amazon-apigateway-authtype"] == "awsSigv4"
     methods = {(path, m.upper()): op for path, ops in body["paths"].items() for m, op in ops.items()}
     assert {(p, m) for p, ms in ROUTES.items() for m in ms} == set(methods)  # nothing exposed the handler lacks

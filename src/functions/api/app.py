@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
@@ -25,6 +26,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyAlreadyInProgressError,
     IdempotencyValidationError,
 )
+from aws_lambda_powertools.utilities.idempotency.serialization.custom_dict import CustomDictSerializer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
@@ -39,7 +41,7 @@ from shared.answers import (
     VerificationReport,
     documented,
 )
-from shared.bulk import BulkService, NoSaleIds, NoValidSaleIds, TooManyIds
+from shared.bulk import BulkService, NoSaleIds, NoValidSaleIds, TooManyIds, parse_sale_ids
 from shared.errors import ConnectionNotFound, NotASaleId, NotInErrorList, SaleNeverSeen
 from shared.identifiers import InvalidConnectionId, InvalidIdentifier
 from shared.meli.errors import MeliError, MeliTransientError
@@ -243,6 +245,8 @@ def post_reprocessing_job(connection_id: str) -> Response[str]:
         # A retried submission with the same key answers the first job instead of queueing every id again.
         _JOB_REQUESTS.table_name = Settings.from_env().idempotency_table
         answer = _submit_job_once(request=JobRequest(connection_id=connection_id, key=key, sale_ids=body["sale_ids"]))
+        if "rejected" not in answer:  # a replay: the record keeps the job, the rejections are derived again
+            answer = _with_rejections(answer, body["sale_ids"])
     else:
         answer = _submit_job(connection_id, body["sale_ids"])
     return _json(202, answer)
@@ -260,25 +264,48 @@ _JOB_REQUEST_IDEMPOTENCY = IdempotencyConfig(
     payload_validation_jmespath="sale_ids",
     expires_after_seconds=24 * 3600,
 )
+# The idempotency record is one DynamoDB item (400 KB at most) and Powertools stores the whole answer in it. The
+# answer lists every rejected value with its message: 10,000 values of 80 random characters (clipped to 64) make
+# about 3 MB of JSON, 609 KB even gzipped (812 KB in base64), so compressing cannot bound it. The record keeps the
+# answer without that list instead (a few hundred bytes whatever the request), and a replay derives the list again
+# from the request's sale_ids: Powertools has checked that they hash the same as the first request's
+# (payload_validation_jmespath), and parsing is deterministic and cheap (about 0.1 s for 10,000 values). Only a
+# deploy that changes the parsing between a request and its replay (within the record's 24 hours) can make the two
+# lists differ: logged.
+_STORED_JOB_ANSWER = CustomDictSerializer(
+    to_dict=lambda answer: {k: v for k, v in answer.items() if k != "rejected"}, from_dict=dict
+)
 
 
-@idempotent_function(data_keyword_argument="request", persistence_store=_JOB_REQUESTS, config=_JOB_REQUEST_IDEMPOTENCY)
+@idempotent_function(
+    data_keyword_argument="request",
+    persistence_store=_JOB_REQUESTS,
+    config=_JOB_REQUEST_IDEMPOTENCY,
+    output_serializer=_STORED_JOB_ANSWER,
+)
 def _submit_job_once(request: JobRequest) -> dict[str, Any]:
     return _submit_job(request.connection_id, request.sale_ids)
 
 
 def _submit_job(connection_id: str, sale_ids: Any) -> dict[str, Any]:
-    job = bulk_service().submit(connection_id, sale_ids)
-    return {
-        "job_id": job.job_id,
-        "connection_id": connection_id,
-        "status": job.status.value,
-        "accepted": job.accepted,
-        "rejected": [r.model_dump(exclude_none=True) for r in job.rejected],
-        "duplicates": job.duplicates,
-        "messages": job.messages,
-        "status_url": f"/connections/{connection_id}/reprocessing-jobs/{job.job_id}",
-    }
+    submitted = bulk_service().submit(connection_id, sale_ids)
+    job = submitted.job
+    counts = job.model_dump(include={"job_id", "connection_id", "accepted", "rejected_count", "duplicates", "messages"})
+    status_url = f"/connections/{connection_id}/reprocessing-jobs/{job.job_id}"
+    answer = JobAccepted(**counts, status=job.status, rejected=submitted.rejected, status_url=status_url)
+    return answer.model_dump(mode="json", exclude_none=True)
+
+
+def _with_rejections(stored: dict[str, Any], sale_ids: Any) -> dict[str, Any]:
+    """A replayed answer made whole again: the rejections of the (same) request, in the first answer's order."""
+    rejected = parse_sale_ids(sale_ids, max_ids=sys.maxsize).rejected
+    if len(rejected) != stored.get("rejected_count"):
+        logger.warning(
+            "replayed job answer: the request's rejections differ from the first answer's",
+            extra={"job_id": stored.get("job_id"), "then": stored.get("rejected_count"), "now": len(rejected)},
+        )
+    whole = {**stored, "rejected": [r.model_dump(mode="json", exclude_none=True) for r in rejected]}
+    return {name: whole[name] for name in JobAccepted.model_fields if name in whole}
 
 
 @app.get(

@@ -8,12 +8,18 @@ The records of one invocation (up to the event source's BatchSize) are processed
 thread of its own (``AsyncBatchProcessor`` + ``asyncio.to_thread``): the work is waiting on Mercado Libre, so an
 invocation lasts as long as its slowest message rather than the sum of them, and the shared quota bucket still
 bounds the requests of all of them together.
+
+The worker knows its deadline: each message's run gets the invocation's time left (``context``'s
+``get_remaining_time_in_millis``, as a plain callable: the domain never sees the context) and stops taking ids when
+that time cannot cover one more; the ids left go back to the queue in a new message and the record succeeds, so a
+batch that the quota makes slow never times out and never spends a receive toward the DLQ (``BulkService.process``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -34,19 +40,26 @@ class BulkRecord(SqsRecordModel):
     body: Json[BulkMessage]
 
 
-async def record_handler(record: BulkRecord) -> None:
-    await asyncio.to_thread(process_message, record.body)
+async def record_handler(record: BulkRecord, lambda_context: LambdaContext) -> None:
+    # Powertools passes the invocation's context to a record handler that names a lambda_context parameter.
+    await asyncio.to_thread(process_message, record.body, seconds_left(lambda_context))
+
+
+def seconds_left(context: LambdaContext) -> Callable[[], float]:
+    """The invocation's time left, in seconds, read afresh on each call."""
+    return lambda: context.get_remaining_time_in_millis() / 1000
 
 
 @tracer.capture_method(capture_response=False)
-def process_message(message: BulkMessage) -> MessageReport:
+def process_message(message: BulkMessage, remaining: Callable[[], float] | None = None) -> MessageReport:
     # Per-thread log keys (a context variable): the records of one invocation run side by side.
     logger.thread_safe_append_keys(job_id=message.job_id, connection_id=message.connection_id)
-    report = build_bulk_service(Settings.from_env()).process(message)
+    report = build_bulk_service(Settings.from_env(), queue=True).process(message, remaining=remaining)
     with _metrics_lock:
         # Counted by this run only: a redelivered message adds nothing to the totals for what it skipped.
         metrics.add_metric(name="BulkSalesSettled", unit=MetricUnit.Count, value=report.settled)
         metrics.add_metric(name="BulkSalesHandedOver", unit=MetricUnit.Count, value=report.continued)
+        metrics.add_metric(name="BulkSalesHandedBack", unit=MetricUnit.Count, value=report.handed_back)
     logger.info("bulk message processed", extra=report.model_dump())
     return report
 
@@ -57,7 +70,7 @@ def process_message(message: BulkMessage) -> MessageReport:
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # Built here, before the records' threads start: on a cold start they would otherwise each build their own
     # (lru_cache does not make concurrent first calls wait for one another).
-    build_bulk_service(Settings.from_env())
+    build_bulk_service(Settings.from_env(), queue=True)
     # One processor per invocation: it holds the batch's state.
     processor = AsyncBatchProcessor(event_type=EventType.SQS, model=BulkRecord, raise_on_entire_batch_failure=False)
     response = async_process_partial_response(

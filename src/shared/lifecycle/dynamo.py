@@ -2,8 +2,9 @@
 write (the row alone) or one transaction (the row, its entry and the job items that move with it).
 
 Every write is conditional on the row's version as it was read; a write that loses raises ``RowMoved`` and the
-lifecycle reads again and decides again. A transaction cancelled by throttling or a conflict (DynamoDB does not
-retry those) is written again after a jittered back-off, then raises ``StateWriteFailed``.
+lifecycle reads again and decides again. A transaction cancelled by throttling or a conflict, or a single put
+refused by another transaction on its row (botocore retries none of those), is written again after a jittered
+back-off, then raises ``StateWriteFailed``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from shared.stores.dynamo import (
     from_dynamo,
     get_sale_row,
     iso,
+    retry_conflicts,
     sale_rows,
     to_dynamo,
     transaction_cancelled,
@@ -158,9 +160,16 @@ class DynamoLifecycleStore:
         }
 
     def _put_row(self, put: dict[str, Any]) -> None:
-        # A single write's throttling is retried by botocore itself; only the lost condition is ours to handle.
+        # A single write's throttling is retried by botocore itself. A row a transaction holds (another writer's
+        # transaction with this row) refuses the put with TransactionConflictException, which botocore does not
+        # retry: like a cancelled transaction's conflict, the same put goes again after a back-off (it is
+        # conditional on the version read, so a row that moved meanwhile fails it and the lifecycle decides again).
+        row = {k: v for k, v in put.items() if k != "TableName"}
         try:
-            self._sales.put_item(**{k: v for k, v in put.items() if k != "TableName"})
+            retry_conflicts(
+                lambda: self._sales.put_item(**row),
+                what=f"sale {row['Item']['sale_id']} of {row['Item']['connection_id']}",
+            )
         except ClientError as exc:
             if conditional_failed(exc):
                 raise RowMoved from exc

@@ -9,14 +9,18 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import random
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from botocore.exceptions import ClientError
+
+from shared.backoff import DEFAULT as DEFAULT_ROUNDS
+from shared.backoff import TRIES, Rounds
+from shared.stores.base import StateWriteFailed
+
+T = TypeVar("T")
 
 
 class InvalidCursor(ValueError):
@@ -59,17 +63,90 @@ def applied(write: Callable[[], Any]) -> bool:
     return True
 
 
-def batch_get(table: Any, keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Consistent BatchGetItem of any number of keys: 100 per call, unprocessed keys asked again."""
+# --- batches ----------------------------------------------------------------------------------------------------------
+# A batch call that succeeds may leave part of its keys or writes unprocessed (throughput, the 16 MB response): they
+# go again after a jittered back-off (shared.backoff; botocore retries only a call that fails whole), at most
+# ``rounds.tries`` calls per batch, and what is left then raises, naming it: nothing is dropped in silence.
+
+BATCH_GET_KEYS = 100  # DynamoDB's limit of keys per BatchGetItem
+BATCH_WRITE_ITEMS = 25  # DynamoDB's limit of requests per BatchWriteItem
+
+
+class BatchReadIncomplete(RuntimeError):
+    """Keys still unread after every round of BatchGetItem: ``keys`` (those DynamoDB left unprocessed and any later
+    ones not asked yet); ``found`` is what was read."""
+
+    def __init__(self, table: str, keys: list[dict[str, Any]], *, found: list[dict[str, Any]], tries: int) -> None:
+        super().__init__(f"{len(keys)} key(s) of {table} left unread after {tries} tries: {keys[:3]}")
+        self.keys = keys
+        self.found = found
+
+
+class BatchWriteIncomplete(StateWriteFailed):
+    """Write requests still unwritten after every round of BatchWriteItem: ``requests`` (those DynamoDB left
+    unprocessed and any later ones not sent yet, as ``{"PutRequest": {"Item"}}`` / ``{"DeleteRequest": {"Key"}}``);
+    ``written`` requests went through. A ``StateWriteFailed``: the caller fails rather than report what is not so."""
+
+    def __init__(self, table: str, requests: list[dict[str, Any]], *, written: int, tries: int) -> None:
+        super().__init__(f"{len(requests)} write(s) to {table} left unwritten after {tries} tries ({written} written)")
+        self.requests = requests
+        self.written = written
+
+    @property
+    def puts(self) -> list[dict[str, Any]]:
+        return [r["PutRequest"]["Item"] for r in self.requests if "PutRequest" in r]
+
+    @property
+    def deletes(self) -> list[dict[str, Any]]:
+        return [r["DeleteRequest"]["Key"] for r in self.requests if "DeleteRequest" in r]
+
+
+def batch_get(table: Any, keys: list[dict[str, Any]], *, rounds: Rounds = DEFAULT_ROUNDS) -> list[dict[str, Any]]:
+    """Consistent BatchGetItem of any number of keys, 100 per call; unprocessed keys asked again after a back-off,
+    ``BatchReadIncomplete`` if some are left after the last round."""
     client = table.meta.client  # the resource's client (de)serialises attribute values itself
     found: list[dict[str, Any]] = []
-    for start in range(0, len(keys), 100):
-        request: dict[str, Any] = {table.name: {"Keys": keys[start : start + 100], "ConsistentRead": True}}
-        while request:
-            response = client.batch_get_item(RequestItems=request)
+    for start in range(0, len(keys), BATCH_GET_KEYS):
+        pending: dict[str, Any] | None = {"Keys": keys[start : start + BATCH_GET_KEYS], "ConsistentRead": True}
+        for _ in rounds:
+            response = client.batch_get_item(RequestItems={table.name: pending})
             found += response.get("Responses", {}).get(table.name, [])
-            request = response.get("UnprocessedKeys") or {}
+            pending = (response.get("UnprocessedKeys") or {}).get(table.name)
+            if not pending:
+                break
+        if pending:
+            left = [*pending["Keys"], *keys[start + BATCH_GET_KEYS :]]
+            raise BatchReadIncomplete(table.name, left, found=found, tries=rounds.tries)
     return found
+
+
+def batch_write(
+    table: Any,
+    *,
+    puts: Iterable[dict[str, Any]] = (),
+    deletes: Iterable[dict[str, Any]] = (),
+    rounds: Rounds = DEFAULT_ROUNDS,
+) -> int:
+    """BatchWriteItem of any number of puts (whole items) and deletes (keys), puts first, 25 per call: boto3's
+    ``batch_writer`` (which re-sends unprocessed items at once, with no bound), with a back-off between rounds and
+    ``BatchWriteIncomplete`` if some are left after the last one. As there, no key may appear twice in a call.
+    Returns how many requests were written."""
+    requests = [*({"PutRequest": {"Item": i}} for i in puts), *({"DeleteRequest": {"Key": k}} for k in deletes)]
+    client = table.meta.client
+    written = 0
+    for start in range(0, len(requests), BATCH_WRITE_ITEMS):
+        pending = requests[start : start + BATCH_WRITE_ITEMS]
+        for _ in rounds:
+            response = client.batch_write_item(RequestItems={table.name: pending})
+            left = (response.get("UnprocessedItems") or {}).get(table.name) or []
+            written += len(pending) - len(left)
+            pending = left
+            if not pending:
+                break
+        if pending:
+            left = [*pending, *requests[start + BATCH_WRITE_ITEMS :]]
+            raise BatchWriteIncomplete(table.name, left, written=written, tries=rounds.tries)
+    return written
 
 
 def get_sale_row(table: Any, connection_id: str, sale_id: str) -> dict[str, Any] | None:
@@ -105,7 +182,7 @@ def decode_cursor(cursor: str | None, *, required_keys: set[str]) -> dict[str, A
 # --- transactions -----------------------------------------------------------------------------------------------------
 
 TRANSACTION_ITEMS = 100  # DynamoDB's limit of items per TransactWriteItems
-WRITE_TRIES = 6  # DynamoDB does not retry a cancelled transaction itself; ~1.6 s of backoff at most
+WRITE_TRIES = TRIES  # DynamoDB does not retry a cancelled transaction itself; ~1.6 s of backoff at most
 
 
 def transaction_cancelled(exc: ClientError) -> bool:
@@ -126,4 +203,26 @@ def cancelled_by_conflict(exc: ClientError) -> bool:
 
 
 def back_off(attempt: int) -> None:
-    time.sleep(random.uniform(0, min(1.0, 0.05 * 2**attempt)))  # full jitter
+    """The wait before re-write number ``attempt`` (0: the first): shared.backoff's, full jitter."""
+    DEFAULT_ROUNDS.wait(attempt)
+
+
+def met_a_transaction(exc: ClientError) -> bool:
+    """A single-item write (PutItem, UpdateItem, DeleteItem) refused because a transaction was ongoing on its item
+    (``TransactionConflictException``): nothing was written, and botocore does not retry it."""
+    return exc.response.get("Error", {}).get("Code") == "TransactionConflictException"
+
+
+def retry_conflicts(write: Callable[[], T], *, what: str, rounds: Rounds = DEFAULT_ROUNDS) -> T:
+    """Run a single-item write; while it meets a transaction on its item, write it again after a jittered back-off
+    (the transaction commits within milliseconds), and raise ``StateWriteFailed`` after the last round. Any other
+    error, a failed condition included, propagates at once: the caller decides what a lost condition means."""
+    conflict: ClientError | None = None
+    for _ in rounds:
+        try:
+            return write()
+        except ClientError as exc:
+            if not met_a_transaction(exc):
+                raise
+            conflict = exc
+    raise StateWriteFailed(f"{what}: a transaction held the item on each of {rounds.tries} tries") from conflict

@@ -22,11 +22,13 @@ from shared.stores.dynamo import (
     InvalidCursor,
     back_off,
     batch_get,
+    batch_write,
     conditional_failed,
     decode_cursor,
     encode_cursor,
     from_dynamo,
     iso,
+    retry_conflicts,
     to_dynamo,
     transaction_cancelled,
 )
@@ -166,12 +168,16 @@ class DynamoJobStore:
         header = job.model_dump(mode="json", exclude={"counts"}, exclude_none=True)
         header.update({"item_key": HEADER_KEY, "expires_at": expires})
         header.update({f"count_{outcome}": 0 for outcome in _TERMINAL})
-        # Items first: a header that exists promises that every accepted id has its item.
+        # Items first: a header that exists promises that every accepted id has its item. The header is small
+        # whatever the request (a bounded sample of its rejections, shared.jobs.REJECTED_SAMPLE), so DynamoDB does
+        # not refuse it for its size; if it is refused all the same (or the items' batch fails half-way), what was
+        # written is deleted before the error goes up: a refused job leaves no pending item holding an id.
         now = _now()
-        with self._table.batch_writer() as batch:
-            for sale_id in sale_ids:
-                batch.put_item(
-                    Item={
+        try:
+            batch_write(
+                self._table,
+                puts=(
+                    {
                         "job_id": job.job_id,
                         "item_key": sale_id,
                         "outcome": Outcome.PENDING.value,
@@ -180,28 +186,40 @@ class DynamoJobStore:
                         "expires_at": expires,
                         "open_sale": open_sale_key(job.connection_id, sale_id),
                     }
-                )
-        self._table.put_item(Item=to_dynamo(header), ConditionExpression="attribute_not_exists(job_id)")
+                    for sale_id in sale_ids
+                ),
+            )
+            retry_conflicts(
+                lambda: self._table.put_item(
+                    Item=to_dynamo(header), ConditionExpression="attribute_not_exists(job_id)"
+                ),
+                what=f"the header of job {job.job_id}",
+            )
+        except BaseException:
+            # The header too: a put that landed but whose answer was lost (botocore's retry then fails the
+            # condition) must not leave a header promising items that are gone. The job id is new: nobody else's.
+            self._delete(job.job_id, [*sale_ids, HEADER_KEY])
+            raise
 
-    def set_messages(self, job_id: str, messages: int) -> None:
-        self._table.update_item(
-            Key={"job_id": job_id, "item_key": HEADER_KEY},
-            UpdateExpression="SET messages = :m",
-            ExpressionAttributeValues={":m": messages},
+    def withdraw(self, job: Job, sale_ids: list[str], *, messages: int) -> None:
+        if messages >= job.messages:  # none of the job's messages went out: nothing of it stays
+            self._delete(job.job_id, [*sale_ids, HEADER_KEY])
+            return
+        self._delete(job.job_id, sale_ids)
+        # One update takes back the ids and the messages that never went out, so the header never promises a message
+        # or an item that is not there. A settling transaction may hold the header this instant (the ids that went
+        # out are being worked on): TransactionConflictException, retried after a back-off.
+        retry_conflicts(
+            lambda: self._table.update_item(
+                Key={"job_id": job.job_id, "item_key": HEADER_KEY},
+                UpdateExpression="ADD accepted :ids, messages :messages",
+                ExpressionAttributeValues={":ids": -len(set(sale_ids)), ":messages": -messages},
+            ),
+            what=f"withdrawing {messages} unsent message(s) from job {job.job_id}",
         )
 
-    def withdraw(self, job: Job, sale_ids: list[str], *, any_sent: bool) -> None:
-        with self._table.batch_writer() as batch:
-            for sale_id in dict.fromkeys(sale_ids):
-                batch.delete_item(Key={"job_id": job.job_id, "item_key": sale_id})
-            if not any_sent:
-                batch.delete_item(Key={"job_id": job.job_id, "item_key": HEADER_KEY})
-        if any_sent:
-            self._table.update_item(
-                Key={"job_id": job.job_id, "item_key": HEADER_KEY},
-                UpdateExpression="ADD accepted :minus",
-                ExpressionAttributeValues={":minus": -len(set(sale_ids))},
-            )
+    def _delete(self, job_id: str, item_keys: list[str]) -> None:
+        batch_write(self._table, deletes=({"job_id": job_id, "item_key": k} for k in dict.fromkeys(item_keys)))
 
     def get(self, job_id: str) -> Job | None:
         got = self._table.get_item(Key={"job_id": job_id, "item_key": HEADER_KEY}, ConsistentRead=True)
@@ -211,6 +229,7 @@ class DynamoJobStore:
     def _job(item: dict[str, Any]) -> Job:
         data = from_dynamo(item)
         counts = {o: int(data.pop(f"count_{o}", 0)) for o in _TERMINAL}
+        data.setdefault("rejected_count", len(data.get("rejected", [])))  # a header written with every rejection
         for internal in ("item_key", "expires_at"):
             data.pop(internal, None)
         return Job.model_validate({**data, "counts": counts})
@@ -247,13 +266,18 @@ class DynamoJobStore:
         return {item.sale_id: item for item in map(self._item, batch_get(self._table, keys))}
 
     def mark_started(self, job_id: str) -> Job | None:
+        # Settling transactions hold the header while they count on it: an update meeting one is refused with
+        # TransactionConflictException (botocore does not retry it) and is written again after a back-off.
         try:
-            answer = self._table.update_item(
-                Key={"job_id": job_id, "item_key": HEADER_KEY},
-                UpdateExpression="SET started_at = if_not_exists(started_at, :now)",
-                ConditionExpression="attribute_exists(job_id)",  # no header is created for a job that is not there
-                ExpressionAttributeValues={":now": _now()},
-                ReturnValues="ALL_NEW",
+            answer = retry_conflicts(
+                lambda: self._table.update_item(
+                    Key={"job_id": job_id, "item_key": HEADER_KEY},
+                    UpdateExpression="SET started_at = if_not_exists(started_at, :now)",
+                    ConditionExpression="attribute_exists(job_id)",  # no header is created for a job not there
+                    ExpressionAttributeValues={":now": _now()},
+                    ReturnValues="ALL_NEW",
+                ),
+                what=f"starting job {job_id}",
             )
         except ClientError as exc:
             if conditional_failed(exc):
