@@ -13,7 +13,8 @@ Differences from API Gateway, on purpose:
   with ``resource`` = the request path and no ``pathParameters``, so the handler's router answers (Powertools: 404).
   API Gateway itself would answer 403 ``Missing Authentication Token`` without calling the function;
 * a handler exception or a malformed response answers 502 ``{"message": "Internal server error"}`` like API Gateway,
-  with the traceback in this process's log; no 29 s integration timeout is enforced.
+  with the traceback in this process's log; an invocation past the function's ``Timeout`` (29 s, API Gateway's
+  integration timeout, in the template) answers 504 ``{"message": "Endpoint request timed out"}`` as API Gateway does.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from devstack.lambdas import LambdaTimedOut
 from devstack.template import TEMPLATE_PATH
 
 if TYPE_CHECKING:
@@ -47,6 +49,7 @@ log = logging.getLogger(__name__)
 
 ACCOUNT_ID = "123456789012"  # moto's default account
 _INTERNAL_ERROR = 502, {"Content-Type": "application/json"}, b'{"message": "Internal server error"}'
+_TIMED_OUT = 504, {"Content-Type": "application/json"}, b'{"message": "Endpoint request timed out"}'
 
 
 @dataclass(frozen=True)
@@ -370,6 +373,10 @@ class LocalApiServer:
         try:
             result = self.runtime.invoke(function, event)
             status, pairs, payload = proxy_response_to_http(result)
+        except LambdaTimedOut:
+            log.warning("%s %s: the API function timed out", method, raw_path)
+            status, default_headers, payload = _TIMED_OUT
+            pairs = list(default_headers.items())
         except Exception:
             log.exception("%s %s: the API function failed", method, raw_path)
             status, default_headers, payload = _INTERNAL_ERROR

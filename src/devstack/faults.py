@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from typing import Any
 from unittest import mock
@@ -170,14 +170,18 @@ def dynamodb_throttling(probability: float, *, seed: int = 7) -> Iterator[FaultC
 
 @contextmanager
 def dynamodb_transaction_conflicts(
-    probability: float, *, seed: int = 7, single_item_writes: bool = True
+    probability: float, *, seed: int = 7, single_item_writes: bool = True, tables: Collection[str] | None = None
 ) -> Iterator[FaultCounter]:
     """Make that fraction of DynamoDB writes meet an ongoing transaction on an item, repeatably by seed: a
     transaction is cancelled with ``TransactionConflict`` on one of its items (chosen by the seed), a PutItem,
     UpdateItem or DeleteItem fails with ``TransactionConflictException`` (only transactions when
-    ``single_item_writes`` is False)."""
+    ``single_item_writes`` is False; only single writes to ``tables`` when given: the tables transactions write,
+    since an item no transaction touches never meets one)."""
 
-    def conflict(action: str, handler: Any, rng: random.Random) -> Exception:
+    def conflict(action: str, handler: Any, rng: random.Random) -> Exception | None:
+        table = (getattr(handler, "body", None) or {}).get("TableName")
+        if action != _TRANSACTION and tables is not None and table not in tables:
+            return None
         if action == _TRANSACTION:
             items = _transaction_items(handler)
             return _cancelled(

@@ -118,6 +118,20 @@ class QueueSendError(RuntimeError):
         self.unsent = unsent
 
 
+class PartlyQueued(QueueSendError):
+    """Some of a job's messages went out, others not: ``job`` is the job as it now stands (the ids of ``sale_ids``
+    withdrawn from it)."""
+
+    def __init__(self, message: str, *, unsent: list[BulkMessage], job: Job, sale_ids: list[str]) -> None:
+        super().__init__(message, unsent=unsent)
+        self.job = job
+        self.sale_ids = sale_ids
+
+
+NOT_QUEUED = "not_queued"
+NOT_QUEUED_MESSAGE = "The queue refused this id's message; the job runs without it. Submit it again."
+
+
 class NoSaleIds(ValueError):
     pass
 
@@ -293,7 +307,15 @@ class BulkService:
         selection = parse_sale_ids(sale_ids, max_ids=self._max_ids)
         if not selection.accepted and selection.rejected:
             raise NoValidSaleIds(selection.rejected)
-        return Submitted(job=self._enqueue(connection_id, selection, Trigger.API), rejected=selection.rejected)
+        try:
+            job = self._enqueue(connection_id, selection, Trigger.API)
+        except PartlyQueued as partly:
+            # Some messages went out, so the job exists and runs: the request is answered, with the ids that did not
+            # go out listed as rejected (``not_queued``). An error here would let a client's retry with the same
+            # Idempotency-Key make a second job of the ids already queued; the client resubmits only these.
+            unqueued = [RejectedId(sale_id=s, reason=NOT_QUEUED, message=NOT_QUEUED_MESSAGE) for s in partly.sale_ids]
+            return Submitted(job=partly.job, rejected=[*selection.rejected, *unqueued])
+        return Submitted(job=job, rejected=selection.rejected)
 
     def submit_ids(self, connection_id: str, sale_ids: list[str], *, trigger: Trigger) -> Job:
         """A job for ids the caller already validated (the schedules found them in the stores or in ML's search):
@@ -334,10 +356,16 @@ class BulkService:
                 self._queue.send(messages)
         except QueueSendError as exc:
             # The ids that never went out are withdrawn from the job (their items deleted, the header's accepted
-            # and messages counts lowered; a job none of whose messages went out is deleted): the caller gets the
-            # failure, and nobody (reconciliation, a retry) finds them held by a job that will never process them.
-            self._jobs.withdraw(job, [s for m in exc.unsent for s in m.sale_ids], messages=len(exc.unsent))
-            raise
+            # and messages counts lowered; a job none of whose messages went out is deleted), so nobody
+            # (reconciliation, a retry) finds them held by a job that will never process them.
+            unsent = [s for m in exc.unsent for s in m.sale_ids]
+            self._jobs.withdraw(job, unsent, messages=len(exc.unsent))
+            if len(exc.unsent) >= len(messages):
+                raise  # nothing went out: there is no job, the request failed whole
+            left = job.model_copy(
+                update={"accepted": job.accepted - len(unsent), "messages": len(messages) - len(exc.unsent)}
+            )
+            raise PartlyQueued(str(exc), unsent=exc.unsent, job=left, sale_ids=unsent) from exc
         return job
 
     def job(self, connection_id: str, job_id: str) -> Job | None:

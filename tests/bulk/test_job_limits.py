@@ -219,7 +219,9 @@ def test_ids_never_queued_are_withdrawn_with_their_messages_in_one_header_update
 ) -> None:
     """SQS takes ``went_out`` of a job's three messages and then fails. The ids of the others are withdrawn: their
     items deleted and the header's accepted and messages lowered in one update (which meets a settling transaction
-    once and is written again), so the job still adds up and completes; with no message out, nothing of it stays."""
+    once and is written again), so the job still adds up and completes; with no message out, nothing of it stays.
+    A job some of whose messages went out is answered (202) with the others' ids rejected as ``not_queued``, and a
+    retry with the same Idempotency-Key answers the same job, never a second one."""
     from shared.bulk import QueueSendError
     from shared.queue import SqsBulkQueue
 
@@ -231,14 +233,25 @@ def test_ids_never_queued_are_withdrawn_with_their_messages_in_one_header_update
 
     monkeypatch.setattr(SqsBulkQueue, "send", send)
     ids = HEALTHY + [str(2000009700000000 + n) for n in range(112)]  # 120 ids: messages of 50, 50 and 20
-    with header_held_by_transactions(aws, times=1) as hits, pytest.raises(QueueSendError):
-        call_api("POST", JOBS, body=json.dumps({"sale_ids": ids}))
+    key = {"Idempotency-Key": f"partly-queued-{went_out}"}
+    if not went_out:
+        with header_held_by_transactions(aws, times=1) as hits:
+            status, answer, _ = call_api("POST", JOBS, body=json.dumps({"sale_ids": ids}), headers=key)
+        assert (status, answer["error"], answer["retryable"]) == (503, "queue_unavailable", True)
+        assert _items(aws.env["JOBS_TABLE"]) == [] and hits == [] and queued(aws) == []
+        return
+    with header_held_by_transactions(aws, times=1) as hits:
+        status, answer, _ = call_api("POST", JOBS, body=json.dumps({"sale_ids": ids}), headers=key)
+    monkeypatch.setattr(SqsBulkQueue, "send", original)
+    status_again, again, _ = call_api("POST", JOBS, body=json.dumps({"sale_ids": ids}), headers=key)
     items = _items(aws.env["JOBS_TABLE"])
     messages = queued(aws)
-    assert len(messages) == went_out
-    if not went_out:
-        assert items == [] and hits == []
-        return
+    assert len(messages) == went_out  # the retry queued nothing
+    unqueued = [r for r in answer["rejected"] if r["reason"] == "not_queued"]
+    assert status == status_again == 202 and again == answer
+    assert (answer["accepted"], answer["messages"], answer["rejected_count"]) == (50, 1, 70)
+    assert sorted(r["sale_id"] for r in unqueued) == sorted(ids[50:])
+    assert len([i for i in items if i["item_key"] == HEADER]) == 1  # one job
     assert len(hits) == 1  # the withdrawal's update met a transaction and was written again
     (header,) = [i for i in items if i["item_key"] == HEADER]
     sent = json.loads(messages[0]["Body"])["sale_ids"]

@@ -15,12 +15,14 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import pytest
 
 from devstack.aws import LocalAws
 from devstack.lambdas import SFN_TIMEOUT_ERROR, TIMEOUT_ERROR_TYPE, LambdaTimedOut
 from devstack.sqs_poller import SqsPoller
 from devstack.template import load_template
+from tests.devstack.sam_app import write_sam_app
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -79,6 +81,11 @@ Resources:
       Policies:
         - DynamoDBCrudPolicy: {TableName: !Ref CallsTable}
       Events:
+        Http:
+          Type: Api
+          Properties:
+            Path: /slow
+            Method: get
         Work:
           Type: SQS
           Properties:
@@ -111,6 +118,9 @@ TABLE = boto3.resource("dynamodb").Table(os.environ["CALLS_TABLE"])
 
 
 def lambda_handler(event, context):
+    if "httpMethod" in event:  # through the local API server
+        time.sleep(float((event.get("queryStringParameters") or {}).get("sleep", 0)))
+        return {"statusCode": 200, "body": "done"}
     if "Records" in event:  # an SQS batch: note each record's delivery, then take as long as the slowest asks
         for record in event["Records"]:
             body = json.loads(record["body"])
@@ -163,12 +173,7 @@ ASL = {
 @pytest.fixture(scope="module")
 def app_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("slowapp")
-    (root / "template.yaml").write_text(TEMPLATE)
-    (root / "functions" / "slow").mkdir(parents=True)
-    (root / "functions" / "slow" / "app.py").write_text(HANDLER)
-    (root / "statemachine").mkdir()
-    (root / "statemachine" / "machine.asl.json").write_text(json.dumps(ASL, indent=2))
-    return root
+    return write_sam_app(root, template=TEMPLATE, function="slow", handler=HANDLER, asl=ASL)
 
 
 @pytest.fixture(scope="module")
@@ -210,6 +215,17 @@ def test_a_direct_invocation_that_overruns_fails_at_its_timeout_as_lambda_report
         time.sleep(0.05)
     assert stack.runtime.stats["SlowFunction"].orphans_finished >= 1
     assert call(stack, "orphan-direct") is None
+
+
+def test_the_local_api_answers_504_when_the_function_overruns_as_api_gateway_does(stack: LocalAws) -> None:
+    from devstack.api_server import LocalApiServer
+
+    with LocalApiServer(stack, port=0) as api:
+        quick = httpx.get(f"{api.url}/slow", params={"sleep": "0"}, timeout=10)
+        late = httpx.get(f"{api.url}/slow", params={"sleep": "2"}, timeout=10)
+    assert (quick.status_code, quick.text) == (200, "done")
+    assert late.status_code == 504
+    assert late.json() == {"message": "Endpoint request timed out"}
 
 
 def test_the_invoke_api_answers_a_function_error_with_lambdas_timeout_payload(stack: LocalAws) -> None:

@@ -20,6 +20,7 @@ import pytest
 from devstack.api_server import LocalApiServer, Route, build_proxy_event, template_routes
 from devstack.aws import DeployError, LocalAws, instant_retries
 from devstack.lambdas import LocalLambdaRuntime, environment_overlay
+from tests.devstack.sam_app import write_sam_app
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -210,12 +211,7 @@ ASL = {
 @pytest.fixture(scope="module")
 def app_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("samapp")
-    (root / "template.yaml").write_text(TEMPLATE)
-    (root / "functions" / "worker").mkdir(parents=True)
-    (root / "functions" / "worker" / "app.py").write_text(HANDLER)
-    (root / "statemachine").mkdir()
-    (root / "statemachine" / "machine.asl.json").write_text(json.dumps(ASL, indent=2))
-    return root
+    return write_sam_app(root, template=TEMPLATE, function="worker", handler=HANDLER, asl=ASL)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from devstack.faults import dynamodb_throttling, lambda_service_exceptions
+from devstack.faults import dynamodb_throttling, dynamodb_transaction_conflicts, lambda_service_exceptions
 from devstack.stack import EmbeddedStack
 from tests.faults.conftest import FaultRow
 from tests.stack.support import running_stack, stack_scenario, wait_for_job
@@ -162,6 +162,18 @@ def test_dynamodb_throttling(stack: EmbeddedStack, http: httpx.Client, fault_tab
         view = run_job(http, ids)
     assert throttled.injected > 0
     check(stack, "DynamoDB throttling (5% of calls)", ids, view, f"{throttled.injected} throttles", fault_table)
+
+
+def test_dynamodb_transaction_conflicts(stack: EmbeddedStack, http: httpx.Client, fault_table: Any) -> None:
+    """Writes meeting another transaction on an item: cancelled transactions and refused single writes on the tables
+    transactions write (sales, sale errors, jobs), which botocore does not retry; the product writes them again."""
+    ids = new_sales(stack, 20)
+    env = stack.aws.function_env("BulkWorkerFunction")
+    held = {env["SALES_TABLE"], env["SALE_ERRORS_TABLE"], env["JOBS_TABLE"]}
+    with dynamodb_transaction_conflicts(0.2, seed=5, tables=held) as conflicts:
+        view = run_job(http, ids)
+    assert conflicts.injected > 0
+    check(stack, "DynamoDB transaction conflicts (20%)", ids, view, f"{conflicts.injected} conflicts", fault_table)
 
 
 def test_a_worker_crashing_after_half_its_outcomes(stack: EmbeddedStack, http: httpx.Client, fault_table: Any) -> None:

@@ -41,9 +41,19 @@ from shared.answers import (
     VerificationReport,
     documented,
 )
-from shared.bulk import BulkService, NoSaleIds, NoValidSaleIds, TooManyIds, parse_sale_ids
+from shared.bulk import (
+    NOT_QUEUED,
+    NOT_QUEUED_MESSAGE,
+    BulkService,
+    NoSaleIds,
+    NoValidSaleIds,
+    QueueSendError,
+    TooManyIds,
+    parse_sale_ids,
+)
 from shared.errors import ConnectionNotFound, NotASaleId, NotInErrorList, SaleNeverSeen
 from shared.identifiers import InvalidConnectionId, InvalidIdentifier
+from shared.jobs import RejectedId
 from shared.meli.errors import MeliError, MeliTransientError
 from shared.models import Outcome, Reason
 from shared.observability import logger, metrics, record_outcome, tracer
@@ -272,8 +282,14 @@ _JOB_REQUEST_IDEMPOTENCY = IdempotencyConfig(
 # (payload_validation_jmespath), and parsing is deterministic and cheap (about 0.1 s for 10,000 values). Only a
 # deploy that changes the parsing between a request and its replay (within the record's 24 hours) can make the two
 # lists differ: logged.
+# Ids the queue refused (``not_queued``: the job runs without them) depend on that moment, not on the request: the
+# record keeps them (at most the accepted ids, 10,000 x 19 digits).
 _STORED_JOB_ANSWER = CustomDictSerializer(
-    to_dict=lambda answer: {k: v for k, v in answer.items() if k != "rejected"}, from_dict=dict
+    to_dict=lambda answer: {
+        **{k: v for k, v in answer.items() if k != "rejected"},
+        "not_queued": [r["sale_id"] for r in answer["rejected"] if r["reason"] == NOT_QUEUED],
+    },
+    from_dict=dict,
 )
 
 
@@ -290,15 +306,24 @@ def _submit_job_once(request: JobRequest) -> dict[str, Any]:
 def _submit_job(connection_id: str, sale_ids: Any) -> dict[str, Any]:
     submitted = bulk_service().submit(connection_id, sale_ids)
     job = submitted.job
-    counts = job.model_dump(include={"job_id", "connection_id", "accepted", "rejected_count", "duplicates", "messages"})
+    counts = job.model_dump(include={"job_id", "connection_id", "accepted", "duplicates", "messages"})
     status_url = f"/connections/{connection_id}/reprocessing-jobs/{job.job_id}"
-    answer = JobAccepted(**counts, status=job.status, rejected=submitted.rejected, status_url=status_url)
+    answer = JobAccepted(
+        **counts,
+        status=job.status,
+        rejected=submitted.rejected,
+        rejected_count=len(submitted.rejected),
+        status_url=status_url,
+    )
     return answer.model_dump(mode="json", exclude_none=True)
 
 
 def _with_rejections(stored: dict[str, Any], sale_ids: Any) -> dict[str, Any]:
     """A replayed answer made whole again: the rejections of the (same) request, in the first answer's order."""
     rejected = parse_sale_ids(sale_ids, max_ids=sys.maxsize).rejected
+    rejected += [
+        RejectedId(sale_id=s, reason=NOT_QUEUED, message=NOT_QUEUED_MESSAGE) for s in stored.get("not_queued", [])
+    ]
     if len(rejected) != stored.get("rejected_count"):
         logger.warning(
             "replayed job answer: the request's rejections differ from the first answer's",
@@ -429,18 +454,28 @@ def _not_a_sale(exc: NotASaleId) -> Response[str]:
     )
 
 
+@app.exception_handler(QueueSendError)
+def _queue_refused(exc: QueueSendError) -> Response[str]:
+    # Only when no message of the job went out (a job partly queued is answered 202): nothing of it was kept.
+    logger.warning("bulk queue refused a job's messages", extra={"error": str(exc)})
+    return _unavailable(
+        "queue_unavailable",
+        "The job's messages could not be queued, so no job was created and nothing was kept. "
+        "Try again in a minute (the same Idempotency-Key may be sent).",
+    )
+
+
+def _unavailable(error: str, message: str) -> Response[str]:
+    """503 for a dependency that did not answer: nothing was changed, the same request may be sent again."""
+    return _json(503, {"error": error, "message": message, "retryable": True}, headers={"Retry-After": "30"})
+
+
 @app.exception_handler(MeliTransientError)
 def _marketplace_down(exc: MeliTransientError) -> Response[str]:
     logger.warning("Mercado Libre unavailable", extra={"error": str(exc)})
-    return _json(
-        503,
-        {
-            "error": "marketplace_unavailable",
-            "message": f"Mercado Libre did not answer after several tries ({exc}). Nothing was changed; "
-            "try again in a minute.",
-            "retryable": True,
-        },
-        headers={"Retry-After": "30"},
+    return _unavailable(
+        "marketplace_unavailable",
+        f"Mercado Libre did not answer after several tries ({exc}). Nothing was changed; try again in a minute.",
     )
 
 
