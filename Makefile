@@ -74,8 +74,10 @@ bench: $(STAMP)
 # (it prints how many examples, steps and crashes ran). MODEL_EXAMPLES / MODEL_STEPS to change them.
 MODEL_EXAMPLES ?= 300
 MODEL_STEPS ?= 50
+# A failure is printed as found, with every step: shrinking replays whole examples, and under load a replay can diverge.
+MODEL_SHRINK ?= 0
 soak: $(STAMP)
-	MODEL_SOAK=1 MODEL_EXAMPLES=$(MODEL_EXAMPLES) MODEL_STEPS=$(MODEL_STEPS) $(VENV)/bin/pytest tests/model -q -s
+	MODEL_SOAK=1 MODEL_SHRINK=$(MODEL_SHRINK) MODEL_EXAMPLES=$(MODEL_EXAMPLES) MODEL_STEPS=$(MODEL_STEPS) $(VENV)/bin/pytest tests/model -q -s
 
 clean:
 	rm -rf $(VENV) $(TOOLS_VENV) .mypy_cache .pytest_cache .ruff_cache .aws-sam

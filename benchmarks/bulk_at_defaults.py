@@ -144,12 +144,19 @@ def main(argv: list[str] | None = None) -> int:
         dlq, queue = queue_depth(stack, "BulkDeadLetterQueue"), queue_depth(stack, "BulkQueue")
         report = stack.aws.runtime.report()
         stats = dict(stack.aws.runtime.stats)
+        assert stack.aws.iam is not None
+        # The worker's SendMessage calls: each hands back the ids its invocation's time could not cover.
+        handbacks = sum(
+            n
+            for (function, action, _resource, allowed), n in stack.aws.iam.checked().items()
+            if function == "BulkWorkerFunction" and action == "sqs:SendMessage" and allowed
+        )
 
     terminal = sum(v for k, v in outcomes.items() if k not in ("pending", "in_progress"))
     print(f"\njob {view['status']} in {elapsed:.0f} s: {terminal:,} of {len(ids):,} items terminal {dict(outcomes)}")
     rate = len(ml) / elapsed
     print(f"ML: {len(ml):,} requests, {rate:.1f} rps = {rate / args.quota_rps:.2f} of the quota, {throttled} x 429")
-    print(f"bulk queue {queue} messages left, DLQ {dlq} messages")
+    print(f"bulk queue {queue} messages left, DLQ {dlq} messages; the worker handed back ids {handbacks} times")
     for line in report:
         print(f"  {line}")
     timeouts = sum(s.timeouts for s in stats.values())

@@ -17,7 +17,7 @@ from typing import Any
 
 from devstack.seed import seed
 from devstack.simulator.scenario import Scenario
-from devstack.template import create_tables, table_env
+from devstack.template import create_tables, parameter_default, queue_attributes, table_env
 
 ROOT = Path(__file__).resolve().parents[2]
 RELINK_ROLE = "arn:aws:iam::123456789012:role/relink-state-machine"  # moto does not check it
@@ -54,10 +54,7 @@ def provision(stage: str, meli_url: str, scenario: Scenario, **overrides: str) -
     dlq_url = sqs.create_queue(QueueName=f"sales-recovery-{stage}-bulk-dlq")["QueueUrl"]
     bulk_url = sqs.create_queue(
         QueueName=f"sales-recovery-{stage}-bulk",
-        Attributes={
-            "VisibilityTimeout": "720",
-            "RedrivePolicy": json.dumps({"deadLetterTargetArn": _queue_arn(sqs, dlq_url), "maxReceiveCount": "3"}),
-        },
+        Attributes=queue_attributes("BulkQueue", _queue_arn(sqs, dlq_url)),  # the template's, not restated
     )["QueueUrl"]
     secrets = boto3.client("secretsmanager")
     app_secret = secrets.create_secret(
@@ -73,8 +70,8 @@ def provision(stage: str, meli_url: str, scenario: Scenario, **overrides: str) -
         **table_env(stage),
         "STAGE": stage,
         "MELI_API_URL": meli_url,
-        "MELI_TIMEOUT_SECONDS": "5",
-        "MELI_MAX_TRIES": "3",
+        "MELI_TIMEOUT_SECONDS": parameter_default("MeliTimeoutSeconds"),
+        "MELI_MAX_TRIES": parameter_default("MeliMaxTries"),
         "MELI_APP_SECRET_ID": app_secret,
         "MELI_CONNECTION_SECRET_PREFIX": secret_prefix(stage),
         "HELP_DESK_TOPIC_ARN": topic_arn,

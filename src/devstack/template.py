@@ -67,3 +67,22 @@ def create_tables(dynamodb_client: Any, stage: str = "test") -> dict[str, str]:
         dynamodb_client.create_table(**kwargs)
         created[logical_id] = kwargs["TableName"]
     return created
+
+
+def parameter_default(name: str) -> str:
+    """A template parameter's default, as text (what CloudFormation passes when none is given)."""
+    return str(load_template()["Parameters"][name]["Default"])
+
+
+def queue_attributes(logical_id: str, dead_letter_arn: str | None = None) -> dict[str, str]:
+    """``create_queue`` attributes of a template queue: its visibility timeout and, given the dead-letter queue's ARN,
+    its redrive policy with the template's ``maxReceiveCount``."""
+    import json
+
+    props = resources("AWS::SQS::Queue")[logical_id]["Properties"]
+    attributes = {"VisibilityTimeout": str(props.get("VisibilityTimeout", 30))}
+    redrive = props.get("RedrivePolicy")
+    if redrive and dead_letter_arn:
+        policy = {"deadLetterTargetArn": dead_letter_arn, "maxReceiveCount": str(redrive["maxReceiveCount"])}
+        attributes["RedrivePolicy"] = json.dumps(policy)
+    return attributes

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import pytest
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import HealthCheck, Phase, Verbosity, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -46,6 +46,10 @@ EXAMPLES = int(os.environ.get("MODEL_EXAMPLES", "10"))
 STEPS = int(os.environ.get("MODEL_STEPS", "30"))
 # MODEL_SHRINK=0 reports the first failing example as found (shrinking replays whole examples, which is slow here).
 PHASES = [p for p in Phase if p is not Phase.shrink or os.environ.get("MODEL_SHRINK", "1") == "1"]
+# The soak prints every step and the traceback of a failure when it happens (Verbosity.debug): a replay of a failing
+# example can take another path (threads reach their pause points in another order under load), and hypothesis then
+# reports only that the replay differed; the log keeps what failed first.
+VERBOSITY = Verbosity.debug if SOAK else Verbosity.normal
 SALE = st.integers(min_value=0, max_value=1)
 KEY = st.sampled_from([None, "ticket-1", "ticket-2"])
 ML_MODE = st.sampled_from(["healthy", "unavailable", "cancelled", "unsynced"])
@@ -222,6 +226,7 @@ def test_the_sale_lifecycle_keeps_its_promises_under_chosen_interleavings(
             suppress_health_check=list(HealthCheck),
             print_blob=True,
             phases=PHASES,
+            verbosity=VERBOSITY,
         ),
     )
     examples, writes = world.examples - started, world.scheduler.steps - steps
