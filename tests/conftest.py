@@ -61,6 +61,7 @@ def load_event(name: str) -> dict[str, Any]:
 
 
 _API_EVENTS = {
+    ("GET", r"^/connections/[^/]+$"): "api/get-connection.json",
     ("GET", r"^/connections/[^/]+/sales/[^/]+/verification$"): "api/get-verification.json",
     ("POST", r"^/connections/[^/]+/sales/[^/]+/resync$"): "api/post-resync.json",
     ("POST", r"^/connections/[^/]+/sales/[^/]+/relink$"): "api/post-relink.json",

@@ -66,7 +66,8 @@ def seed(
                 access_token=conn.access_token,
                 refresh_token=conn.refresh_token,
                 expires_at=now + timedelta(seconds=conn.expires_in),
-                user_id=conn.seller_id,
+                # The ML user the OAuth exchange named (the platform stores it with the tokens).
+                user_id=conn.token_user_id if conn.token_user_id is not None else conn.seller_id,
                 version=0,
             ),
         )

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from shared.connection_state import ConnectionView
 from shared.jobs import Job, JobItem, JobStatus, RejectedId
 from shared.models import ErrorEntry, Outcome, Reason, RecoveryResult, SaleState, VerificationReport
 
@@ -86,6 +87,11 @@ JobView = _public(
 )
 
 
+class ConnectionAnswer(ConnectionView):
+    """A Mercado Libre connection and its state: ``active``, or ``needs_reauthorization`` (no ML call is made for it,
+    its sales answer ``not_reflectable`` / ``connection_needs_reauthorization`` until the seller reconnects)."""
+
+
 class ErrorAnswer(BaseModel):
     """Every 4xx: a stable code, a message a person can act on, and sometimes what to do next."""
 
@@ -116,6 +122,7 @@ BODY_ERRORS = {
 }
 
 __all__ = [
+    "ConnectionAnswer",
     "ErrorAnswer",
     "JobAccepted",
     "JobView",

@@ -31,21 +31,41 @@ def check_not_cancelled(order: MeliOrder) -> Check:
         return Check(
             name="sale_not_cancelled",
             ok=False,
-            detail="Mercado Libre flagged the sale as fraud risk; it must be cancelled.",
+            detail="Mercado Libre flagged the sale as fraud risk (tag fraud_risk_detected); it must be cancelled.",
+            reason=Reason.SALE_CANCELLED,
+        )
+    if "unfulfilled" in order.tags:
+        # The refund-to-account flow of a cancelled sale: the buyer gets account money back, the order stays paid
+        # (never cancelled; its payment is tagged refund_account_money) and is never fulfilled (meli-api.md §13).
+        return Check(
+            name="sale_not_cancelled",
+            ok=False,
+            detail=(
+                f"Sale status is {order.status} but tagged unfulfilled: the sale was cancelled and Mercado Libre "
+                "refunded the buyer in account money; it will never be fulfilled."
+            ),
             reason=Reason.SALE_CANCELLED,
         )
     return Check(name="sale_not_cancelled", ok=True, detail=f"Sale status is {order.status}.")
 
 
 def check_payment(order: MeliOrder) -> Check:
-    approved = [p for p in order.payments if p.status == APPROVED_PAYMENT]
+    """Only the order's status says it is paid. ``confirmed`` is ML's initial status "even if it is still unpaid",
+    and a sale the seller marked "not completed" shows ``confirmed`` too while ML's UI says cancelled and the payment
+    is returned (reference/meli-api.md §1.2, §13): an approved payment on a confirmed order proves nothing."""
     if order.status in PAID_STATUSES:
         return Check(name="payment_verified", ok=True, detail=f"Sale status is {order.status}.")
-    if order.status == "confirmed" and approved:
-        # Some flows leave the order "confirmed" with an approved payment; the money is what matters.
-        paid = sum(p.total_paid_amount or p.transaction_amount or 0.0 for p in approved)
-        if order.total_amount is None or paid + 0.005 >= order.total_amount:
-            return Check(name="payment_verified", ok=True, detail="An approved payment covers the sale.")
+    if order.status == "confirmed" and any(p.status == APPROVED_PAYMENT for p in order.payments):
+        return Check(
+            name="payment_verified",
+            ok=False,
+            detail=(
+                "Sale status is confirmed, not paid, although a payment shows approved: Mercado Libre has not "
+                "credited it to the sale, or the seller marked the sale as not completed (Mercado Libre then shows it "
+                "cancelled and returns the payment)."
+            ),
+            reason=Reason.PAYMENT_NOT_VERIFIED,
+        )
     statuses = ", ".join(sorted({p.status or "unknown" for p in order.payments})) or "no payment"
     return Check(
         name="payment_verified",

@@ -46,6 +46,8 @@ class Reason(StrEnum):
     PRODUCT_NOT_FOUND = "product_not_found"
     PRODUCT_INACTIVE = "product_inactive"
     PRODUCT_NOT_SYNCED = "product_not_synced"
+    # The connection cannot call ML until the seller authorises the application again (shared.connection_state).
+    CONNECTION_NEEDS_REAUTHORIZATION = "connection_needs_reauthorization"
     # Escalation reasons: a person at the help desk must look.
     RETRIES_EXHAUSTED = "retries_exhausted"
     RESYNC_FAILED = "resync_failed"
@@ -57,13 +59,21 @@ class Reason(StrEnum):
 # What the seller must do for each blocking reason; shown in every answer that carries the reason.
 SELLER_ACTIONS: dict[Reason, str] = {
     Reason.SALE_CANCELLED: "The sale is cancelled in Mercado Libre; cancelled sales are never reflected.",
-    Reason.PAYMENT_NOT_VERIFIED: "The payment is not approved yet; retry once Mercado Libre shows the sale as paid.",
+    Reason.PAYMENT_NOT_VERIFIED: (
+        "Mercado Libre does not show the sale as paid yet (only status paid counts; a confirmed sale may be unpaid or "
+        "marked not completed); retry once it shows paid."
+    ),
     Reason.CART_SALE: "This is a cart sale (a pack with several sales); reprocess it with the cart procedure.",
     Reason.NOT_A_SALE_ID: "Use the sale id (the order id), not a pack, shipment or tracking number.",
     Reason.SALE_NOT_FOUND: "Mercado Libre does not know this id for this connection; check the id and the connection.",
     Reason.PRODUCT_NOT_FOUND: "Create the product and link the listing in this Mercado Libre connection, then retry.",
     Reason.PRODUCT_INACTIVE: "Activate the linked product in the platform, then retry.",
     Reason.PRODUCT_NOT_SYNCED: "Synchronise the linked product with this Mercado Libre connection, then retry.",
+    Reason.CONNECTION_NEEDS_REAUTHORIZATION: (
+        "Mercado Libre no longer accepts this connection's authorization (the seller revoked the application, changed "
+        "the password, or the account or application is blocked): reconnect the Mercado Libre account in the "
+        "platform. Its sales are retried by themselves once it is reconnected."
+    ),
     Reason.RETRIES_EXHAUSTED: "Three relink attempts failed; the help desk has been notified.",
     Reason.RESYNC_FAILED: "The resync failed again; the help desk has been notified.",
     Reason.MARKETPLACE_REFUSED: "Mercado Libre refused the request; the help desk has been notified.",
@@ -82,6 +92,7 @@ BLOCKING_REASONS = frozenset(
         Reason.PRODUCT_NOT_FOUND,
         Reason.PRODUCT_INACTIVE,
         Reason.PRODUCT_NOT_SYNCED,
+        Reason.CONNECTION_NEEDS_REAUTHORIZATION,
     }
 )
 
@@ -107,6 +118,8 @@ class ErrorType(StrEnum):
     MARKETPLACE_TIMEOUT = "marketplace_timeout"
     MARKETPLACE_UNAVAILABLE = "marketplace_unavailable"
     MARKETPLACE_RATE_LIMITED = "marketplace_rate_limited"
+    # ML answered 206: some sections of the order (buyer, shipping, ...) could not be fetched. Imported only whole.
+    MARKETPLACE_PARTIAL_ORDER = "marketplace_partial_order"
     TOKEN_REFRESH_FAILED = "token_refresh_failed"
     MARKETPLACE_REFUSED = "marketplace_refused"
     SALE_CANCELLED = "sale_cancelled"
@@ -116,6 +129,8 @@ class ErrorType(StrEnum):
     PRODUCT_NOT_FOUND = "product_not_found"
     PRODUCT_INACTIVE = "product_inactive"
     PRODUCT_NOT_SYNCED = "product_not_synced"
+    # Waits for the seller to reconnect; the error sweep retries it once the connection is active again.
+    CONNECTION_NEEDS_REAUTHORIZATION = "connection_needs_reauthorization"
     IMPORT_FAILED = "import_failed"
 
     @property
@@ -128,6 +143,7 @@ TRANSIENT_ERROR_TYPES = frozenset(
         ErrorType.MARKETPLACE_TIMEOUT,
         ErrorType.MARKETPLACE_UNAVAILABLE,
         ErrorType.MARKETPLACE_RATE_LIMITED,
+        ErrorType.MARKETPLACE_PARTIAL_ORDER,
         ErrorType.TOKEN_REFRESH_FAILED,
         ErrorType.IMPORT_FAILED,
     }
@@ -171,6 +187,13 @@ class ProductLink(Model):
         return self.status == "active"
 
 
+class ConnectionState(StrEnum):
+    """Whether a connection may call Mercado Libre (shared.connection_state)."""
+
+    ACTIVE = "active"
+    NEEDS_REAUTHORIZATION = "needs_reauthorization"
+
+
 class Connection(Model):
     """A seller's ML account as known to the platform. Its OAuth tokens live in Secrets Manager, never here."""
 
@@ -178,6 +201,15 @@ class Connection(Model):
     seller_id: int
     site_id: str
     secret_id: str
+    # The connection's state, on its row (a row without it is active). While it needs reauthorization no ML call is
+    # made for it; storing tokens newer than ``revoked_token_version`` (the seller reconnected) makes it active again.
+    state: ConnectionState = ConnectionState.ACTIVE
+    state_cause: str | None = None  # invalid_grant, access_denied, token_owner_mismatch, ...
+    state_message: str | None = None  # what ML said, for the help desk
+    state_changed_at: datetime | None = None
+    revoked_token_version: int | None = None  # the stored tokens' version that ML refused
+    active_token_version: int | None = None  # the version that made it active again (older refusals are stale)
+    alert_due: bool = False  # the help desk's one message for this revocation is still to be sent
 
 
 class SaleLine(Model):

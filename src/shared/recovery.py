@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from shared.connection_state import ConnectionGate, ConnectionView, reauthorization_report
 from shared.errors import ConnectionNotFound, NotASaleId, NotInErrorList, SaleNeverSeen
 from shared.escalation import HelpDeskNotifier
 from shared.identifiers import parse_identifier
 from shared.jobs import JobStore
 from shared.lifecycle import SaleLifecycle
 from shared.lifecycle.moves import WAITING_FOR_PRODUCT
+from shared.meli.errors import ConnectionNeedsReauthorization
 from shared.meli.port import MarketplaceClientFactory
 from shared.models import Connection, VerificationReport
 from shared.stores.base import AliasStore, ConnectionStore, ErrorStore, ProductStore
@@ -66,6 +68,7 @@ class RecoveryService:
         *,
         jobs: JobStore | None = None,
         max_attempts: int = 6,
+        gate: ConnectionGate | None = None,
     ) -> None:
         self.stores = stores
         self.lifecycle = lifecycle
@@ -77,6 +80,9 @@ class RecoveryService:
             marketplace=marketplace,
             connections=Connections(stores.connections),
         )
+        # The connection's state (shared.connection_state); an active row is read from the verifier's 60 s cache.
+        self.gate = gate or ConnectionGate(stores.connections)
+        self.gate.cached = self.verifier.connections.get
         context = Context(
             lifecycle=lifecycle,
             verifier=self.verifier,
@@ -85,6 +91,7 @@ class RecoveryService:
             jobs=jobs,
             notifier=notifier,
             workflow=workflow,
+            gate=self.gate,
         )
         self.escalations = Escalations(context)
         self.reaper = Reaper(context, self.escalations)
@@ -102,4 +109,15 @@ class RecoveryService:
         self.connection(connection_id)
         sale_id = parse_identifier(sale_id).raw  # junk: 400 before anything is read
         snap = self.lifecycle.read(connection_id, sale_id)
-        return self.verifier.assess(connection_id, sale_id, reflected=snap.reflected, entry=snap.entry).report
+        try:
+            return self.verifier.assess(connection_id, sale_id, reflected=snap.reflected, entry=snap.entry).report
+        except ConnectionNeedsReauthorization as refusal:
+            return reauthorization_report(connection_id, sale_id, refusal, reflected=snap.reflected, entry=snap.entry)
+
+    def connection_view(self, connection_id: str) -> ConnectionView:
+        """GET /connections/{c}: the connection's state, read now (a reconnection is noticed here too)."""
+        self.connection(connection_id)  # junk and unknown connections: 400 / 404
+        row = self.gate.current(connection_id, check_tokens=True)
+        if row is None:
+            raise ConnectionNotFound(connection_id)
+        return ConnectionView.of(row)

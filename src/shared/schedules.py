@@ -3,7 +3,10 @@
 - **Error sweep**: every retryable error-list entry whose backoff has elapsed is retried through the bulk path
   (a job, 50-id SQS messages); an entry whose retries are spent is escalated once; an entry blocked by its product
   is retried as soon as every listing that blocked it is linked to an active, synced product (self-heal).
-  Entries blocked by the sale itself (cancelled, unpaid, cart, ...) are left alone: the seller must act.
+  Entries blocked by the sale itself (cancelled, unpaid, cart, ...) are left alone: the seller must act. A connection
+  that needs reauthorization is looked at first (reading its stored tokens notices a reconnection): while it does, none
+  of its sales is retried (no ML call is made for it) and its one help-desk message is sent if still due; once it is
+  active again, the sales that waited for it are retried.
 - **Reconciliation**: pages through ML's ``orders/search`` (status paid, ``order.date_last_updated`` in hour
   slices) for each connection's seller and relinks, through the bulk path, every paid sale the platform has not
   reflected, not listed and not settled. A per-connection lease keeps two runs apart, a sale that a job already
@@ -31,10 +34,12 @@ from shared.identifiers import validate_connection_id
 from shared.jobs import JobStore
 from shared.lifecycle import moves
 from shared.lifecycle.change import Decision
+from shared.lifecycle.moves import WAITING_FOR_RECONNECTION
 from shared.lifecycle.row import Snapshot
 from shared.lifecycle.table import TABLE, Actor, State, Transition
+from shared.meli.errors import ConnectionNeedsReauthorization
 from shared.meli.models import MeliOrder
-from shared.models import Connection, ErrorEntry, Reason, Trigger
+from shared.models import Connection, ConnectionState, ErrorEntry, Reason, Trigger
 from shared.observability import record_schedule_run
 from shared.recovery import WAITING_FOR_PRODUCT, RecoveryService
 from shared.settings import Settings
@@ -155,6 +160,8 @@ class RunSummary(BaseModel):
     skipped: int = 0
     escalated: int = 0
     healed: int = 0  # of ``enqueued``: sales blocked by a product that is now active and synced
+    resumed: int = 0  # of ``enqueued``: sales that waited for their connection to be reconnected
+    connection_state: ConnectionState | None = None
     reaped: int = 0  # sales the reaper looked at: an owner that ended or never started, a page still due
     job_id: str | None = None
     messages: int = 0
@@ -229,9 +236,18 @@ class ScheduleService:
         for sale_id in self._lifecycle.due(connection_id):
             self._recovery.reaper.reap(connection_id, sale_id)
             summary.reaped += 1
+        # The connection's state, read now with its stored tokens (a reconnection is noticed here).
+        gate = self._recovery.gate
+        row = gate.current(connection_id, check_tokens=True)
+        active = row is None or row.state is ConnectionState.ACTIVE
+        summary.connection_state = row.state if row is not None else None
+        if not active:
+            gate.send_due_alert(connection_id)  # left due by a function that may not publish (a task, reconcile)
+            summary.note = "the connection needs reauthorization: its sales wait for the seller to reconnect"
         now = self._now()
         due: list[ErrorEntry] = []
         waiting: list[ErrorEntry] = []
+        resumable: list[ErrorEntry] = []
         cursor: str | None = None
         while len(due) + len(waiting) < settings.sweep_max_ids:
             page = errors.list(connection_id, limit=100, cursor=cursor)
@@ -242,10 +258,15 @@ class ScheduleService:
                 elif entry.retryable and entry.attempts >= settings.error_max_attempts:
                     summary.escalated += self._escalate_spent(entry)
                 elif entry.retryable:
-                    if entry.next_retry_at is not None and entry.next_retry_at > now:
-                        summary.skipped += 1  # backoff not elapsed
+                    if not active or (entry.next_retry_at is not None and entry.next_retry_at > now):
+                        summary.skipped += 1  # backoff not elapsed, or no ML call for the connection now
                     else:
                         due.append(entry)
+                elif entry.reason in WAITING_FOR_RECONNECTION:
+                    if active:
+                        resumable.append(entry)  # reconnected: retried now
+                    else:
+                        summary.skipped += 1
                 elif entry.reason in WAITING_FOR_PRODUCT and entry.listings:
                     waiting.append(entry)
                 else:
@@ -256,15 +277,16 @@ class ScheduleService:
         healable = self._healable(connection_id, waiting)
         summary.skipped += len(waiting) - len(healable)
         claim_until = now + timedelta(seconds=settings.sweep_claim_seconds)
-        chosen = (due + healable)[: settings.sweep_max_ids]
+        chosen = (due + healable + resumable)[: settings.sweep_max_ids]
         claimed = [e for e in chosen if self._claim_retry(connection_id, e.sale_id, now, claim_until)]
-        summary.skipped += len(due) + len(healable) - len(claimed)
+        summary.skipped += len(due) + len(healable) + len(resumable) - len(claimed)
         if claimed:
             job = self._bulk.submit_ids(connection_id, [e.sale_id for e in claimed], trigger=Trigger.SCHEDULE)
             summary.job_id, summary.messages = job.job_id, job.messages
             summary.sale_ids = [e.sale_id for e in claimed]
             summary.enqueued = len(claimed)
-            summary.healed = sum(1 for e in claimed if not e.retryable)
+            summary.resumed = sum(1 for e in claimed if e.reason in WAITING_FOR_RECONNECTION)
+            summary.healed = sum(1 for e in claimed if not e.retryable) - summary.resumed
         return summary
 
     def _escalate_spent(self, entry: ErrorEntry) -> int:
@@ -333,6 +355,14 @@ class ScheduleService:
     def _reconcile_one(self, connection_id: str, window: Window | None) -> RunSummary:
         connection = self._recovery.connection(connection_id)
         connections = self._stores.connections
+        row = self._recovery.gate.current(connection_id)
+        if row is not None and row.state is not ConnectionState.ACTIVE:
+            return RunSummary(
+                schedule="reconcile",
+                connection_id=connection_id,
+                connection_state=row.state,
+                note="the connection needs reauthorization: nothing was searched (no Mercado Libre call)",
+            )
         owner = uuid.uuid4().hex
         ttl = int(self._settings.reconcile_max_seconds) + 120
         cursor = connections.acquire_reconcile_lease(connection_id, owner, ttl)
@@ -344,6 +374,14 @@ class ScheduleService:
             )
         try:
             return self._reconcile_leased(connection, owner, cursor, window)
+        except ConnectionNeedsReauthorization as refusal:
+            # Found now (the refresh token was refused, a connection-level 403): the cursor stays where it was.
+            return RunSummary(
+                schedule="reconcile",
+                connection_id=connection_id,
+                connection_state=ConnectionState.NEEDS_REAUTHORIZATION,
+                note=f"stopped: {refusal}",
+            )
         finally:
             connections.release_reconcile_lease(connection_id, owner)
 

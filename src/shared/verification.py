@@ -23,8 +23,9 @@ from shared.checks import (
 from shared.errors import ConnectionNotFound, NotASaleId
 from shared.identifiers import Resolution, parse_identifier, resolve, validate_connection_id
 from shared.importer import build_record
-from shared.lifecycle.moves import WAITING_FOR_PRODUCT, Blocking, Failure
+from shared.lifecycle.moves import WAITING_FOR_PRODUCT, Blocking, Failure, reauthorization_blocking
 from shared.meli.errors import (
+    ConnectionNeedsReauthorization,
     MeliError,
     MeliForbidden,
     MeliNotFound,
@@ -57,7 +58,29 @@ from shared.stores.base import AliasStore, ConnectionStore, ProductStore
 CONNECTION_CACHE_SECONDS = 60.0
 
 
+class MarketplacePartialOrder(MeliTransientError):
+    """ML answered the order with 206 Partial Content: the sections named by ``X-Content-Missing`` (buyer, shipping,
+    feedback, mediations, seller) could not be fetched (reference/meli-api.md §1.2). A sale is imported only whole, so
+    this is a transient failure: a later read (the next relink attempt, the error sweep) gets the whole order."""
+
+    def __init__(self, sale_id: str, missing: list[str]) -> None:
+        sections = ", ".join(missing)
+        super().__init__(
+            f"Mercado Libre could not fetch the {sections} of sale {sale_id} (HTTP 206, X-Content-Missing: "
+            f"{sections}); a sale is imported only complete, so it is retried later",
+            status=206,
+            error=ErrorType.MARKETPLACE_PARTIAL_ORDER.value,
+            path=f"/orders/{sale_id}",
+        )
+        self.missing = list(missing)
+
+    def __str__(self) -> str:
+        return self.message
+
+
 def error_type_for(exc: MeliError) -> ErrorType:
+    if isinstance(exc, MarketplacePartialOrder):
+        return ErrorType.MARKETPLACE_PARTIAL_ORDER
     if isinstance(exc, MeliTimeout):
         return ErrorType.MARKETPLACE_TIMEOUT
     if isinstance(exc, MeliRateLimited):
@@ -147,7 +170,8 @@ class Verifier:
         entry: ErrorEntry | None,
         products: ProductStore | None = None,
     ) -> Assessment:
-        """The seed's checks. Transient ML failures propagate as MeliTransientError; ``products`` may be a memo."""
+        """The seed's checks. Transient ML failures propagate as MeliTransientError (a partial order, which could not
+        be imported, as MarketplacePartialOrder); ``products`` may be a memo."""
         client = self._marketplace.for_connection(connection_id)
         resolution = resolve(client, self._aliases, connection_id, sale_id)
         checks = [_identifier_check(resolution)]
@@ -166,6 +190,10 @@ class Verifier:
             product_check, lines = check_products(order, links)
             checks.append(product_check)
         blocking = first_blocking(checks)
+        if order is not None and order.missing_sections and blocking is None and not reflected:
+            # The checks read only what a 206 keeps (status, payments, tags, lines), so a blocked sale is settled
+            # as it is; one to import needs the whole order, which a later read brings.
+            raise MarketplacePartialOrder(str(order.id), order.missing_sections)
         if reflected:
             next_action = NextAction.NONE
         elif blocking is not None:
@@ -205,6 +233,8 @@ class Verifier:
         """Verify and build the import in one go, reading the order once. Never writes."""
         try:
             assessment = self.assess(connection_id, sale_id, reflected=False, entry=entry, products=products)
+        except ConnectionNeedsReauthorization as refusal:  # the connection's, not the sale's: no ML call was made
+            return Verdict(blocking=reauthorization_blocking(str(refusal)))
         except MeliError as exc:
             event = ErrorEvent(
                 error_type=error_type_for(exc), message=str(exc), trigger=trigger, attempt_key=attempt_key

@@ -101,12 +101,29 @@ def build_service(settings: Settings, *, notifier: bool = False, workflow: bool 
         ),
     )
 
+    from shared.connection_state import ConnectionGate, SnsConnectionAlerts
+    from shared.meli.tokens import SecretsManagerTokenStore
+
+    # Whether each connection may call ML (its state on the connection's row). Built eagerly and cheaply (no client
+    # until used): the sweep and the API read it without ever calling ML. It reads the stored tokens' version to
+    # notice a reconnection, and sends the help desk's one message per revocation where the function may publish.
+    token_store = SecretsManagerTokenStore(_LazyClient("secretsmanager"), settings.meli_connection_secret_prefix)
+    gate = ConnectionGate(
+        stores.connections,
+        token_version=lambda connection_id: token_store.read(connection_id).version,
+        alerts=SnsConnectionAlerts(_LazyClient("sns"), settings.help_desk_topic_arn) if notifier else None,
+    )
+
     def marketplace() -> MarketplaceClientFactory:
         from shared.meli.client import HttpMeliClientFactory, build_token_manager, new_http_client
 
         http = new_http_client(settings)  # one pool for API calls and token refreshes
         tokens = build_token_manager(
-            settings, secrets_client=boto3.client("secretsmanager"), connections=stores.connections, http=http
+            settings,
+            secrets_client=boto3.client("secretsmanager"),
+            connections=stores.connections,
+            http=http,
+            gate=gate,
         )
         limiter = None
         if settings.meli_requests_per_second > 0:
@@ -136,6 +153,7 @@ def build_service(settings: Settings, *, notifier: bool = False, workflow: bool 
         relink,
         jobs=build_job_store(settings),
         max_attempts=settings.error_max_attempts,
+        gate=gate,
     )
 
 

@@ -59,6 +59,8 @@ REQUESTS: list[tuple[str, str, str | None, int]] = [
     ("GET", f"{SALE}/{HEALTHY}", None, 200),  # relinked above: in progress, with its execution
     ("GET", f"{SALE}/{UNKNOWN_ID}", None, 404),
     ("GET", f"/connections/{C}/sale-errors", None, 200),
+    ("GET", f"/connections/{C}", None, 200),
+    ("GET", "/connections/nope", None, 404),
     ("GET", f"/connections/{C}/sale-errors?limit=0", None, 422),
     ("POST", f"/connections/{C}/reprocessing-jobs", json.dumps({"sale_ids": "junk, x-1"}), 422),
     ("POST", f"/connections/{C}/reprocessing-jobs", json.dumps({"ids": []}), 400),

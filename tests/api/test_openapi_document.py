@@ -8,7 +8,8 @@ from functions.api.app import ROUTES
 from tests.conftest import api_event, lambda_context
 
 Api = Any
-CONTRACT = {  # DESIGN §3: the seven routes, nothing else
+CONTRACT = {  # DESIGN §3: the seven routes, and §3.1's connection state; nothing else
+    "/connections/{connection_id}": {"get"},
     "/connections/{connection_id}/sales/{sale_id}/verification": {"get"},
     "/connections/{connection_id}/sales/{sale_id}/resync": {"post"},
     "/connections/{connection_id}/sales/{sale_id}/relink": {"post"},

@@ -32,6 +32,7 @@ LISTED_TIMEOUT, LISTED_NOT_SYNCED = "2000009109000015", "2000009110000012"
 TIMEOUT_TWICE, ALWAYS_503, RATE_LIMITED_ONCE = "2000009111000019", "2000009112000016", "2000009113000013"
 SINGLE_ORDER_PACK_SALE, SINGLE_ORDER_PACK = "2000009114000010", "2000006114000011"
 OTHER_SELLERS_SALE = "2000009120000013"
+CONFIRMED_APPROVED, UNFULFILLED, FRAUD_RISK = "2000009131000016", "2000009132000013", "2000009133000010"
 SHIPMENT, TRACKING = "44031010011", "MEL44031010011FMXDF01"
 UNKNOWN_ID = "2000009999999999"
 
@@ -81,6 +82,9 @@ def test_an_already_reflected_sale_needs_nothing(call_api: Api) -> None:
         (CANCELLED, "sale_cancelled", "sale_not_cancelled"),
         (PAYMENT_REQUIRED, "payment_not_verified", "payment_verified"),
         (PAYMENT_IN_PROCESS, "payment_not_verified", "payment_verified"),
+        (CONFIRMED_APPROVED, "payment_not_verified", "payment_verified"),
+        (UNFULFILLED, "sale_cancelled", "sale_not_cancelled"),
+        (FRAUD_RISK, "sale_cancelled", "sale_not_cancelled"),
         (CART_SALE, "cart_sale", "not_cart_sale"),
         (NO_PRODUCT, "product_not_found", "products"),
         (INACTIVE, "product_inactive", "products"),

@@ -502,3 +502,63 @@ def test_an_execution_failed_in_a_task_settles_its_sale_and_job(
     assert view["status"] == "completed" and row.escalated == 4
     assert {i["reason"] for i in view["items"]} == {"execution_failed"}
     check(stack, "execution FAILED in a task (job)", ids, view, "4 FAILED executions", lambda _row: None)
+
+
+def test_a_revoked_connection_is_one_alert_and_no_ml_calls(
+    stack: EmbeddedStack, http: httpx.Client, fault_table: Any
+) -> None:
+    """Issue #13: the seller revoked the application with 30 sales pending in a bulk job. 0 ML calls after the first
+    invalid_grant, exactly one alert, every item terminal with connection_needs_reauthorization; once new tokens are
+    stored, the next sweep reflects them (and the connection is active again for the cases after this one)."""
+    from datetime import UTC, datetime, timedelta
+
+    from shared.meli.tokens import SecretsManagerTokenStore
+
+    ids = new_sales(stack, 30)
+    stack.meli.revoke(C)
+    stack.meli.reset_log()
+    try:
+        view = run_job(http, ids)
+        requests = stack.meli.requests
+        refusal = next(r for r in requests if r.path == "/oauth/token" and r.status == 400)
+        after = [r for r in requests if r.started_at > refusal.started_at + refusal.duration_ms / 1000]
+        alerts = [m for m in stack.help_desk_messages() if m.get("kind") == "connection_needs_reauthorization"]
+        assert {(i["outcome"], i.get("reason")) for i in view["items"]} == {
+            ("not_reflectable", "connection_needs_reauthorization")
+        }, view["counts"]
+        assert after == [] and len(alerts) == 1, (after, alerts)
+        assert http.get(f"/connections/{C}").json()["state"] == "needs_reauthorization"
+        check(
+            stack,
+            f"revoked: {len(after)} ML calls after refusal",
+            ids,
+            view,
+            f"1 invalid_grant, {len(alerts)} alert",
+            fault_table,
+        )
+    finally:
+        # The seller reconnects: the platform stores the new pair (a newer version of the secret).
+        access, refresh = stack.meli.reconnect(C)
+        store = SecretsManagerTokenStore(
+            stack.aws.client("secretsmanager"), stack.settings().meli_connection_secret_prefix
+        )
+        old = store.read(C)
+        store.write(
+            C,
+            old.model_copy(
+                update={
+                    "access_token": access,
+                    "refresh_token": refresh,
+                    "expires_at": datetime.now(UTC) + timedelta(hours=6),
+                    "version": old.version + 1,
+                }
+            ),
+        )
+    swept = stack.aws.runtime.invoke("ErrorSweepFunction", {"connection_id": C})["connections"][0]
+    assert swept["resumed"] == 30 and swept.get("job_id"), swept
+    retried = wait_for_job(http, swept["job_id"])
+    items = {i["sale_id"]: i for i in retried["items"]}
+    assert {items[s]["outcome"] for s in ids} == {"reflected"}, retried["counts"]
+    assert http.get(f"/connections/{C}").json()["state"] == "active"
+    # The inbox keeps every message delivered so far: still the one alert, nothing for the reconnection.
+    assert [m for m in stack.help_desk_messages() if m.get("kind") == "connection_needs_reauthorization"] == alerts

@@ -37,6 +37,7 @@ REFRESH_TOKEN = "TG-0123456789abcdef01234567-123456789"
 APP_SECRET_ID = "sales-recovery/test/meli-app"
 TOKEN_PREFIX = "sales-recovery/test/connections/"
 CLIENT_TIMEOUT = 0.3
+OAUTH_TIMEOUT = 10.0
 
 
 def order_json(order_id: int = ORDER_ID, seller_id: int = SELLER_ID) -> dict[str, Any]:
@@ -222,20 +223,24 @@ ClientFactory = Callable[..., HttpMeliClient]
 def make_manager(settings: Settings, aws: Aws, http: httpx.Client) -> ManagerFactory:
     """A TokenManager as one Lambda container builds it. ``isolated=True`` gives it its own boto3 clients."""
 
+    # The refresh's own timeout is generous: on a loaded 2-core machine a 0.3 s refresh can lose its answer, which
+    # (single-use refresh tokens) really does cost the connection its tokens; no test here times a refresh out.
+    oauth_settings = settings.model_copy(update={"meli_timeout_seconds": OAUTH_TIMEOUT})
+
     def make(*, isolated: bool = False, **kwargs: Any) -> TokenManager:
         # Generous waits: on a loaded 2-core CI machine eight pollers must not starve the lease holder.
         options: dict[str, Any] = {"poll_seconds": 0.05, "wait_seconds": 30.0, "sleep": time.sleep}
         options.update(kwargs)
         if isolated:
             return build_token_manager(
-                settings,
+                oauth_settings,
                 secrets_client=aws.new_secrets_client(),
                 connections=aws.new_connection_store(),
                 http=http,
                 **options,
             )
         return build_token_manager(
-            settings, secrets_client=aws.secrets, connections=aws.connections, http=http, **options
+            oauth_settings, secrets_client=aws.secrets, connections=aws.connections, http=http, **options
         )
 
     return make

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from shared.meli.errors import MeliUnauthorized, TokenRefreshError
+from shared.meli.errors import ConnectionNeedsReauthorization, MeliUnauthorized, TokenRefreshError
 from shared.meli.tokens import TokensUnavailable, parse_tokens
 from tests.meli.conftest import (
     ACCESS_TOKEN,
@@ -185,10 +185,12 @@ def test_threads_sharing_one_manager_refresh_once(
     assert manager.refresh_count == 1
 
 
-def test_refresh_rotated_behind_our_back_is_token_refresh_error(
+def test_refresh_rotated_behind_our_back_needs_reauthorization(
     simulator: MeliSimulator, aws: Aws, make_manager: ManagerFactory, make_client: ClientFactory
 ) -> None:
-    # Someone spends our refresh token and never stores the result (e.g. a script with a copy of the secret).
+    # Someone spends our refresh token and never stores the result (e.g. a script with a copy of the secret): the
+    # stored refresh token is refused (invalid_grant) and nobody stored a newer one, so only the seller can help.
+    # Before issue #13 this was a transient TokenRefreshError, retried (and escalated) sale by sale.
     stolen = httpx.post(
         f"{simulator.url}/oauth/token",
         data={"grant_type": "refresh_token", "client_id": "1", "client_secret": "x", "refresh_token": REFRESH_TOKEN},
@@ -196,16 +198,19 @@ def test_refresh_rotated_behind_our_back_is_token_refresh_error(
     assert stolen.status_code == 200
     client = make_client(tokens=make_manager())
 
-    with pytest.raises(TokenRefreshError) as caught:
+    with pytest.raises(ConnectionNeedsReauthorization) as caught:
         client.get_order(str(ORDER_ID))
 
-    assert caught.value.transient
-    assert caught.value.error == "invalid_grant"
+    assert not caught.value.transient
+    assert caught.value.cause_code == "invalid_grant"
     assert caught.value.status == 400
     assert count(simulator, "POST", OAUTH, status=400, expect=1) == 1
     stored = aws.stored_tokens()
     assert stored.version == 0 and stored.refresh_token == REFRESH_TOKEN  # nothing half-written
-    assert "refresh_lock_owner" not in aws.lock_item()
+    row = aws.lock_item()
+    assert "refresh_lock_owner" not in row
+    assert row["state"] == "needs_reauthorization" and row["revoked_token_version"] == 0
+    assert row["alert_due"] is True  # no help desk configured here: the error sweep sends it
 
 
 def test_waiting_for_a_held_lease_times_out(simulator: MeliSimulator, aws: Aws, make_manager: ManagerFactory) -> None:
@@ -286,7 +291,7 @@ def test_no_token_in_logs_or_reprs(
             "refresh_token": simulator.tokens(CONNECTION_ID)[1],
         },
     )
-    with pytest.raises(TokenRefreshError) as failed:
+    with pytest.raises(ConnectionNeedsReauthorization) as failed:
         client.get_order(str(ORDER_ID))
 
     new_access, new_refresh = aws.stored_tokens().access_token, aws.stored_tokens().refresh_token

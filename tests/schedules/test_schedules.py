@@ -32,6 +32,8 @@ LISTED_TIMEOUT = "2000009109000015"  # scenario: in the error list, marketplace_
 LISTED_NOT_SYNCED = "2000009110000012"  # scenario: in the error list, product_not_synced (MLA1100000006)
 NOT_SYNCED = "2000009108000018"  # scenario: its listing MLA1100000006 is linked to an unsynced product
 CANCELLED = "2000009103000012"
+UNFULFILLED = "2000009132000013"  # scenario: paid, tag unfulfilled (refunded to account money, never fulfilled)
+FRAUD_RISK = "2000009133000010"  # scenario: paid, tag fraud_risk_detected
 ALWAYS_503 = "2000009112000016"  # the simulator answers 503 for this order, always
 HEALTHY = ["2000009101000021", "2000009101000031", "2000009101000041", "2000009101000051"]
 ART = timezone(timedelta(hours=-3))
@@ -425,12 +427,14 @@ def test_a_manual_window_reconciles_that_window_only_and_keeps_the_watermark(
         if o["status"] == "paid"
         and o["seller"]["id"] == 123456789
         and not o.get("cancel_detail")
-        and "fraud_risk_detected" not in o.get("tags", [])
+        and not {"fraud_risk_detected", "unfulfilled"} & set(o.get("tags", []))
         and str(o["id"]) not in known
     ]
     # The sample manual run: the scenario's own sales (November 2024) that nobody notified and nobody listed.
     sample = run_of(reconcile(load_event("schedules/reconcile-manual.json")))
     assert sorted(sample["sale_ids"]) == sorted(unseen_paid)
+    # Paid in ML's search but never to be fulfilled (refunded to account money, or a fraud alert): never relinked.
+    assert not {UNFULFILLED, FRAUD_RISK} & set(sample["sale_ids"])
     now = datetime.now(UTC)
     recent = add_orders(meli, 2000009880000000, 3, hours_ago=30, spread=1)
     add_orders(meli, 2000009881000000, 3, hours_ago=20, spread=1)  # after the window

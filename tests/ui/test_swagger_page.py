@@ -20,7 +20,8 @@ from tests.ui.cdp import CdpError, Page, chromium_page, find_chromium
 
 pytestmark = pytest.mark.stack
 ARTIFACT = ROOT / "test-artifacts" / "swagger.png"
-CONTRACT = {  # DESIGN §3: path -> method
+CONTRACT = {  # DESIGN §3 and §3.1's connection state: path -> method
+    "/connections/{connection_id}": "GET",
     "/connections/{connection_id}/sales/{sale_id}/verification": "GET",
     "/connections/{connection_id}/sales/{sale_id}/resync": "POST",
     "/connections/{connection_id}/sales/{sale_id}/relink": "POST",

@@ -68,6 +68,12 @@ class Connection(_Strict):
     access_token: str = Field(min_length=1)
     refresh_token: str = Field(min_length=1)
     expires_in: int = Field(default=21600, gt=0)
+    # The seller removed the application (or changed the password): every call with its tokens answers 401 and the
+    # refresh token answers 400 invalid_grant, until the seller authorises again (MeliSimulator.reconnect).
+    revoked: bool = False
+    # The ML user the tokens really belong to, when not the connection's seller (a connection linked with another
+    # account's tokens). ML serves that user's data; the platform stores this user id with the tokens.
+    token_user_id: int | None = None
 
 
 class Product(_Strict):
@@ -106,7 +112,9 @@ class SaleError(_Strict):
         return str(value) if _is_int(value) else value
 
 
-FaultKind = Literal["timeout", "status", "latency", "token_expired"]
+FaultKind = Literal["timeout", "status", "latency", "token_expired", "partial"]
+# The sections ML names in X-Content-Missing when it answers an order 206 (reference/meli-api.md §1.2).
+ORDER_SECTIONS = ("buyer", "feedback", "mediations", "seller", "shipping")
 
 
 class Fault(_Strict):
@@ -121,6 +129,11 @@ class Fault(_Strict):
     probability: float | None = Field(default=None, ge=0.0, le=1.0)
     seed: int | None = None
     connection_id: str | None = None
+    # kind "status": ML's error body's "error" and "message" (e.g. 403 access_denied); the status's usual body else.
+    error: str | None = Field(default=None, min_length=1)
+    message: str | None = Field(default=None, min_length=1)
+    # kind "partial": GET /orders/{id} answers 206 without these sections, named in X-Content-Missing.
+    missing: list[str] | None = None
 
     @field_validator("path")
     @classmethod
@@ -140,8 +153,20 @@ class Fault(_Strict):
     def _kind_needs(self) -> Self:
         if self.kind == "status" and self.status is None:
             raise ValueError("a fault of kind 'status' needs 'status' (an HTTP status 400-599)")
+        if (self.error is not None or self.message is not None) and self.kind != "status":
+            raise ValueError("'error' and 'message' apply only to a fault of kind 'status'")
         if self.kind == "latency" and self.ms is None:
             raise ValueError("a fault of kind 'latency' needs 'ms'")
+        if self.kind == "partial":
+            if not self.missing:
+                raise ValueError(f"a fault of kind 'partial' needs 'missing' (some of {', '.join(ORDER_SECTIONS)})")
+            unknown = [s for s in self.missing if s not in ORDER_SECTIONS]
+            if unknown:
+                raise ValueError(
+                    f"'missing' names {', '.join(map(repr, unknown))}; ML's sections are {', '.join(ORDER_SECTIONS)}"
+                )
+        elif self.missing is not None:
+            raise ValueError("'missing' applies only to a fault of kind 'partial'")
         return self
 
 

@@ -69,7 +69,15 @@ _SORTS = {"date_asc": "Date ascending", "date_desc": "Date descending"}
 _SEARCH_DATES = ("order.date_created", "order.date_closed", "order.date_last_updated")
 
 
-def status_body(status: int) -> dict[str, Any]:
+def status_body(status: int, error: str | None = None, message: str | None = None) -> dict[str, Any]:
+    """ML's error body for a status fault; ``error`` / ``message`` as the fault gives them (e.g. 403 access_denied,
+    429 local_rate_limited), else the status's documented body."""
+    if error is not None or message is not None:
+        base = status_body(status)
+        body = ml_error(status, message or base["message"], error or base["error"])
+        if status == 403:
+            body["code"] = "FORBIDDEN"  # ML's 403 bodies carry it ([DOC-403], reference/meli-api.md §9)
+        return body
     if status in _STATUS_BODIES:
         return _STATUS_BODIES[status]
     try:
@@ -95,6 +103,7 @@ class _Answer:
     status: int
     body: Any
     connection_id: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -121,6 +130,7 @@ class _TokenState:
     refresh_token: str
     expires_at: float  # time.monotonic()
     expired: bool = False
+    revoked: bool = False  # the seller removed the application: 401 on calls, invalid_grant on refresh
 
 
 @dataclass
@@ -131,6 +141,7 @@ class _Request:
     headers: Mapping[str, str]
     body: bytes
     connection_id: str | None = field(default=None)
+    missing: list[str] = field(default_factory=list)  # a "partial" fault fired: these sections are left out
 
 
 class _Server(ThreadingHTTPServer):
@@ -203,6 +214,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(result.status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
+        for name, value in result.headers.items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(payload)
 
@@ -239,7 +252,13 @@ class MeliSimulator:
         now = time.monotonic()
         self._tokens: dict[str, _TokenState] = {
             c.connection_id: _TokenState(
-                c.connection_id, c.seller_id, c.expires_in, c.access_token, c.refresh_token, now + c.expires_in
+                c.connection_id,
+                c.token_user_id if c.token_user_id is not None else c.seller_id,  # whose data the tokens reach
+                c.expires_in,
+                c.access_token,
+                c.refresh_token,
+                now + c.expires_in,
+                revoked=c.revoked,
             )
             for c in scenario.connections
         }
@@ -335,6 +354,25 @@ class MeliSimulator:
         with self._lock:
             self._tokens[connection_id].expired = True
 
+    def revoke(self, connection_id: str) -> None:
+        """The seller removes the application: the tokens answer 401 and the refresh token invalid_grant."""
+        with self._lock:
+            self._tokens[connection_id].revoked = True
+
+    def reconnect(self, connection_id: str) -> tuple[str, str]:
+        """The seller authorises the application again: a new (access_token, refresh_token), the old ones dead. The
+        platform stores them (a newer version of the connection's secret)."""
+        with self._lock:
+            state = self._tokens[connection_id]
+            state.access_token = _new_access_token(state.seller_id)
+            state.refresh_token = f"TG-{secrets.token_hex(12)}-{state.seller_id}"
+            state.expires_at = time.monotonic() + state.expires_in
+            state.expired = False
+            state.revoked = False
+            self._token_owner[state.access_token] = state.connection_id
+            self._token_owner[state.refresh_token] = state.connection_id
+            return state.access_token, state.refresh_token
+
     def tokens(self, connection_id: str) -> tuple[str, str]:
         """The connection's current (access_token, refresh_token)."""
         with self._lock:
@@ -393,6 +431,8 @@ class MeliSimulator:
         result = self._quota_or_faults(req)
         if result is None:
             result = self._route(req)
+            if req.missing and result.status == 200 and isinstance(result.body, dict):
+                result = _partial(result, req.missing)
         result.connection_id = req.connection_id
         return result
 
@@ -412,6 +452,8 @@ class MeliSimulator:
             f = rule.fault
             if (f.method and f.method != req.method) or not rule.regex.search(req.path):
                 continue
+            if f.kind == "partial" and not (req.method == "GET" and _ORDER_PATH.fullmatch(req.path)):
+                continue  # ML answers 206 only for an order
             with self._lock:  # counts and random draws in request order, so a seed replays the same way
                 if f.times is not None and rule.fired >= f.times:
                     continue
@@ -424,7 +466,9 @@ class MeliSimulator:
                 return _Hold()
             elif f.kind == "status":
                 assert f.status is not None  # guaranteed by Fault's validator
-                return _Answer(f.status, status_body(f.status))
+                return _Answer(f.status, status_body(f.status, f.error, f.message))
+            elif f.kind == "partial":  # served by the route, then stripped of these sections (_partial)
+                req.missing = list(dict.fromkeys([*req.missing, *(f.missing or [])]))
             else:  # token_expired: mark, then let the request meet its now-expired token
                 target = f.connection_id or req.connection_id
                 with self._lock:
@@ -472,7 +516,7 @@ class MeliSimulator:
         token = _bearer(headers)
         with self._lock:
             state = next((t for t in self._tokens.values() if token and t.access_token == token), None)
-            if state is None:
+            if state is None or state.revoked:
                 return None, _Answer(401, INVALID_TOKEN)
             if state.expired or time.monotonic() >= state.expires_at:
                 return None, _Answer(401, EXPIRED_TOKEN)
@@ -654,7 +698,7 @@ class MeliSimulator:
             return err("invalid_request", "the parameter refresh_token is required")
         with self._lock:  # one winner per refresh token: the check and the rotation are one step
             state = next((t for t in self._tokens.values() if t.refresh_token == refresh), None)
-            if state is None:
+            if state is None or state.revoked:
                 return _Answer(400, INVALID_GRANT)
             # Single use: the old refresh token and the old access token both stop working now.
             state.access_token = _new_access_token(state.seller_id)
@@ -677,6 +721,14 @@ class MeliSimulator:
 
 
 _EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
+_ORDER_PATH = re.compile(r"/orders/\d+/?")
+
+
+def _partial(answer: _Answer, missing: list[str]) -> _Answer:
+    """ML's 206 Partial Content for an order: the sections it could not fetch are absent from the body and named in
+    ``X-Content-Missing`` (reference/meli-api.md §1.2). The stored order stays whole: a later read may be complete."""
+    body = {k: v for k, v in answer.body.items() if k not in missing}
+    return _Answer(206, body, answer.connection_id, {"X-Content-Missing": ", ".join(missing)})
 
 
 def _bearer(headers: Mapping[str, str]) -> str | None:

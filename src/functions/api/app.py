@@ -32,6 +32,7 @@ from pydantic import BaseModel
 
 from shared.answers import (
     BODY_ERRORS,
+    ConnectionAnswer,
     JobAccepted,
     JobView,
     RecoveryAnswer,
@@ -60,6 +61,7 @@ from shared.observability import logger, metrics, record_outcome, tracer
 from shared.recovery import RecoveryService
 from shared.settings import Settings
 from shared.stores.dynamo import InvalidCursor
+from shared.verification import MarketplacePartialOrder
 from shared.wiring import build_bulk_service, build_service
 
 app = APIGatewayRestResolver(enable_validation=True)
@@ -73,6 +75,7 @@ app.enable_swagger(path="/docs", title=API_TITLE, version=API_VERSION, descripti
 
 SALE = "/connections/<connection_id>/sales/<sale_id>"
 ROUTES = {  # path template -> methods; used to tell a wrong method (405) from an unknown path (404)
+    "/connections/{connection_id}": {"GET"},
     "/connections/{connection_id}/sales/{sale_id}/verification": {"GET"},
     "/connections/{connection_id}/sales/{sale_id}/resync": {"POST"},
     "/connections/{connection_id}/sales/{sale_id}/relink": {"POST"},
@@ -133,6 +136,15 @@ def _optional_json_object_body(max_bytes: int = MAX_BODY_BYTES) -> dict[str, Any
 
 
 # --- routes -------------------------------------------------------------------------------------------------------
+
+
+@app.get(
+    "/connections/<connection_id>",
+    responses=documented(200, ConnectionAnswer, "The connection and whether it may call Mercado Libre"),
+)
+def get_connection(connection_id: str) -> Response[str]:
+    view = service().connection_view(connection_id)
+    return _json(200, view.model_dump(mode="json", exclude_none=True))
 
 
 @app.get(
@@ -477,6 +489,13 @@ def _marketplace_down(exc: MeliTransientError) -> Response[str]:
         "marketplace_unavailable",
         f"Mercado Libre did not answer after several tries ({exc}). Nothing was changed; try again in a minute.",
     )
+
+
+@app.exception_handler(MarketplacePartialOrder)
+def _marketplace_partial_order(exc: MarketplacePartialOrder) -> Response[str]:
+    # ML answered 206: the sale is not blocked, but only a whole order is imported. Nothing was changed.
+    logger.warning("Mercado Libre answered a partial order", extra={"missing": exc.missing})
+    return _unavailable("marketplace_partial_order", f"{exc}. Nothing was changed; try again in a minute.")
 
 
 @app.exception_handler(MeliError)

@@ -28,6 +28,8 @@ from shared.models import (
 
 # Blocked sales that stay in the error list, waiting for the seller to fix the product (self-heal picks them up).
 WAITING_FOR_PRODUCT = frozenset({Reason.PRODUCT_NOT_FOUND, Reason.PRODUCT_INACTIVE, Reason.PRODUCT_NOT_SYNCED})
+# Blocked sales that stay in the error list until the seller reconnects (the sweep retries them once it is active).
+WAITING_FOR_RECONNECTION = frozenset({Reason.CONNECTION_NEEDS_REAUTHORIZATION})
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,11 @@ class Backoff:
             attempts, base_seconds=self.base.total_seconds(), max_seconds=self.maximum.total_seconds()
         )
         return at + timedelta(seconds=delay)
+
+
+def reauthorization_blocking(detail: str) -> Blocking:
+    """The verdict for any sale of a connection that needs reauthorization (no ML call was made for it)."""
+    return Blocking(reason=Reason.CONNECTION_NEEDS_REAUTHORIZATION, detail=detail)
 
 
 def blocked_event(blocking: Blocking, trigger: Trigger, attempt_key: str | None) -> ErrorEvent:
@@ -227,10 +234,11 @@ def block(
         sale_ids=blocking.sale_ids,
         pack_id=blocking.pack_id,
     )
-    if snap.entry is None and blocking.reason not in WAITING_FOR_PRODUCT:
+    if snap.entry is None and blocking.reason not in WAITING_FOR_PRODUCT | WAITING_FOR_RECONNECTION:
         return Change(Transition.BLOCK, actor, row)
     # The sale waits in the error list, not retryable, until the seller fixes what the reason names; for a product
-    # reason the blocking listings are kept, so the sweep heals the sale when they are fixed.
+    # reason the blocking listings are kept, so the sweep heals the sale when they are fixed; a sale of a connection
+    # that needs reauthorization is retried by the sweep once the connection is active again.
     entry = with_failure(
         snap,
         Failure(event=event, retryable=False),

@@ -118,10 +118,18 @@ RULES: tuple[Rule, ...] = (
         _ANY_UNREFLECTED,
         frozenset({State.NOT_REFLECTABLE}),
         frozenset(
-            {Actor.API_RESYNC, Actor.BULK_WORKER, Actor.VERIFY_TASK, Actor.RELINK_TASK, Actor.RESYNC_TASK},
+            {
+                Actor.API_RELINK,
+                Actor.API_RESYNC,
+                Actor.BULK_WORKER,
+                Actor.VERIFY_TASK,
+                Actor.RELINK_TASK,
+                Actor.RESYNC_TASK,
+            },
         ),
-        "the writer verified it against ML and the product links just now",
-        "the entry kept or opened for a listed or product-blocked sale (with the listings); "
+        "the writer verified it against ML and the product links just now, or found its connection needing "
+        "reauthorization (api_relink: only then, and no live owner)",
+        "the entry kept or opened for a listed, product-blocked or connection-blocked sale (with the listings); "
         "every waiting job's item settled; the owner's lease released; a new episode if settled",
     ),
     Rule(

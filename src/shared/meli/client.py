@@ -4,6 +4,9 @@ Every request has a timeout. Only transient failures (timeouts, connection troub
 exponential backoff and full jitter, at most ``max_tries`` tries in all; a 401 refreshes the token once and retries
 (that retry is not one of the ``max_tries``). Every failure leaves as a typed ``MeliError``. The Authorization header
 and the tokens are never logged.
+
+No request is sent for a connection that needs the seller to authorise the application again (its gate,
+``shared.connection_state``); a connection-level 403 (anything but ``not_owned_order``) puts it in that state.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from aws_lambda_powertools import Logger
 from pydantic import BaseModel, ValidationError
 
 from shared.meli.errors import (
+    ConnectionNeedsReauthorization,
+    MeliAccessDenied,
     MeliBadRequest,
     MeliError,
     MeliRateLimited,
@@ -220,8 +225,24 @@ class HttpMeliClient:
         params: dict[str, str | int] | None = None,
         headers: dict[str, str] | None = None,
     ) -> httpx.Response:
+        # Until ML accepted a request of this connection here, one request at a time: a refused connection is
+        # found out by the first, and the others make no call.
+        with self._tokens.gate.first_calls(self.connection_id):
+            return self._send(method, path, params=params, headers=headers)
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str | int] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        gate = self._tokens.gate
+        gate.require_active(self.connection_id)  # a connection that needs reauthorization: no ML call at all
         tokens = self._with_refresh_count(partial(self._tokens.current, self.connection_id))
         refreshed = False
+        reconnected = False
         failures = 0
         attempt = 0
         while True:
@@ -250,6 +271,8 @@ class HttpMeliClient:
             else:
                 status = response.status_code
                 self._log(method, path, status, attempt, started)
+                if status not in (401, 403):
+                    gate.accepted(self.connection_id)
                 if 200 <= status < 300:
                     return response
                 body = _json_or_none(response)
@@ -263,6 +286,28 @@ class HttpMeliClient:
                         "the token was rejected even after a refresh", status=401, error="unauthorized", path=path
                     )
                 error = self._typed_error(response, body, path)
+                if isinstance(error, MeliAccessDenied):
+                    # Not about this resource: the application or the user may not call ML. The connection needs
+                    # reauthorization (once), unless it was reconnected meanwhile with newer tokens: then retry once.
+                    cause = error.error or "forbidden"
+                    if gate.revoke(
+                        self.connection_id, token_version=tokens.version, cause=cause, message=error.message
+                    ):
+                        raise ConnectionNeedsReauthorization(
+                            f"Connection {self.connection_id} needs the seller to authorise the application again: "
+                            f"Mercado Libre answered 403 {cause} ({error.message}). No Mercado Libre call is made "
+                            "for it until it is reconnected.",
+                            connection_id=self.connection_id,
+                            cause_code=cause,
+                            status=403,
+                            error=error.error,
+                            path=path,
+                        )
+                    if not reconnected:
+                        reconnected = True
+                        self._tokens.forget(self.connection_id)
+                        tokens = self._with_refresh_count(partial(self._tokens.current, self.connection_id))
+                        continue
                 if not error.transient:
                     raise error
             failures += 1

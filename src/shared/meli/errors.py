@@ -47,7 +47,10 @@ class MeliError(Exception):
         elif status == 401:
             kind = MeliUnauthorized
         elif status == 403:
-            kind = MeliForbidden
+            # Only not_owned_order is a fact about the resource (another seller's order); every other 403 (a blocked
+            # application, missing scopes, an IP not allow-listed, an inactive user: access_denied, FORBIDDEN, ...)
+            # is about the connection (reference/meli-api.md §9, §13).
+            kind = MeliForbidden if error in NOT_OWNED_ERRORS else MeliAccessDenied
         elif status == 429:
             kind = MeliRateLimited
         elif status >= 500:
@@ -70,8 +73,33 @@ class MeliBadRequest(MeliError):
     """4xx other than 401/403/404/429: ML refused the request as malformed."""
 
 
+# The 403 error codes that say "this resource belongs to someone else" (ML's order errors, reference/meli-api.md §1.3).
+NOT_OWNED_ERRORS = frozenset({"not_owned_order"})
+
+
 class MeliForbidden(MeliError):
-    """403: the token may not see this resource (other seller, scopes, blocked app)."""
+    """403 ``not_owned_order``: the resource exists but is not this connection's seller's (another seller's order)."""
+
+
+class MeliAccessDenied(MeliError):
+    """403 for any other reason (``access_denied``, ``FORBIDDEN``, ``Invalid scopes``, a policy): the application or
+    the connection's user may not call ML at all. A fact about the connection, never about one sale: the client turns
+    it into ``ConnectionNeedsReauthorization``."""
+
+
+class ConnectionNeedsReauthorization(MeliError):
+    """The connection may not call Mercado Libre until the seller authorises the application again: its refresh token
+    was refused (``invalid_grant``: the seller revoked the app, changed password, ...), ML answered a connection-level
+    403, or its tokens belong to another ML user. Not transient: no retry helps, and no ML call is made for the
+    connection until new tokens are stored (``shared.connection_state``)."""
+
+    def __init__(self, message: str, *, connection_id: str, cause_code: str, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.connection_id = connection_id
+        self.cause_code = cause_code
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class MeliUnauthorized(MeliError):
@@ -101,4 +129,11 @@ class MeliRateLimited(MeliTransientError):
 
 
 class TokenRefreshError(MeliTransientError):
-    """The access token could not be refreshed (invalid_grant, lock contention, OAuth endpoint down)."""
+    """The access token could not be refreshed for now (lock contention, OAuth endpoint down or rate limited:
+    ``local_rate_limited``). An ``invalid_grant`` is not this: it is ``RefreshTokenRefused``."""
+
+
+class RefreshTokenRefused(MeliError):
+    """OAuth refused the refresh token itself (400 ``invalid_grant``, or a 403): spent, expired or revoked. Not
+    transient; the token manager re-reads the stored tokens (another worker may have refreshed) before it concludes
+    that the seller must authorise the application again."""

@@ -5,12 +5,19 @@ two Lambdas refreshing the same seller at once lock that seller out. Refreshes a
 connection with the connection's lease in DynamoDB (``ConnectionStore.acquire_refresh_lock``), the stored tokens
 are re-read under the lease, and the new pair is persisted (``version + 1``) before anybody uses it.
 
+A refresh token that OAuth refuses (``invalid_grant``) after the stored tokens were re-read (another worker may have
+refreshed) means the seller must authorise the application again, and so do tokens that belong to another ML user
+than the connection's seller (the refresh answer's ``user_id``, or the stored one): the connection's gate
+(``shared.connection_state``) moves it to ``needs_reauthorization``, once, and no refresh or call is made for it until
+newer tokens are stored. OAuth's 429 (``local_rate_limited``) spends nothing and is retried with backoff.
+
 Tokens never reach a log line, an exception message or a repr.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import threading
 import time
 import uuid
@@ -23,10 +30,17 @@ from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared.meli.errors import MeliError, MeliUnauthorized, TokenRefreshError
+from shared.meli.errors import (
+    ConnectionNeedsReauthorization,
+    MeliError,
+    MeliUnauthorized,
+    RefreshTokenRefused,
+    TokenRefreshError,
+)
 from shared.meli.models import OAuthTokens
 
 if TYPE_CHECKING:
+    from shared.connection_state import ConnectionGate
     from shared.stores.base import ConnectionStore
 
 logger = Logger(child=True)
@@ -181,8 +195,11 @@ Refresher = Callable[[str, AppCredentials], dict[str, Any]]
 class OAuthRefresher:
     """POST {base_url}/oauth/token with grant_type=refresh_token (form-urlencoded, reference/meli-api.md §7).
 
-    Never retried here: a refresh whose answer was lost may still have spent the token; the caller re-reads the store
-    and the domain retries the whole operation later.
+    Not retried when the answer is lost (a timeout, a 5xx): the refresh may have spent the token; the caller re-reads
+    the store and the domain retries the whole operation later. A 429 (``local_rate_limited``, "try again in a few
+    seconds") refused the request before spending anything: it is retried here, up to ``rate_limit_tries`` tries in
+    all, after a jittered backoff (or ML's Retry-After), and stays a transient ``TokenRefreshError`` if it persists.
+    A refused refresh token (400 ``invalid_grant``) or a 403 is ``RefreshTokenRefused``.
     """
 
     def __init__(
@@ -192,14 +209,40 @@ class OAuthRefresher:
         base_url: str,
         timeout: httpx.Timeout | float | None = None,
         on_invalid_client: Callable[[], None] | None = None,
+        rate_limit_tries: int = 3,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 4.0,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
     ) -> None:
         self._http = http
         self._url = base_url.rstrip("/") + OAUTH_PATH
         self._timeout = timeout
         self._on_invalid_client = on_invalid_client
+        self._rate_limit_tries = max(1, rate_limit_tries)
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+        self._sleep = sleep
+        self._rng = rng or random.Random()
         self.request_count = 0
 
     def __call__(self, refresh_token: str, credentials: AppCredentials) -> dict[str, Any]:
+        for attempt in range(1, self._rate_limit_tries + 1):
+            try:
+                return self._post(refresh_token, credentials)
+            except _OAuthRateLimited as limited:
+                if attempt == self._rate_limit_tries:
+                    raise limited.error from None
+                ceiling = min(self._backoff_cap, self._backoff_base * 2 ** (attempt - 1))
+                delay = limited.retry_after if limited.retry_after is not None else self._rng.uniform(0, ceiling)
+                logger.info(
+                    "meli oauth rate limited; retrying",
+                    extra={"path": OAUTH_PATH, "attempt": attempt, "delay_s": round(min(delay, self._backoff_cap), 3)},
+                )
+                self._sleep(min(delay, self._backoff_cap))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _post(self, refresh_token: str, credentials: AppCredentials) -> dict[str, Any]:
         form = {
             "grant_type": "refresh_token",
             "client_id": credentials.client_id,
@@ -235,11 +278,18 @@ class OAuthRefresher:
             failure = MeliError.from_body(response.status_code, body, path=OAUTH_PATH)
             if failure.error == "invalid_client" and self._on_invalid_client is not None:
                 self._on_invalid_client()  # the app secret may have been rotated: read it again next time
+            status, code = response.status_code, failure.error
+            if status == 429:
+                limited = TokenRefreshError(
+                    f"token refresh rate limited: {failure.message}", status=status, error=code, path=OAUTH_PATH
+                )
+                raise _OAuthRateLimited(limited, _retry_after(response))
+            if code == "invalid_grant" or status == 403:
+                raise RefreshTokenRefused(
+                    f"token refresh refused: {failure.message}", status=status, error=code, path=OAUTH_PATH
+                )
             raise TokenRefreshError(
-                f"token refresh refused: {failure.message}",
-                status=response.status_code,
-                error=failure.error,
-                path=OAUTH_PATH,
+                f"token refresh refused: {failure.message}", status=status, error=code, path=OAUTH_PATH
             )
         if not (
             isinstance(body, dict)
@@ -248,6 +298,21 @@ class OAuthRefresher:
         ):
             raise TokenRefreshError("the OAuth token endpoint answered 200 without a token pair", path=OAUTH_PATH)
         return body
+
+
+class _OAuthRateLimited(Exception):
+    def __init__(self, error: TokenRefreshError, retry_after: float | None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.retry_after = retry_after
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    try:
+        seconds = float(response.headers.get("retry-after", "").strip())
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None
 
 
 # --- The manager ------------------------------------------------------------------------------------------------------
@@ -270,7 +335,15 @@ class TokenManager:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], datetime] = _utc_now,
         monotonic: Callable[[], float] = time.monotonic,
+        gate: ConnectionGate | None = None,
     ) -> None:
+        if gate is None:
+            from shared.connection_state import ConnectionGate
+
+            gate = ConnectionGate(locks, token_version=lambda connection_id: store.read(connection_id).version)
+        # Whether each connection may call ML at all (its state), shared with the ML client.
+        self.gate = gate
+        gate.on_reactivated(self.forget)
         self._store = store
         self._locks = locks
         self._refresher = refresher
@@ -311,10 +384,27 @@ class TokenManager:
         stored = self._store.read(connection_id)
         if cached is not None and cached.version > stored.version:
             stored = cached  # never step back to an older pair (an eventually consistent read)
+        self._check_owner(connection_id, stored.user_id, stored.version)
         if stored.expired(now=self._clock()):
             return self.refresh(connection_id, stored)
         self._cache[connection_id] = stored
         return stored
+
+    def _check_owner(self, connection_id: str, user_id: Any, version: int) -> None:
+        """Tokens of another ML user than the connection's seller are never used: that would import another
+        seller's sales. The connection needs the seller to authorise the application again."""
+        if user_id is None:
+            return
+        seller_id = self.gate.seller_id(connection_id)
+        if seller_id is None or str(user_id) == str(seller_id):
+            return
+        message = f"the tokens belong to Mercado Libre user {user_id}, not to the connection's seller {seller_id}"
+        self.gate.revoke(connection_id, token_version=version, cause="token_owner_mismatch", message=message)
+        raise ConnectionNeedsReauthorization(
+            f"Connection {connection_id} needs the seller to authorise the application again: {message}.",
+            connection_id=connection_id,
+            cause_code="token_owner_mismatch",
+        )
 
     def refresh(self, connection_id: str, stale: OAuthTokens) -> OAuthTokens:
         """Replace ``stale`` (rejected or expired) with a newer pair, spending the refresh token at most once."""
@@ -322,6 +412,8 @@ class TokenManager:
             cached = self._cache.get(connection_id)
             if cached is not None and cached.version > stale.version and not cached.expired(now=self._clock()):
                 return cached  # another thread of this container refreshed while we queued
+            # A connection found revoked while this thread queued (or by another container): no OAuth call.
+            self.gate.require_active(connection_id)
             tokens = self._refresh_with_lease(connection_id, stale)
             self._cache[connection_id] = tokens
             return tokens
@@ -346,6 +438,7 @@ class TokenManager:
             if self._newer(stored, stale):
                 logger.info("meli token refreshed by another holder", extra={"connection_id": connection_id})
                 return stored
+            self.gate.require_active(connection_id)  # the holder may have found the connection revoked
             if self._monotonic() >= deadline:
                 raise TokenRefreshError(
                     f"timed out after {self._wait_seconds:g}s waiting for another token refresh of {connection_id}"
@@ -360,17 +453,47 @@ class TokenManager:
         if self._newer(stored, stale):
             logger.info("meli token refreshed by another holder", extra={"connection_id": connection_id})
             return stored
+        self.gate.require_active(connection_id, fresh=True)  # another container may have found it revoked
         # Spend the STORED refresh token: it is the latest one, whatever the caller held.
         self.refresh_count += 1
         self._per_thread.calls = self.oauth_calls_in_thread() + 1
-        body = self._refresher(stored.refresh_token, self._app_credentials())
+        try:
+            body = self._refresher(stored.refresh_token, self._app_credentials())
+        except RefreshTokenRefused as refused:
+            return self._refused(connection_id, stored, refused)
         try:
             fresh = OAuthTokens.from_oauth_response(body, version=stored.version + 1, now=self._clock())
         except (KeyError, TypeError, ValueError):
             raise TokenRefreshError("the OAuth token endpoint answered an unreadable token pair") from None
+        # Never store (or use) tokens of another ML user: the spent pair is gone either way, and the connection
+        # needs the seller to authorise the application again.
+        self._check_owner(connection_id, fresh.user_id, stored.version)
         self._persist(connection_id, fresh)
         logger.info("meli token refreshed", extra={"connection_id": connection_id, "version": fresh.version})
         return fresh
+
+    def _refused(self, connection_id: str, spent: OAuthTokens, refused: RefreshTokenRefused) -> OAuthTokens:
+        """OAuth refused the stored refresh token. Another worker may have refreshed (or the seller reconnected) after
+        we read it: newer stored tokens are used. Otherwise the seller revoked us: the connection needs
+        reauthorization (one state change, one alert), and nothing retries it."""
+        stored = self._store.read(connection_id)
+        if self._newer(stored, spent):
+            logger.info("meli token refreshed by another holder", extra={"connection_id": connection_id})
+            return stored
+        cause = refused.error or "invalid_grant"
+        if not self.gate.revoke(connection_id, token_version=spent.version, cause=cause, message=refused.message):
+            stored = self._store.read(connection_id)  # reconnected meanwhile with newer tokens
+            if self._newer(stored, spent):
+                return stored
+        raise ConnectionNeedsReauthorization(
+            f"Connection {connection_id} needs the seller to authorise the application again: Mercado Libre refused "
+            f"its refresh token ({cause}). No Mercado Libre call is made for it until it is reconnected.",
+            connection_id=connection_id,
+            cause_code=cause,
+            status=refused.status,
+            error=refused.error,
+            path=refused.path,
+        )
 
     def _persist(self, connection_id: str, tokens: OAuthTokens) -> None:
         # The old refresh token is spent: losing the new pair locks the seller out, so insist before giving up.

@@ -66,6 +66,22 @@ class ConnectionStore(Protocol):
 
     def release_refresh_lock(self, connection_id: str, owner: str) -> None: ...
 
+    def mark_needs_reauthorization(
+        self, connection_id: str, *, token_version: int, cause: str, message: str, at: datetime
+    ) -> bool:
+        """Active -> needs_reauthorization (conditional: True for the one writer of this revocation)."""
+        ...
+
+    def mark_active(self, connection_id: str, *, token_version: int, at: datetime) -> bool:
+        """needs_reauthorization -> active, when tokens newer than the refused ones are stored."""
+        ...
+
+    def claim_alert(self, connection_id: str) -> Connection | None:
+        """Take the revocation's help-desk message if it is due (one taker)."""
+        ...
+
+    def restore_alert(self, connection_id: str) -> None: ...
+
     def list_ids(self) -> list[str]:
         """Every connection id (the schedules visit them all)."""
         ...

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from shared.connection_state import ConnectionGate
 from shared.escalation import HelpDeskNotifier
 from shared.jobs import JobStore
 from shared.lifecycle import SaleLifecycle
@@ -26,6 +27,7 @@ class Context:
     jobs: JobStore | None = None
     notifier: HelpDeskNotifier | None = None
     workflow: RelinkWorkflow | None = None
+    gate: ConnectionGate | None = None  # whether the connection may call ML (shared.connection_state)
 
     @property
     def backoff(self) -> Backoff:

@@ -19,6 +19,7 @@ from shared.lifecycle.change import Decision
 from shared.lifecycle.moves import Failure
 from shared.lifecycle.row import Snapshot
 from shared.lifecycle.table import Actor, State
+from shared.meli.errors import ConnectionNeedsReauthorization
 from shared.models import ErrorEvent, ErrorType, ExecutionRef, Outcome, Reason, RecoveryResult, Trigger
 from shared.usecases.context import Context, result, stored
 from shared.usecases.escalations import Escalations, readable_error
@@ -86,10 +87,14 @@ class WorkflowTasks:
         snap, triage = lifecycle.run(connection_id, sale_id, decide)
         if triage is not None:
             return triage
-        report = ctx.verifier.assess(connection_id, sale_id, reflected=False, entry=snap.entry).report
-        if not report.blocked:
-            return Triage(Route.RESYNC if report.in_error_list else Route.RELINK)
-        blocking = blocking_of(report)
+        try:
+            report = ctx.verifier.assess(connection_id, sale_id, reflected=False, entry=snap.entry).report
+        except ConnectionNeedsReauthorization as refusal:  # no ML call was made: the seller must reconnect
+            blocking = moves.reauthorization_blocking(str(refusal))
+        else:
+            if not report.blocked:
+                return Triage(Route.RESYNC if report.in_error_list else Route.RELINK)
+            blocking = blocking_of(report)
 
         def decide_blocked(snap: Snapshot) -> Decision[None]:
             if not snap.owned_by(name):
