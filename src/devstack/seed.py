@@ -142,3 +142,16 @@ def _blocking_listings(
         return None
     _, lines = check_products(order, stores.products.get_links(connection_id, listing_keys(order)))
     return [ListingRef(item_id=line.item_id, variation_id=line.variation_id) for line in lines if line.reason]
+
+
+def store_reconnected_tokens(store: SecretsManagerTokenStore, connection_id: str, access: str, refresh: str) -> None:
+    """What the platform does when a seller authorises the application again: the new pair is stored as a newer
+    version of the connection's secret (which moves a connection that needs reauthorization back to active)."""
+    old = store.read(connection_id)
+    update = {
+        "access_token": access,
+        "refresh_token": refresh,
+        "expires_at": datetime.now(UTC) + timedelta(hours=6),
+        "version": old.version + 1,
+    }
+    store.write(connection_id, old.model_copy(update=update))

@@ -17,6 +17,7 @@ from typing import Any
 import boto3
 import pytest
 
+from devstack.seed import store_reconnected_tokens
 from devstack.simulator.server import MeliSimulator
 from shared.meli.tokens import SecretsManagerTokenStore
 from tests.conftest import SECRET_PREFIX, Aws, lambda_context
@@ -37,19 +38,7 @@ def tokens() -> SecretsManagerTokenStore:
 
 def reconnect(meli: MeliSimulator) -> None:
     """The seller authorises the application again; the platform stores the new pair (a newer version)."""
-    access, refresh = meli.reconnect(C)
-    old = tokens().read(C)
-    tokens().write(
-        C,
-        old.model_copy(
-            update={
-                "access_token": access,
-                "refresh_token": refresh,
-                "expires_at": datetime.now(UTC) + timedelta(hours=6),
-                "version": old.version + 1,
-            }
-        ),
-    )
+    store_reconnected_tokens(tokens(), C, *meli.reconnect(C))
 
 
 def alerts(aws: Aws) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ from typing import Any
 
 import boto3
 
+from devstack.seed import store_reconnected_tokens
 from devstack.simulator.server import MeliSimulator
 from shared.meli.tokens import SecretsManagerTokenStore
 from tests.bulk.test_bulk import job, queued, run_worker, submit
@@ -80,19 +81,7 @@ def test_a_revoked_connection_with_30_pending_sales(call_api: Any, aws: Aws, mel
     assert calls_after(meli, 400, "/oauth/token") == []
     assert len(alerts(aws)) == 1
 
-    access, refresh = meli.reconnect(C)
-    old = tokens().read(C)
-    tokens().write(
-        C,
-        old.model_copy(
-            update={
-                "access_token": access,
-                "refresh_token": refresh,
-                "expires_at": datetime.now(UTC) + timedelta(hours=6),
-                "version": old.version + 1,
-            }
-        ),
-    )
+    store_reconnected_tokens(tokens(), C, *meli.reconnect(C))
     swept = sweep({"connection_id": C}, lambda_context("sales-recovery-test-error-sweep"))["connections"][0]
     assert swept["resumed"] == 30 and set(swept["sale_ids"]) >= set(ids), swept  # and the scenario's due entry
     run_worker(aws, queued(aws))

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from devstack.faults import dynamodb_throttling, dynamodb_transaction_conflicts, lambda_service_exceptions
+from devstack.seed import store_reconnected_tokens
 from devstack.stack import EmbeddedStack
 from tests.faults.conftest import FaultRow
 from tests.stack.support import running_stack, stack_scenario, wait_for_job
@@ -510,7 +511,6 @@ def test_a_revoked_connection_is_one_alert_and_no_ml_calls(
     """Issue #13: the seller revoked the application with 30 sales pending in a bulk job. 0 ML calls after the first
     invalid_grant, exactly one alert, every item terminal with connection_needs_reauthorization; once new tokens are
     stored, the next sweep reflects them (and the connection is active again for the cases after this one)."""
-    from datetime import UTC, datetime, timedelta
 
     from shared.meli.tokens import SecretsManagerTokenStore
 
@@ -538,22 +538,10 @@ def test_a_revoked_connection_is_one_alert_and_no_ml_calls(
         )
     finally:
         # The seller reconnects: the platform stores the new pair (a newer version of the secret).
-        access, refresh = stack.meli.reconnect(C)
         store = SecretsManagerTokenStore(
             stack.aws.client("secretsmanager"), stack.settings().meli_connection_secret_prefix
         )
-        old = store.read(C)
-        store.write(
-            C,
-            old.model_copy(
-                update={
-                    "access_token": access,
-                    "refresh_token": refresh,
-                    "expires_at": datetime.now(UTC) + timedelta(hours=6),
-                    "version": old.version + 1,
-                }
-            ),
-        )
+        store_reconnected_tokens(store, C, *stack.meli.reconnect(C))
     swept = stack.aws.runtime.invoke("ErrorSweepFunction", {"connection_id": C})["connections"][0]
     assert swept["resumed"] == 30 and swept.get("job_id"), swept
     retried = wait_for_job(http, swept["job_id"])
