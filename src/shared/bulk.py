@@ -34,8 +34,9 @@ MAX_ID_TEXT = 64  # longer entries are junk; echoing them back in full would blo
 SETTLE_BATCH = 10  # results per settling transaction: progress every few sales, a tenth of the writes
 # The worker's deadline (``BulkService.process`` with ``remaining``): what one more id may cost, and what the end of a
 # run needs after its last id. See ``id_budget_seconds``.
-# At most 4 ML requests per id (shared.identifiers.resolve, shared.verification): a found order costs 1, or 2 with its
-# pack; an id ML does not know as an order is tried as a pack and as a shipment, and a found shipment's pack is read.
+# At most 4 ML requests per id (shared.identifiers.resolve, shared.verification): a found order costs 1, 2 with its
+# pack, or 3 for a kit component in a pack of several orders (its kit's orders); an id ML does not know as an order
+# is tried as a pack and as a shipment, and a found shipment's items are read (they name its orders).
 ML_REQUESTS_PER_SALE = 4
 RETRY_PAUSE_SECONDS = 1.0  # the ML client's jittered pause before a retry: under 0.2, 0.4, 0.8 s for the first three
 HANDBACK_SECONDS = 2.0  # after the last id: one settling transaction and one SendMessage, with botocore's retries

@@ -17,7 +17,17 @@ APPROVED_PAYMENT = "approved"
 
 
 def listing_keys(order: MeliOrder) -> list[ListingKey]:
-    return [(line.item.id, line.item.variation_id) for line in order.order_items]
+    """Each line's listing, and for a kit component's line also the kit listing it was sold through."""
+    keys: list[ListingKey] = []
+    for line in order.order_items:
+        keys.append((line.item.id, line.item.variation_id))
+        if line.parent_item_id:
+            keys.append((line.parent_item_id, None))
+    return list(dict.fromkeys(keys))
+
+
+def is_kit_component(order: MeliOrder) -> bool:
+    return "bundle_component" in order.tags
 
 
 def check_not_cancelled(order: MeliOrder) -> Check:
@@ -75,19 +85,29 @@ def check_payment(order: MeliOrder) -> Check:
     )
 
 
-def check_not_cart(order: MeliOrder, pack: MeliPack | None) -> Check:
-    """A cart is a pack with more than one sale. Every order has a pack id nowadays, so only the pack tells."""
+def check_not_cart(order: MeliOrder, pack: MeliPack | None, kit_order_ids: set[str] | None = None) -> Check:
+    """A cart is a pack with more than one sale. Every order has a pack id nowadays, so only the pack tells.
+
+    A kit sold creates one order per component, all in one pack (tag ``bundle_component``; GET /orders/{id}/bundle
+    lists them as ``kit_orders``). Only those sibling orders are exempt: a pack that also holds other orders is a
+    cart (reference/meli-api.md §13, kits)."""
     if pack is None or len(pack.order_ids) <= 1:
         detail = "Single sale." if order.pack_id is None else f"Pack {order.pack_id} holds only this sale."
         return Check(name="not_cart_sale", ok=True, detail=detail)
-    if "bundle_component" in order.tags:
-        # Kits create one order per component inside a pack; each component is an ordinary sale.
-        return Check(name="not_cart_sale", ok=True, detail=f"Kit component in pack {pack.id}.")
-    others = ", ".join(i for i in pack.order_ids if i != str(order.id))
+    siblings = (kit_order_ids or set()) | {str(order.id)} if is_kit_component(order) else {str(order.id)}
+    others = [i for i in pack.order_ids if i not in siblings]
+    if not others:
+        return Check(
+            name="not_cart_sale",
+            ok=True,
+            detail=f"Kit component in pack {pack.id}: the pack holds only this kit's orders.",
+        )
+    kit_orders = len(siblings & set(pack.order_ids)) if is_kit_component(order) else 1
+    besides = f"besides this kit's {kit_orders} orders" if kit_orders > 1 else "besides this one"
     return Check(
         name="not_cart_sale",
         ok=False,
-        detail=f"Cart sale: pack {pack.id} holds {len(pack.order_ids)} sales ({others} besides this one).",
+        detail=f"Cart sale: pack {pack.id} holds {len(pack.order_ids)} sales ({', '.join(others)} {besides}).",
         reason=Reason.CART_SALE,
     )
 
@@ -95,8 +115,10 @@ def check_not_cart(order: MeliOrder, pack: MeliPack | None) -> Check:
 def check_products(order: MeliOrder, links: dict[ListingKey, ProductLink]) -> tuple[Check, list[ProductLineCheck]]:
     lines: list[ProductLineCheck] = []
     for line in order.order_items:
-        key = (line.item.id, line.item.variation_id)
-        link = links.get(key)
+        link = links.get((line.item.id, line.item.variation_id))
+        if link is None and line.parent_item_id:
+            # A kit component's line: the platform's product may be linked to the kit listing instead.
+            link = links.get((line.parent_item_id, None))
         reason: Reason | None = None
         if link is None:
             reason = Reason.PRODUCT_NOT_FOUND

@@ -155,23 +155,29 @@ def resolve(client: MarketplaceClient, aliases: AliasStore, connection_id: str, 
             ),
             not_found=True,
         )
+    # The shipment's items name every order it carries (a cart's shipment carries several); each seller sees only
+    # its own lines (reference/meli-api.md §4). An old shipment without items falls back on its order_id.
     sale_ids: list[str] = []
-    if shipment.pack_id:
-        try:
-            sale_ids = client.get_pack(str(shipment.pack_id)).order_ids
-        except (MeliNotFound, MeliForbidden):
-            sale_ids = []
+    try:
+        sale_ids = client.get_shipment_items(parsed.raw).order_ids()
+    except (MeliNotFound, MeliForbidden):
+        sale_ids = []
     if not sale_ids and shipment.order_id:
         sale_ids = [str(shipment.order_id)]
     if shipment.tracking_number and sale_ids:
         # Remember it: ML cannot look sales up by tracking number, so this is how we can answer next time.
         aliases.remember(connection_id, shipment.tracking_number, IdentifierKind.TRACKING, sale_ids)
+    logistic = shipment.logistic_type
     return Resolution(
         IdentifierResolution(
             identifier=parsed.raw,
             kind=IdentifierKind.SHIPMENT,
             sale_ids=sale_ids,
-            detail="This is a shipment id."
-            + (f" Tracking number {shipment.tracking_number}." if shipment.tracking_number else ""),
+            detail="This is a shipment id"
+            + (f" with {len(sale_ids)} sales" if len(sale_ids) > 1 else "")
+            + "."
+            + (f" Tracking number {shipment.tracking_number}." if shipment.tracking_number else "")
+            + (f" Logistic type {logistic}." if logistic else ""),
+            logistic_type=logistic,
         )
     )

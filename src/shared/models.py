@@ -327,6 +327,8 @@ class IdentifierResolution(Model):
     kind: IdentifierKind
     sale_ids: list[str] = Field(default_factory=list)
     detail: str | None = None
+    # A shipment's logistic.type as ML gives it (drop_off, xd_drop_off, cross_docking, fulfillment, self_service, ...).
+    logistic_type: str | None = None
 
 
 class ProductLineCheck(Model):

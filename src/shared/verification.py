@@ -18,6 +18,7 @@ from shared.checks import (
     check_payment,
     check_products,
     first_blocking,
+    is_kit_component,
     listing_keys,
 )
 from shared.errors import ConnectionNotFound, NotASaleId
@@ -185,7 +186,14 @@ class Verifier:
                     pack = client.get_pack(str(order.pack_id))
                 except (MeliNotFound, MeliForbidden):
                     pack = None
-            checks.append(check_not_cart(order, pack))
+            kit_order_ids: set[str] | None = None
+            if pack is not None and len(pack.order_ids) > 1 and is_kit_component(order):
+                # Only this kit's own orders are exempt from "several orders = cart": ML lists them (kits-virtuales).
+                try:
+                    kit_order_ids = client.get_order_bundles(str(order.id)).kit_order_ids()
+                except (MeliNotFound, MeliForbidden):
+                    kit_order_ids = None
+            checks.append(check_not_cart(order, pack, kit_order_ids))
             links = (products or self._products).get_links(connection_id, listing_keys(order))
             product_check, lines = check_products(order, links)
             checks.append(product_check)

@@ -496,6 +496,7 @@ class MeliSimulator:
         routes: list[tuple[str, str, Callable[[_TokenState, str], _Answer]]] = [
             ("GET", r"/orders/search", lambda t, _: self._search(t, req.query)),
             ("GET", r"/orders/([^/]*)", self._get_order),
+            ("GET", r"/orders/([^/]+)/bundle", self._get_order_bundle),
             ("GET", r"/packs/([^/]+)", self._get_pack),
             ("GET", r"/shipments/([^/]+)", self._get_shipment),
             ("GET", r"/shipments/([^/]+)/items", self._get_shipment_items),
@@ -541,6 +542,46 @@ class MeliSimulator:
             if order["seller"]["id"] != token.seller_id:
                 return _Answer(403, NOT_OWNED_ORDER)
             return _Answer(200, order)
+
+    def _get_order_bundle(self, token: _TokenState, raw_id: str) -> _Answer:
+        """The kit sale a kit component's order belongs to (kits-virtuales): every order of the seller tagged
+        bundle_component in the same pack and sold through the same kit listing (order_items[].bundle.parent_item)."""
+        answer = self._get_order(token, raw_id)
+        if answer.status != 200:
+            return answer
+        with self._lock:
+            order = self._orders[int(raw_id)]
+            kit = _kit_listing(order)
+            if kit is None:
+                return _Answer(200, {"bundles": []})
+            siblings = [
+                o
+                for o in self._orders.values()
+                if o["seller"]["id"] == token.seller_id
+                and o.get("pack_id") == order.get("pack_id")
+                and _kit_listing(o) == kit
+            ]
+            shipment_id = (order.get("shipping") or {}).get("id")
+            kit_orders = [
+                {
+                    "order_id": o["id"],
+                    "item_id": (line.get("item") or {}).get("id"),
+                    "variation_id": (line.get("item") or {}).get("variation_id"),
+                    "pack_id": o.get("pack_id"),
+                    "shipment_id": (o.get("shipping") or {}).get("id"),
+                    "parent_item_id": kit,
+                }
+                for o in sorted(siblings, key=lambda o: o["id"])
+                for line in (o.get("order_items") or [])[:1]
+            ]
+            bundle = {
+                "pack_id": order.get("pack_id"),
+                "shipment_id": shipment_id,
+                "main_orders": [],
+                "addons_orders": [],
+                "kit_orders": kit_orders,
+            }
+            return _Answer(200, {"bundles": [bundle]})
 
     def _get_pack(self, token: _TokenState, raw_id: str) -> _Answer:
         with self._lock:
@@ -722,6 +763,17 @@ class MeliSimulator:
 
 _EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
 _ORDER_PATH = re.compile(r"/orders/\d+/?")
+
+
+def _kit_listing(order: dict[str, Any]) -> str | None:
+    """The kit listing a kit component's order was sold through (tag bundle_component, bundle.parent_item.id)."""
+    if "bundle_component" not in (order.get("tags") or []):
+        return None
+    for line in order.get("order_items") or []:
+        parent = ((line.get("bundle") or {}).get("parent_item") or {}).get("id")
+        if parent:
+            return str(parent)
+    return None
 
 
 def _partial(answer: _Answer, missing: list[str]) -> _Answer:

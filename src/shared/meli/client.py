@@ -33,7 +33,15 @@ from shared.meli.errors import (
     MeliUnauthorized,
     MeliUnavailable,
 )
-from shared.meli.models import MeliOrder, MeliPack, MeliShipment, OAuthTokens, OrderSearchPage
+from shared.meli.models import (
+    MeliOrder,
+    MeliOrderBundles,
+    MeliPack,
+    MeliShipment,
+    MeliShipmentItems,
+    OAuthTokens,
+    OrderSearchPage,
+)
 from shared.meli.tokens import (
     OAuthRefresher,
     SecretsManagerAppCredentials,
@@ -142,6 +150,14 @@ class HttpMeliClient:
         path = f"/shipments/{_require_digits(shipment_id, 'shipment id')}"
         # Mandatory for the current shipment JSON (reference/meli-api.md §4).
         return self._get_model(path, MeliShipment, headers={"x-format-new": "true"})
+
+    def get_shipment_items(self, shipment_id: str) -> MeliShipmentItems:
+        path = f"/shipments/{_require_digits(shipment_id, 'shipment id')}/items"
+        return self._get_model(path, MeliShipmentItems, headers={"x-format-new": "true"})
+
+    def get_order_bundles(self, order_id: str) -> MeliOrderBundles:
+        path = f"/orders/{_require_digits(order_id, 'order id')}/bundle"
+        return self._get_model(path, MeliOrderBundles)
 
     def search_orders(
         self,

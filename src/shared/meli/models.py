@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 
 class MeliModel(BaseModel):
@@ -28,11 +28,28 @@ class MeliItem(MeliModel):
     seller_custom_field: str | None = None
 
 
+class MeliParentItem(MeliModel):
+    id: str | None = None  # the kit listing's item id
+    user_product_id: str | None = None
+
+
+class MeliLineBundle(MeliModel):
+    """``order_items[].bundle`` of a kit component's order: the kit listing it was sold through (kits-virtuales)."""
+
+    parent_item: MeliParentItem | None = None
+
+
 class MeliOrderItem(MeliModel):
     item: MeliItem
     quantity: int = 1
     unit_price: float | None = None
     currency_id: str | None = None
+    bundle: MeliLineBundle | None = None
+
+    @property
+    def parent_item_id(self) -> str | None:
+        """The kit listing this line was sold through, when it is a kit component."""
+        return self.bundle.parent_item.id if self.bundle and self.bundle.parent_item else None
 
 
 class MeliPayment(MeliModel):
@@ -86,6 +103,36 @@ class MeliPack(MeliModel):
         return [str(o.id) for o in self.orders if o.id is not None]
 
 
+class MeliKitOrder(MeliModel):
+    order_id: int | None = None
+    item_id: str | None = None
+    variation_id: int | None = None
+    pack_id: int | None = None
+    shipment_id: int | None = None
+    parent_item_id: str | None = None
+
+
+class MeliBundle(MeliModel):
+    pack_id: int | None = None
+    shipment_id: int | None = None
+    kit_orders: list[MeliKitOrder] = Field(default_factory=list)
+
+
+class MeliOrderBundles(MeliModel):
+    """GET /orders/{id}/bundle: the orders of the same kit sale as this component order (kits-virtuales)."""
+
+    bundles: list[MeliBundle] = Field(default_factory=list)
+
+    def kit_order_ids(self) -> set[str]:
+        return {str(k.order_id) for b in self.bundles for k in b.kit_orders if k.order_id is not None}
+
+
+class MeliLogistic(MeliModel):
+    mode: str | None = None  # me1, me2, custom, not_specified
+    type: str | None = None  # drop_off, xd_drop_off, cross_docking, fulfillment, self_service, ...
+    direction: str | None = None
+
+
 class MeliShipment(MeliModel):
     id: int
     status: str | None = None
@@ -94,6 +141,27 @@ class MeliShipment(MeliModel):
     order_id: int | None = None
     # Present in current payloads for pack shipments; older ones only carry order_id.
     pack_id: int | None = None
+    logistic: MeliLogistic | None = None
+
+    @property
+    def logistic_type(self) -> str | None:
+        return self.logistic.type if self.logistic else None
+
+
+class MeliShipmentItem(MeliModel):
+    """One line of GET /shipments/{id}/items: each seller sees only its own lines (reference/meli-api.md §4)."""
+
+    item_id: str | None = None
+    quantity: int | None = None
+    variation_id: int | None = None
+    order_id: int | None = None
+    sender_id: int | None = None
+
+
+class MeliShipmentItems(RootModel[list[MeliShipmentItem]]):
+    def order_ids(self) -> list[str]:
+        """The shipment's orders, each once, in the order ML lists them."""
+        return list(dict.fromkeys(str(i.order_id) for i in self.root if i.order_id is not None))
 
 
 class MeliPaging(MeliModel):

@@ -5,7 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol
 
-from shared.meli.models import MeliOrder, MeliPack, MeliShipment, OrderSearchPage
+from shared.meli.models import (
+    MeliOrder,
+    MeliOrderBundles,
+    MeliPack,
+    MeliShipment,
+    MeliShipmentItems,
+    OrderSearchPage,
+)
 
 
 class MarketplaceClient(Protocol):
@@ -21,6 +28,14 @@ class MarketplaceClient(Protocol):
 
     def get_shipment(self, shipment_id: str) -> MeliShipment:
         """GET /shipments/{id} (with ``x-format-new: true``)."""
+        ...
+
+    def get_shipment_items(self, shipment_id: str) -> MeliShipmentItems:
+        """GET /shipments/{id}/items: the shipment's lines with their order ids (this seller's only)."""
+        ...
+
+    def get_order_bundles(self, order_id: str) -> MeliOrderBundles:
+        """GET /orders/{id}/bundle: the kit sale a kit component's order belongs to, with all its orders."""
         ...
 
     def search_orders(
