@@ -14,6 +14,11 @@ CANCELLED_STATUSES = frozenset({"cancelled", "invalid", "pending_cancel"})
 # partially_refunded: the money was credited, then part of it returned; the sale happened and is reflected.
 PAID_STATUSES = frozenset({"paid", "partially_refunded"})
 APPROVED_PAYMENT = "approved"
+SPLIT_CANCEL_CODE = "pack_splitted"
+# Pack statuses (reference/meli-api.md §3): released (paid), error (a recoverable failure: ML may still release it),
+# pending_cancel (an unrecoverable error: being cancelled), cancelled (status_detail "splitted" after a split).
+CANCELLED_PACK_STATUSES = frozenset({"cancelled", "pending_cancel"})
+PACK_IN_ERROR = "error"
 
 
 def listing_keys(order: MeliOrder) -> list[ListingKey]:
@@ -30,7 +35,23 @@ def is_kit_component(order: MeliOrder) -> bool:
     return "bundle_component" in order.tags
 
 
+def is_split(order: MeliOrder) -> bool:
+    """ML split the order's pack (shipment split): the order is cancelled with ``cancel_detail.code: pack_splitted``
+    and new orders replace it (reference/meli-api.md §1.2 "Consideraciones post-Split")."""
+    return order.cancel_detail is not None and order.cancel_detail.code == SPLIT_CANCEL_CODE
+
+
 def check_not_cancelled(order: MeliOrder) -> Check:
+    if is_split(order):
+        return Check(
+            name="sale_not_cancelled",
+            ok=False,
+            detail=(
+                f"Sale status is {order.status} (pack_splitted): Mercado Libre split the sale's shipment and new "
+                "sales replace this one."
+            ),
+            reason=Reason.SALE_SUPERSEDED_BY_SPLIT,
+        )
     if order.status in CANCELLED_STATUSES or order.cancel_detail is not None:
         why = order.status
         if order.cancel_detail is not None:
@@ -83,6 +104,19 @@ def check_payment(order: MeliOrder) -> Check:
         detail=f"Sale status is {order.status}; payments: {statuses}.",
         reason=Reason.PAYMENT_NOT_VERIFIED,
     )
+
+
+def check_pack(order: MeliOrder, pack: MeliPack | None) -> Check | None:
+    """The pack's own status: a cancelled (or pending_cancel) pack cancels its sales, whatever the order shows. None
+    when there is no pack to look at (single sale, or a pack ML does not show this seller)."""
+    if pack is None:
+        return None
+    if pack.status in CANCELLED_PACK_STATUSES:
+        detail = f"Pack {pack.id} status is {pack.status}"
+        if pack.status_detail:
+            detail += f" ({pack.status_detail})"
+        return Check(name="pack_not_cancelled", ok=False, detail=detail + ".", reason=Reason.PACK_CANCELLED)
+    return Check(name="pack_not_cancelled", ok=True, detail=f"Pack {pack.id} status is {pack.status or 'unknown'}.")
 
 
 def check_not_cart(order: MeliOrder, pack: MeliPack | None, kit_order_ids: set[str] | None = None) -> Check:

@@ -48,6 +48,11 @@ class Reason(StrEnum):
     PRODUCT_NOT_SYNCED = "product_not_synced"
     # The connection cannot call ML until the seller authorises the application again (shared.connection_state).
     CONNECTION_NEEDS_REAUTHORIZATION = "connection_needs_reauthorization"
+    # ML split the sale's pack (shipment split): the order is cancelled (cancel_detail.code pack_splitted) and new
+    # orders replace it; ``sale_ids`` carries them when known (reference/meli-api.md §1.2, §13).
+    SALE_SUPERSEDED_BY_SPLIT = "sale_superseded_by_split"
+    # The sale's pack is cancelled (or pending_cancel: an unrecoverable error), whatever the order still shows.
+    PACK_CANCELLED = "pack_cancelled"
     # Escalation reasons: a person at the help desk must look.
     RETRIES_EXHAUSTED = "retries_exhausted"
     RESYNC_FAILED = "resync_failed"
@@ -74,6 +79,14 @@ SELLER_ACTIONS: dict[Reason, str] = {
         "the password, or the account or application is blocked): reconnect the Mercado Libre account in the "
         "platform. Its sales are retried by themselves once it is reconnected."
     ),
+    Reason.SALE_SUPERSEDED_BY_SPLIT: (
+        "Mercado Libre split this sale's shipment: the original sale was cancelled and new sales replace it. "
+        "Reprocess the new sale ids (listed when known; otherwise see the sale in Mercado Libre), not this one."
+    ),
+    Reason.PACK_CANCELLED: (
+        "The sale's pack is cancelled in Mercado Libre (or being cancelled after an unrecoverable error); "
+        "its sales are never reflected."
+    ),
     Reason.RETRIES_EXHAUSTED: "Three relink attempts failed; the help desk has been notified.",
     Reason.RESYNC_FAILED: "The resync failed again; the help desk has been notified.",
     Reason.MARKETPLACE_REFUSED: "Mercado Libre refused the request; the help desk has been notified.",
@@ -93,6 +106,8 @@ BLOCKING_REASONS = frozenset(
         Reason.PRODUCT_INACTIVE,
         Reason.PRODUCT_NOT_SYNCED,
         Reason.CONNECTION_NEEDS_REAUTHORIZATION,
+        Reason.SALE_SUPERSEDED_BY_SPLIT,
+        Reason.PACK_CANCELLED,
     }
 )
 
@@ -131,6 +146,8 @@ class ErrorType(StrEnum):
     PRODUCT_NOT_SYNCED = "product_not_synced"
     # Waits for the seller to reconnect; the error sweep retries it once the connection is active again.
     CONNECTION_NEEDS_REAUTHORIZATION = "connection_needs_reauthorization"
+    SALE_SUPERSEDED_BY_SPLIT = "sale_superseded_by_split"
+    PACK_CANCELLED = "pack_cancelled"
     IMPORT_FAILED = "import_failed"
 
     @property

@@ -13,8 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from shared.checks import (
+    PACK_IN_ERROR,
     check_not_cancelled,
     check_not_cart,
+    check_pack,
     check_payment,
     check_products,
     first_blocking,
@@ -77,6 +79,19 @@ class MarketplacePartialOrder(MeliTransientError):
 
     def __str__(self) -> str:
         return self.message
+
+
+class MarketplacePackInError(MeliTransientError):
+    """The sale's pack has status ``error``: a recoverable failure on ML's side (reference/meli-api.md §3). Transient:
+    the sale is retried later, once ML releases (or cancels) the pack."""
+
+    def __init__(self, sale_id: str, pack_id: str) -> None:
+        super().__init__(
+            f"Pack {pack_id} of sale {sale_id} has status error in Mercado Libre (a recoverable failure); the sale is "
+            "retried later",
+            error="pack_error",
+            path=f"/packs/{pack_id}",
+        )
 
 
 def error_type_for(exc: MeliError) -> ErrorType:
@@ -180,12 +195,16 @@ class Verifier:
         pack: MeliPack | None = None
         order = resolution.order
         if order is not None:
-            checks += [check_not_cancelled(order), check_payment(order)]
             if order.pack_id is not None and order.pack_id != order.id:
                 try:
                     pack = client.get_pack(str(order.pack_id))
-                except (MeliNotFound, MeliForbidden):
+                except (MeliNotFound, MeliForbidden):  # not_owned_order: ML shows this seller no such pack
                     pack = None
+            checks.append(check_not_cancelled(order))
+            pack_check = check_pack(order, pack)
+            if pack_check is not None:
+                checks.append(pack_check)
+            checks.append(check_payment(order))
             kit_order_ids: set[str] | None = None
             if pack is not None and len(pack.order_ids) > 1 and is_kit_component(order):
                 # Only this kit's own orders are exempt from "several orders = cart": ML lists them (kits-virtuales).
@@ -202,6 +221,10 @@ class Verifier:
             # The checks read only what a 206 keeps (status, payments, tags, lines), so a blocked sale is settled
             # as it is; one to import needs the whole order, which a later read brings.
             raise MarketplacePartialOrder(str(order.id), order.missing_sections)
+        if pack is not None and pack.status == PACK_IN_ERROR and blocking is None and not reflected:
+            # ML's "recoverable failure" of a pack (reference/meli-api.md §3): it may still be released, so the sale
+            # is retried later rather than imported from a pack in error.
+            raise MarketplacePackInError(str(order.id) if order else sale_id, str(pack.id))
         if reflected:
             next_action = NextAction.NONE
         elif blocking is not None:
@@ -264,6 +287,10 @@ def blocking_of(report: VerificationReport) -> Blocking:
     pack_id = None
     if reason is Reason.CART_SALE:  # the cart procedure needs the pack and every sale in it
         sale_ids, pack_id = report.pack_sale_ids, report.pack_id
+    elif reason in (Reason.PACK_CANCELLED, Reason.SALE_SUPERSEDED_BY_SPLIT):
+        # The pack that was cancelled or split. A split's new sale ids reach us only by ML's notifications (the
+        # old order and pack do not name them; child packs point back through family_pack_id): none here.
+        pack_id = report.pack_id
     listings = None
     if reason in WAITING_FOR_PRODUCT:
         listings = [

@@ -162,7 +162,16 @@ def test_other_sellers_resources_are_refused(sim: MeliSimulator) -> None:
         assert c.get("/shipments/44000000009/items").status_code == 404
     with _client(sim, "other") as c:
         assert c.get("/orders/2000000000000004").status_code == 200
+        # Another seller's pack: 403 not_owned_order, as ML's packs documentation answers (meli-api.md §3, §13).
         r = c.get("/packs/2000000000000900")
+        assert r.status_code == 403
+        assert r.json() == {
+            "message": "The user has not access to the order",
+            "error": "not_owned_order",
+            "status": 403,
+            "cause": [],
+        }
+        r = c.get("/packs/2000000000000999")
         assert r.status_code == 404
         assert r.json() == {"message": "Order do not exists", "error": "not_found", "status": 404, "cause": []}
 

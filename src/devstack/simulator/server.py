@@ -586,8 +586,12 @@ class MeliSimulator:
     def _get_pack(self, token: _TokenState, raw_id: str) -> _Answer:
         with self._lock:
             pack = self._packs.get(int(raw_id)) if (raw_id.isascii() and raw_id.isdigit()) else None
-            if pack is None or not any(self._owns(token, o.get("id")) for o in pack.get("orders", [])):
+            if pack is None:
                 return _Answer(404, PACK_NOT_FOUND)
+            if not any(self._owns(token, o.get("id")) for o in pack.get("orders", [])):
+                # Another seller's pack: 403 not_owned_order "The user has not access to the order" (DOC-PACKS,
+                # DOC-GS-PACKS; reference/meli-api.md §3, §13), as for another seller's order.
+                return _Answer(403, NOT_OWNED_ORDER)
             return _Answer(200, pack)
 
     def _shipment_orders(self, shipment_id: int) -> list[dict[str, Any]]:
