@@ -25,6 +25,7 @@ import pytest
 
 from devstack.simulator.scenario import Scenario
 from devstack.simulator.server import MeliSimulator
+from tests.api.reads import check, verification
 from tests.bulk.test_bulk import job, queued, run_worker, submit
 from tests.conftest import DEFAULT_SCENARIO, Aws
 
@@ -102,16 +103,6 @@ def scenario() -> Scenario:
         }
     )
     return Scenario.model_validate(data)
-
-
-def verification(call_api: Api, sale_id: Any) -> dict[str, Any]:
-    status, body, _ = call_api("GET", f"/connections/{C}/sales/{sale_id}/verification")
-    assert status == 200, body
-    return dict(body)
-
-
-def check(report: dict[str, Any], name: str) -> dict[str, Any]:
-    return dict(next(c for c in report["checks"] if c["name"] == name))
 
 
 # --- 3. kits ----------------------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import pytest
 
 from devstack.simulator.scenario import Scenario
 from devstack.simulator.server import MeliSimulator
+from tests.api.reads import check, sale, verification
 from tests.bulk.test_bulk import job, queued, run_worker, submit
 from tests.conftest import DEFAULT_SCENARIO, Aws
 
@@ -101,22 +102,6 @@ def scenario() -> Scenario:
         for sale in (IN_CANCELLED_PACK, SPLIT_OLD)
     ]
     return Scenario.model_validate(data)
-
-
-def verification(call_api: Api, sale_id: Any) -> dict[str, Any]:
-    status, body, _ = call_api("GET", f"/connections/{C}/sales/{sale_id}/verification")
-    assert status == 200, body
-    return dict(body)
-
-
-def check(report: dict[str, Any], name: str) -> dict[str, Any]:
-    return dict(next(c for c in report["checks"] if c["name"] == name))
-
-
-def sale(call_api: Api, sale_id: Any) -> dict[str, Any]:
-    status, body, _ = call_api("GET", f"/connections/{C}/sales/{sale_id}")
-    assert status == 200, body
-    return dict(body)
 
 
 # --- pack status --------------------------------------------------------------------------------------------------
