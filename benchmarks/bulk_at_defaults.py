@@ -41,6 +41,7 @@ from tests.stack.support import C, stack_scenario  # noqa: E402  (the default sc
 HEALTHY = 2000009101000011  # scenario case a: paid, fine, not on the platform -> reflected
 CANCELLED = 2000009103000012  # scenario case c: cancelled by the buyer -> not_reflectable / sale_cancelled
 FIRST_ID = 2000009600000000
+FIRST_PACK_ID = 2000006600000000
 API_GATEWAY_LIMIT_S = 29.0
 # The parameters the embedded stack sets for quick tests, put back to the template's defaults here.
 DEFAULTED = ("RelinkWaitSeconds", "RelinkFollowSeconds", "MeliTimeoutSeconds", "MeliMaxTries")
@@ -62,6 +63,7 @@ def seed_sales(stack: EmbeddedStack, n: int, *, cancelled_every: int, unknown_ev
             continue  # ML has no such order
         order = copy.deepcopy(cancelled if k % cancelled_every == cancelled_every - 1 else healthy)
         order["id"] = sale_id
+        order["pack_id"] = FIRST_PACK_ID + k  # a pack of its own (ML gives every order one), read as ML does
         order["shipping"] = {"id": None}  # no shipment of another sale
         stack.meli.upsert_order(order)
     return ids

@@ -132,6 +132,7 @@ def scenario(count: int, latency_ms: float) -> tuple[Scenario, list[str]]:
     for n in range(count):
         copy_ = copy.deepcopy(order)
         copy_["id"] = FIRST_ID + n
+        copy_["pack_id"] = None  # a sale of its own: a copy must not join the template's pack
         copy_["shipping"] = {"id": None}
         orders.append(copy_)
         ids.append(str(copy_["id"]))

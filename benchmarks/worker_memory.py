@@ -49,6 +49,7 @@ def message_event(stack: harness.Stack, env: dict[str, str], messages: int, firs
     for n in range(messages * IDS_PER_MESSAGE):
         order = copy.deepcopy(template)
         order["id"] = first_id + n
+        order["pack_id"] = None  # a sale of its own: a copy must not join the template's pack
         order["shipping"] = {"id": None}
         stack.meli.upsert_order(order)
         ids.append(str(order["id"]))

@@ -20,6 +20,7 @@ from shared.models import Outcome
 
 TEMPLATE_SALE = 2000009101000011  # a healthy sale of the default scenario
 UNNOTIFIED_SALE = 2000009199000017
+UNNOTIFIED_PACK = 2000006199000017
 ART = timezone(timedelta(hours=-3))
 
 
@@ -53,7 +54,7 @@ def add_unnotified_sale(stack: EmbeddedStack) -> str | None:
         date_created=_ml_date(now - timedelta(minutes=12)),
         date_closed=_ml_date(now - timedelta(minutes=11)),
         last_updated=_ml_date(now - timedelta(minutes=10)),
-        pack_id=None,
+        pack_id=UNNOTIFIED_PACK,  # a pack of its own, as ML gives every order
     )
     for payment in order.get("payments", []):
         payment["order_id"] = UNNOTIFIED_SALE

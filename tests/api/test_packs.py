@@ -5,8 +5,8 @@ Mercado Libre over HTTP and moto tables created from template.yaml.
 - Pack status (reference/meli-api.md §3): `released` (paid), `error` (a recoverable failure), `pending_cancel` (an
   unrecoverable error), `cancelled`. A sale whose pack is cancelled or pending_cancel is `pack_cancelled`; one whose
   pack is in error is a transient failure, retried later.
-- Another seller's pack answers 403 `not_owned_order` "The user has not access to the order" (DOC-PACKS,
-  DOC-GS-PACKS): a fact about the pack, never a connection-level failure.
+- Another seller's pack answers 403 `forbidden` "The user has not access to the order" (the DOC-PACKS table: the
+  order's refusal under the generic code): a fact about the pack, never a connection-level failure.
 - Shipment split: the original order is cancelled with `cancel_detail.code: pack_splitted` and its pack cancelled
   with `status_detail: splitted`; new orders (in child packs whose `family_pack_id` names the old one) replace it.
   The old sale is `sale_superseded_by_split`, not `sale_cancelled`.
@@ -144,16 +144,36 @@ def test_a_sale_whose_pack_is_in_error_is_retried_later_not_imported(call_api: A
     assert check(report, "pack_not_cancelled")["ok"] is True
 
 
+def test_bulk_hands_a_sale_of_a_pack_in_error_over_and_imports_it_once_the_pack_is_released(
+    call_api: Api, aws: Aws, meli: MeliSimulator
+) -> None:
+    _, first = submit(call_api, [str(IN_ERROR_PACK)])
+    assert run_worker(aws, queued(aws)) == {"batchItemFailures": []}
+    (item,) = job(call_api, first["job_id"])["items"]
+    # ML's recoverable failure: the attempt counts, the relink state machine retries later; nothing is imported.
+    assert (item["outcome"], item["attempts"]) == ("in_progress", 1), item
+    state = sale(call_api, IN_ERROR_PACK)
+    assert "record" not in state
+    assert state["error_entry"]["retryable"] is True and str(ERROR_PACK) in state["error_entry"]["message"]
+    assert aws.help_desk_messages() == []
+    meli.upsert_pack(_pack(ERROR_PACK, IN_ERROR_PACK, status="released"))
+    _, second = submit(call_api, [str(IN_ERROR_PACK)])
+    run_worker(aws, queued(aws))
+    (again,) = job(call_api, second["job_id"])["items"]
+    assert again["outcome"] == "reflected", again
+    assert sale(call_api, IN_ERROR_PACK)["record"]["sale_id"] == str(IN_ERROR_PACK)
+
+
 # --- another seller's pack ------------------------------------------------------------------------------------------
 
 
-def test_ml_answers_403_not_owned_order_for_another_sellers_pack(meli: MeliSimulator) -> None:
+def test_ml_answers_403_not_owned_for_another_sellers_pack(meli: MeliSimulator) -> None:
     token = meli.tokens(C)[0]
     answer = httpx.get(f"{meli.url}/packs/{OTHERS_PACK}", headers={"Authorization": f"Bearer {token}"})
     assert answer.status_code == 403
     assert answer.json() == {
         "message": "The user has not access to the order",
-        "error": "not_owned_order",
+        "error": "forbidden",
         "status": 403,
         "cause": [],
     }

@@ -686,6 +686,7 @@ def new_sale(stack: EmbeddedStack) -> str:
     order = copy.deepcopy(stack.meli.order(2000009101000011))
     assert order is not None
     order["id"] = 2000009400000000 + next(_counter) * 10 + int(time.time()) % 7
+    order["pack_id"] = None  # a sale of its own: a copy must not join the template's pack
     order["shipping"] = {"id": None}
     stack.meli.upsert_order(order)
     return str(order["id"])

@@ -51,6 +51,7 @@ def new_sales(stack: EmbeddedStack, count: int) -> list[str]:
     for n in range(count):
         order = copy.deepcopy(template)
         order["id"] = base + n
+        order["pack_id"] = None  # a sale of its own: a copy must not join the template's pack
         order["shipping"] = {"id": None}
         stack.meli.upsert_order(order)
         ids.append(str(order["id"]))

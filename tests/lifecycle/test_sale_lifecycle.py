@@ -60,6 +60,7 @@ def fresh_order(template: dict[str, Any], order_id: int, **changes: Any) -> dict
     """A copy of a healthy order under a new id, without a shipment (so no shipment id resolves to it)."""
     order = copy.deepcopy(template)
     order["id"] = order_id
+    order["pack_id"] = None  # a sale of its own: a copy must not join the template's pack
     order["shipping"] = {"id": None}
     for payment in order.get("payments", []):
         payment["order_id"] = order_id

@@ -147,13 +147,15 @@ def test_403_is_meli_forbidden(simulator: MeliSimulator, make_client: ClientFact
 def test_403_on_another_sellers_pack_is_meli_forbidden_not_a_connection_failure(
     simulator: MeliSimulator, make_client: ClientFactory
 ) -> None:
-    """ML answers another seller's pack 403 not_owned_order (meli-api.md §3, §13): a fact about the pack."""
+    """ML answers another seller's pack 403 with the order's message under the generic code ``forbidden`` (the
+    DOC-PACKS table, meli-api.md §3, §13): a fact about the pack, not about the connection."""
     other_pack = 2000009876543227
     simulator.upsert_pack({"id": other_pack, "status": "released", "orders": [{"id": OTHER_SELLER_ORDER_ID}]})
     client = make_client()
     with pytest.raises(MeliForbidden) as caught:
         client.get_pack(str(other_pack))
-    assert (caught.value.status, caught.value.error) == (403, "not_owned_order")
+    assert (caught.value.status, caught.value.error) == (403, "forbidden")
+    assert caught.value.message == "The user has not access to the order"
     assert caught.value.path == f"/packs/{other_pack}"
     assert client.get_order(str(ORDER_ID)).id == ORDER_ID  # the connection still calls ML
     assert client.request_count == 2

@@ -57,6 +57,19 @@ def test_not_owned_order_is_about_the_order(
     make_client(tokens=manager).get_order(str(ORDER_ID))  # the connection goes on
 
 
+def test_a_forbidden_that_says_the_order_is_not_ours_is_about_the_order(
+    simulator: MeliSimulator, aws: Aws, make_client: ClientFactory, make_manager: ManagerFactory
+) -> None:
+    """The packs resource's not-owned 403 has the generic code (DOC-PACKS): its message, not its code, tells."""
+    body = {"error": "forbidden", "message": "The user has not access to the order"}
+    simulator.add_fault({"path": f"^/orders/{ORDER_ID}$", "kind": "status", "status": 403, **body, "times": 1})
+    manager = make_manager()
+    with pytest.raises(MeliForbidden):
+        make_client(tokens=manager).get_order(str(ORDER_ID))
+    assert aws.lock_item().get("state", "active") == "active"
+    assert make_client(tokens=manager).get_order(str(ORDER_ID)).id == ORDER_ID
+
+
 @pytest.mark.parametrize(
     "body",
     [

@@ -162,12 +162,13 @@ def test_other_sellers_resources_are_refused(sim: MeliSimulator) -> None:
         assert c.get("/shipments/44000000009/items").status_code == 404
     with _client(sim, "other") as c:
         assert c.get("/orders/2000000000000004").status_code == 200
-        # Another seller's pack: 403 not_owned_order, as ML's packs documentation answers (meli-api.md §3, §13).
+        # Another seller's pack: 403 with the order's message under the generic code, as ML's packs documentation
+        # answers (meli-api.md §3, §13).
         r = c.get("/packs/2000000000000900")
         assert r.status_code == 403
         assert r.json() == {
             "message": "The user has not access to the order",
-            "error": "not_owned_order",
+            "error": "forbidden",
             "status": 403,
             "cause": [],
         }
@@ -483,7 +484,37 @@ def test_the_shipped_default_scenario_loads_and_is_consistent() -> None:
         if order["status"] == "paid" and order["shipping"]["id"]:
             assert order["shipping"]["id"] in shipments
     assert scenario.quota is not None
+    # Every order carries a pack id, as ML's do since 2024 (DOC-PACKS); a single sale's pack holds only it.
+    assert all(order["pack_id"] for order in orders.values())
     with MeliSimulator(scenario) as sim:
         cart = sim.tokens("mla-main")[0]
         r = httpx.get(f"{sim.url}/packs/2000006105000019", headers={"Authorization": f"Bearer {cart}"})
         assert len(r.json()["orders"]) == 2
+        single = orders[2000009101000011]
+        r = httpx.get(f"{sim.url}/packs/{single['pack_id']}", headers={"Authorization": f"Bearer {cart}"})
+        assert r.status_code == 200 and r.json()["orders"] == [{"id": single["id"]}]
+
+
+def test_a_pack_id_its_orders_name_is_served_without_a_declared_pack(data: dict[str, Any]) -> None:
+    """ML holds a pack for every pack id; a scenario may leave single sales' packs implicit."""
+    data["orders"] += [
+        _order(2000000000000101, pack_id=2000000000000910, shipping={"id": 44000000101}),
+        _order(2000000000000102, pack_id=2000000000000911, status="cancelled"),
+        _order(2000000000000103, pack_id=2000000000000912, status="payment_required"),
+    ]
+    with MeliSimulator(Scenario.model_validate(data)) as sim, _client(sim) as c:
+        r = c.get("/packs/2000000000000910")
+        assert r.status_code == 200
+        assert r.json() == {
+            "shipment": {"id": 44000000101},
+            "orders": [{"id": 2000000000000101}],
+            "id": 2000000000000910,
+            "status": "released",
+            "status_detail": None,
+            "buyer": {"id": 6427433},
+            "date_created": "2024-11-01T09:34:59.000-04:00",
+            "last_updated": "2024-11-01T09:37:20.000-04:00",
+        }
+        assert c.get("/packs/2000000000000911").json()["status"] == "cancelled"
+        assert c.get("/packs/2000000000000912").json()["status"] == "filling"
+        assert c.get("/packs/2000000000000913").status_code == 404

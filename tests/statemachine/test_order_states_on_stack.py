@@ -50,6 +50,7 @@ def partial_sale(stack: EmbeddedStack) -> Callable[[int | None], str]:
         order = copy.deepcopy(stack.meli.order(TEMPLATE_ORDER))
         assert order is not None
         order["id"] = 2000009360000000 + next(_counter) * 10 + int(time.time()) % 7
+        order["pack_id"] = None  # a sale of its own: a copy must not join the template's pack
         stack.meli.upsert_order(order)
         fault: dict[str, Any] = {
             "path": f"^/orders/{order['id']}$",

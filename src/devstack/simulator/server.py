@@ -34,6 +34,10 @@ if TYPE_CHECKING:
     from types import TracebackType
 
 
+def _is_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def ml_error(status: int, message: str, error: str, cause: Any = None) -> dict[str, Any]:
     """ML's standard error body (meli-api.md §9): ``{"message", "error", "status", "cause"}``."""
     return {"message": message, "error": error, "status": status, "cause": [] if cause is None else cause}
@@ -42,6 +46,8 @@ def ml_error(status: int, message: str, error: str, cause: Any = None) -> dict[s
 INVALID_TOKEN = ml_error(401, "invalid_token", "not_found")
 EXPIRED_TOKEN = ml_error(401, "expired_token", "not_found")
 NOT_OWNED_ORDER = ml_error(403, "The user has not access to the order", "not_owned_order")
+# The packs resource documents the same refusal with the generic code (DOC-PACKS table; reference/meli-api.md §3).
+NOT_OWNED_PACK = ml_error(403, "The user has not access to the order", "forbidden")
 # ML's order 404 has "cause": null (fixture gpupo/mercadolivre-sdk notfound.json).
 ORDER_NOT_FOUND = {"message": "Order not found.", "error": "order_not_found", "status": 404, "cause": None}
 PACK_NOT_FOUND = ml_error(404, "Order do not exists", "not_found")
@@ -242,6 +248,9 @@ class MeliSimulator:
         self._sockets: set[socket.socket] = set()
         self._log: list[RecordedRequest] = []
         self._orders: dict[int, dict[str, Any]] = scenario.orders_by_id()
+        self._pack_orders: dict[int, set[int]] = {}  # pack id -> ids of the orders naming it (packs left implicit)
+        for o in self._orders.values():
+            self._index_pack(o)
         self._packs: dict[int, dict[str, Any]] = scenario.packs_by_id()
         self._shipments: dict[int, dict[str, Any]] = scenario.shipments_by_id()
         self._rules: list[_Rule] = []
@@ -383,7 +392,15 @@ class MeliSimulator:
         """Add or replace an order (e.g. paid -> cancelled in a test). Stored and served as given."""
         o = check_order(dict(order))
         with self._lock:
+            previous = self._orders.get(o["id"])
+            if previous is not None and _is_id(previous.get("pack_id")):
+                self._pack_orders.get(previous["pack_id"], set()).discard(o["id"])
             self._orders[o["id"]] = o
+            self._index_pack(o)
+
+    def _index_pack(self, order: dict[str, Any]) -> None:
+        if _is_id(order.get("pack_id")):
+            self._pack_orders.setdefault(order["pack_id"], set()).add(order["id"])
 
     def upsert_pack(self, pack: Mapping[str, Any]) -> None:
         p = check_pack(dict(pack))
@@ -583,15 +600,44 @@ class MeliSimulator:
             }
             return _Answer(200, {"bundles": [bundle]})
 
+    def _pack(self, pack_id: int) -> dict[str, Any] | None:
+        """The scenario's pack, or the one ML would hold for a pack id its orders carry.
+
+        Every order has a pack id nowadays (DOC-PACKS: "todas las órdenes estarán vinculadas a un pack_id"), so a
+        scenario need not write out a pack for each single sale: an undeclared pack is built from the orders that
+        name it, with the first one's shipment and buyer. Its status is ``released`` once every order is paid,
+        ``cancelled`` when every order is, and ``filling`` before (DOC-GS-PACKS lists these)."""
+        declared = self._packs.get(pack_id)
+        if declared is not None:
+            return declared
+        orders = [self._orders[k] for k in sorted(self._pack_orders.get(pack_id, ()))]
+        if not orders:
+            return None
+        statuses = {o.get("status") for o in orders}
+        status = "released" if statuses == {"paid"} else "cancelled" if statuses == {"cancelled"} else "filling"
+        first = orders[0]
+        shipping: dict[str, Any] = first["shipping"] if isinstance(first.get("shipping"), dict) else {}
+        buyer: dict[str, Any] = first["buyer"] if isinstance(first.get("buyer"), dict) else {}
+        return {
+            "shipment": {"id": shipping["id"]} if shipping.get("id") else None,
+            "orders": [{"id": o["id"]} for o in orders],
+            "id": pack_id,
+            "status": status,
+            "status_detail": None,
+            "buyer": {"id": buyer.get("id")},
+            "date_created": first.get("date_created"),
+            "last_updated": max(str(o.get("last_updated") or o.get("date_created") or "") for o in orders) or None,
+        }
+
     def _get_pack(self, token: _TokenState, raw_id: str) -> _Answer:
         with self._lock:
-            pack = self._packs.get(int(raw_id)) if (raw_id.isascii() and raw_id.isdigit()) else None
+            pack = self._pack(int(raw_id)) if (raw_id.isascii() and raw_id.isdigit()) else None
             if pack is None:
                 return _Answer(404, PACK_NOT_FOUND)
             if not any(self._owns(token, o.get("id")) for o in pack.get("orders", [])):
-                # Another seller's pack: 403 not_owned_order "The user has not access to the order" (DOC-PACKS,
-                # DOC-GS-PACKS; reference/meli-api.md §3, §13), as for another seller's order.
-                return _Answer(403, NOT_OWNED_ORDER)
+                # Another seller's pack: 403 forbidden "The user has not access to the order" (DOC-PACKS,
+                # DOC-GS-PACKS; reference/meli-api.md §3, §13), the order's refusal under the generic code.
+                return _Answer(403, NOT_OWNED_PACK)
             return _Answer(200, pack)
 
     def _shipment_orders(self, shipment_id: int) -> list[dict[str, Any]]:

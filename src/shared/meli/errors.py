@@ -50,7 +50,7 @@ class MeliError(Exception):
             # Only not_owned_order is a fact about the resource (another seller's order); every other 403 (a blocked
             # application, missing scopes, an IP not allow-listed, an inactive user: access_denied, FORBIDDEN, ...)
             # is about the connection (reference/meli-api.md §9, §13).
-            kind = MeliForbidden if error in NOT_OWNED_ERRORS else MeliAccessDenied
+            kind = MeliForbidden if _is_not_owned(error, message) else MeliAccessDenied
         elif status == 429:
             kind = MeliRateLimited
         elif status >= 500:
@@ -75,6 +75,13 @@ class MeliBadRequest(MeliError):
 
 # The 403 error codes that say "this resource belongs to someone else" (ML's order errors, reference/meli-api.md §1.3).
 NOT_OWNED_ERRORS = frozenset({"not_owned_order"})
+# The packs resource documents its not-owned 403 as the generic code "forbidden" with this message (DOC-PACKS table,
+# reference/meli-api.md §1.3, §3); the code alone would read as a connection-level refusal and block the seller.
+NOT_OWNED_MESSAGE = "has not access to the order"
+
+
+def _is_not_owned(error: Any, message: Any) -> bool:
+    return error in NOT_OWNED_ERRORS or (isinstance(message, str) and NOT_OWNED_MESSAGE in message.lower())
 
 
 class MeliForbidden(MeliError):
