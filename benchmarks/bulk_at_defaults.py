@@ -52,6 +52,22 @@ def template_defaults() -> dict[str, str]:
     return {name: str(parameters[name]["Default"]) for name in DEFAULTED}
 
 
+def defaults_stack(scenario: Any, parameters: dict[str, str]) -> EmbeddedStack:
+    """The whole local stack with IAM and every function's timeout enforced, and the ML client's settings and the
+    state machine's waits taken from ``parameters`` (the embedded stack's quick-test values otherwise)."""
+    return EmbeddedStack(
+        scenario,
+        api_port=0,
+        parameters=parameters,
+        enforce_iam=True,
+        enforce_timeouts=True,
+        meli_timeout_seconds=float(parameters["MeliTimeoutSeconds"]),
+        meli_max_tries=int(parameters["MeliMaxTries"]),
+        relink_wait_seconds=int(parameters["RelinkWaitSeconds"]),
+        relink_follow_seconds=int(parameters["RelinkFollowSeconds"]),
+    )
+
+
 def seed_sales(stack: EmbeddedStack, n: int, *, cancelled_every: int, unknown_every: int) -> list[str]:
     healthy, cancelled = stack.meli.order(HEALTHY), stack.meli.order(CANCELLED)
     assert healthy is not None and cancelled is not None
@@ -86,18 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     parameters = template_defaults()
-    scenario = stack_scenario(quota=args.quota_rps)
-    stack = EmbeddedStack(
-        scenario,
-        api_port=0,
-        parameters=parameters,
-        enforce_iam=True,
-        enforce_timeouts=True,
-        meli_timeout_seconds=float(parameters["MeliTimeoutSeconds"]),
-        meli_max_tries=int(parameters["MeliMaxTries"]),
-        relink_wait_seconds=int(parameters["RelinkWaitSeconds"]),
-        relink_follow_seconds=int(parameters["RelinkFollowSeconds"]),
-    )
+    stack = defaults_stack(stack_scenario(quota=args.quota_rps), parameters)
     with stack:
         assert stack.api is not None
         ids = seed_sales(stack, args.ids, cancelled_every=20, unknown_every=50)

@@ -256,9 +256,23 @@ def sqs_record(message: dict[str, Any], queue_arn: str, region: str) -> dict[str
                 "ApproximateFirstReceiveTimestamp", str(int(time.time() * 1000))
             ),
         },
-        "messageAttributes": message.get("MessageAttributes", {}),
+        "messageAttributes": {
+            name: _event_attribute(value) for name, value in message.get("MessageAttributes", {}).items()
+        },
         "md5OfBody": message.get("MD5OfBody") or hashlib.md5(message["Body"].encode()).hexdigest(),
         "eventSource": "aws:sqs",
         "eventSourceARN": queue_arn,
         "awsRegion": region,
     }
+
+
+def _event_attribute(value: dict[str, Any]) -> dict[str, Any]:
+    """A message attribute as ReceiveMessage answers it (``StringValue``, ``DataType``), in the event's shape."""
+    attribute: dict[str, Any] = {
+        "stringValue": value.get("StringValue"),
+        "binaryValue": value.get("BinaryValue"),
+        "stringListValues": value.get("StringListValues", []),
+        "binaryListValues": value.get("BinaryListValues", []),
+        "dataType": value["DataType"],
+    }
+    return {k: v for k, v in attribute.items() if v is not None}

@@ -19,15 +19,19 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
+from aws_lambda_powertools import Logger
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from shared.identifiers import InvalidIdentifier, parse_identifier
 from shared.jobs import MESSAGE_SIZE, Job, JobItem, JobStore, RejectedId, Settlement
+from shared.lanes import LaneMessage, Lanes, RepairReport
 from shared.lifecycle.row import Snapshot
 from shared.models import Outcome, Reason, RecoveryResult, Trigger
 from shared.recovery import RecoveryService
 from shared.stores.base import Page
 from shared.stores.memo import ProductLinkMemo
+
+logger = Logger(child=True)
 
 _SEPARATORS = re.compile(r"[,;\s]+")
 MAX_ID_TEXT = 64  # longer entries are junk; echoing them back in full would bloat the answer
@@ -234,6 +238,7 @@ class MessageReport(BaseModel):
     continued: int = 0
     skipped: int = 0
     handed_back: int = 0
+    released: int = 0  # the connection's held messages this run's end sent (its lane slot passed on)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     def count_continued(self) -> None:
@@ -276,8 +281,9 @@ class _Settler:
 
 
 class BulkQueue(Protocol):
-    def send(self, messages: list[BulkMessage]) -> int:
-        """Send every message (batched); returns how many were sent. Raises if any could not be sent."""
+    def send(self, messages: list[BulkMessage], *, lanes: list[str] | None = None) -> int:
+        """Send every message (batched), each with its lane ref when ``lanes`` gives one (a message attribute: the
+        body keeps DESIGN §3's shape); returns how many were sent. Raises if any could not be sent."""
         ...
 
 
@@ -291,10 +297,12 @@ class BulkService:
         max_ids: int = 10_000,
         threads: int = 8,
         seconds_per_id: float = 0.0,
+        lanes: Lanes | None = None,
     ) -> None:
         self._recovery = recovery
         self._jobs = jobs
         self._queue = queue
+        self._lanes = lanes if lanes is not None and lanes.paced else None
         self._max_ids = max_ids
         self._threads = max(1, threads)
         self._seconds_per_id = seconds_per_id  # id_budget_seconds(...) of the ML client's settings
@@ -351,6 +359,8 @@ class BulkService:
             messages=len(messages),
             trigger=trigger,
         )
+        if self._lanes is not None:
+            return self._enqueue_in_lane(job, selection.accepted, messages)
         self._jobs.create(job, selection.accepted)
         try:
             if messages:
@@ -369,6 +379,25 @@ class BulkService:
             raise PartlyQueued(str(exc), unsent=exc.unsent, job=left, sale_ids=unsent) from exc
         return job
 
+    def _enqueue_in_lane(self, job: Job, sale_ids: list[str], messages: list[BulkMessage]) -> Job:
+        """Paced: every message is written held with the job, and the connection's lane sends what it has room for.
+        The job is accepted once written: a send the queue refuses now leaves its message held, for the next message
+        of the connection that finishes, or the next error sweep, to send (``shared.lanes``)."""
+        assert self._lanes is not None
+        held = [
+            LaneMessage(job_id=job.job_id, number=n, connection_id=job.connection_id, sale_ids=m.sale_ids)
+            for n, m in enumerate(messages)
+        ]
+        self._jobs.create(job, sale_ids, held=held)
+        try:
+            self._lanes.release(job.connection_id)
+        except QueueSendError as exc:
+            logger.warning("lane release failed; the job's messages stay held", extra={"error": str(exc)})
+        return job
+
+    def repair_lane(self, connection_id: str) -> RepairReport | None:
+        return self._lanes.repair(connection_id) if self._lanes is not None else None
+
     def job(self, connection_id: str, job_id: str) -> Job | None:
         self._recovery.connection(connection_id)
         job = self._jobs.get(job_id)
@@ -379,7 +408,9 @@ class BulkService:
 
     # --- process (worker) -------------------------------------------------------------------------------------------
 
-    def process(self, message: BulkMessage, *, remaining: Callable[[], float] | None = None) -> MessageReport:
+    def process(
+        self, message: BulkMessage, *, remaining: Callable[[], float] | None = None, lane: str | None = None
+    ) -> MessageReport:
         """Settle (or hand over) every id of one message. Safe to run again: settled ids are skipped.
 
         What every id needs is read for the whole message first (sale rows and error entries: one BatchGetItem
@@ -390,10 +421,15 @@ class BulkService:
         the time left cannot cover one more (``Deadline``): the ids not taken are sent back to the queue as a new
         message of the same shape, behind every message already waiting, and the run ends normally, so the message
         it was given is deleted without spending a receive toward the dead-letter queue. (Reporting them as a batch
-        item failure would spend one: three runs out of time and they would rest in the DLQ.)"""
+        item failure would spend one: three runs out of time and they would rest in the DLQ.)
+
+        ``lane`` is the message's lane ref (a message attribute): a run that hands nothing back gives the message's
+        slot to the connection's next held message; one that hands ids back keeps it (the new message carries it)."""
         header = self._jobs.mark_started(message.job_id)
         if header is None:
             raise UnknownJob(message.job_id)
+        if lane is not None and self._lanes is not None:
+            self._lanes.started(message.connection_id, lane)  # news of it: its slot is not lost
         report = MessageReport(ids=len(message.sale_ids))
         known = self._jobs.get_items(message.job_id, message.sale_ids)
         # An id the job never accepted is not this job's to settle; an item in progress waits on its sale already.
@@ -436,17 +472,33 @@ class BulkService:
                 settler.flush()  # what did settle is recorded even when a sibling failed the message
             report.settled = settler.settled
         if left:
-            self._hand_back(message, [s for s in todo if s in left])
+            self._hand_back(message, [s for s in todo if s in left], lane)
             report.handed_back = len(left)
+        elif lane is not None and self._lanes is not None:
+            report.released = self._release_after(message.connection_id, lane)
         report.skipped = len(message.sale_ids) - len(todo)
         return report
 
-    def _hand_back(self, message: BulkMessage, sale_ids: list[str]) -> None:
-        """The ids a run had no time for, back on the queue in a message of their own (same job, same connection):
-        a fresh message, so no receive is spent, and at the back of the queue, so other sellers' messages go first.
-        Should it be delivered twice, or after these ids settled some other way, they are skipped as settled."""
+    def _release_after(self, connection_id: str, lane: str) -> int:
+        assert self._lanes is not None
+        try:
+            return self._lanes.finished(connection_id, lane)
+        except QueueSendError as exc:
+            # This message is done: failing it would only run it again. What stays held goes with the next finish
+            # of the connection, or the next error sweep.
+            logger.warning("lane release failed; the next messages stay held", extra={"error": str(exc)})
+            return 0
+
+    def _hand_back(self, message: BulkMessage, sale_ids: list[str], lane: str | None) -> None:
+        """The ids a run had no time for, back on the queue in a message of their own (same job, same connection,
+        same lane slot): a fresh message, so no receive is spent, and at the back of the queue, so other sellers'
+        messages go first. Should it be delivered twice, or after these ids settled some other way, they are
+        skipped as settled."""
         assert self._queue is not None
-        self._queue.send([message.model_copy(update={"sale_ids": sale_ids})])
+        paced = lane is not None and self._lanes is not None
+        self._queue.send([message.model_copy(update={"sale_ids": sale_ids})], lanes=[lane] if paced and lane else None)
+        if paced and lane is not None and self._lanes is not None:
+            self._lanes.handed_back(message.connection_id, lane)
 
     def _start_if_claimed(self, snapshot: Snapshot, item: JobItem) -> None:
         """A redelivered message whose earlier delivery claimed an execution and died before starting it."""

@@ -13,12 +13,15 @@ from __future__ import annotations
 from collections import Counter
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import Field
 
 from shared.models import Model, Outcome, Reason, RecoveryResult, Trigger, utc_now
 from shared.stores.base import Page
+
+if TYPE_CHECKING:
+    from shared.lanes import LaneMessage
 
 MESSAGE_SIZE = 50  # the seed's bulk box: at most 50 sale ids at a time, so one SQS message carries at most 50
 # Rejections the job header keeps (the POST answer lists all of them): the header is one DynamoDB item, 400 KB at
@@ -122,9 +125,10 @@ class Job(Model):
 
 
 class JobStore(Protocol):
-    def create(self, job: Job, sale_ids: list[str]) -> None:
+    def create(self, job: Job, sale_ids: list[str], *, held: list[LaneMessage] | None = None) -> None:
         """Write the header (``messages`` already counted: written before any is sent) and one pending item per
-        accepted id. A create that fails leaves nothing behind."""
+        accepted id, and ``held`` messages for the connection's lane to release (``shared.lanes``). A create that
+        fails leaves nothing behind."""
         ...
 
     def withdraw(self, job: Job, sale_ids: list[str], *, messages: int) -> None:

@@ -24,8 +24,9 @@ class SqsBulkQueue:
         self._url = queue_url
         self._rounds = rounds
 
-    def send(self, messages: list[BulkMessage]) -> int:
+    def send(self, messages: list[BulkMessage], *, lanes: list[str] | None = None) -> int:
         sent = 0
+        lane_of = dict(enumerate(lanes or []))
         for start in range(0, len(messages), BATCH):
             pending = {str(i): m for i, m in enumerate(messages[start : start + BATCH], start)}
             refused: dict[str, BulkMessage] = {}  # failed for the sender's fault: sending them again cannot help
@@ -34,7 +35,7 @@ class SqsBulkQueue:
                 try:
                     response = self._sqs.send_message_batch(
                         QueueUrl=self._url,
-                        Entries=[{"Id": key, "MessageBody": m.model_dump_json()} for key, m in pending.items()],
+                        Entries=[_entry(key, m, lane_of.get(int(key))) for key, m in pending.items()],
                     )
                 except (ClientError, BotoCoreError) as exc:  # nothing of this call went out
                     unsent = [*refused.values(), *pending.values(), *messages[start + BATCH :]]
@@ -58,3 +59,13 @@ class SqsBulkQueue:
                     unsent=[*(m for _, m in left), *messages[start + BATCH :]],
                 )
         return sent
+
+
+LANE_ATTRIBUTE = "lane"  # the message's lane ref (shared.lanes); the body keeps DESIGN §3's shape
+
+
+def _entry(key: str, message: BulkMessage, lane: str | None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"Id": key, "MessageBody": message.model_dump_json()}
+    if lane:
+        entry["MessageAttributes"] = {LANE_ATTRIBUTE: {"DataType": "String", "StringValue": lane}}
+    return entry

@@ -163,6 +163,10 @@ class RunSummary(BaseModel):
     resumed: int = 0  # of ``enqueued``: sales that waited for their connection to be reconnected
     connection_state: ConnectionState | None = None
     reaped: int = 0  # sales the reaper looked at: an owner that ended or never started, a page still due
+    # The connection's bulk lane (shared.lanes): slots freed that a dead worker or a lost message left taken, and held
+    # messages sent (a release that failed, or a releaser that died).
+    lane_freed: int = 0
+    lane_released: int = 0
     job_id: str | None = None
     messages: int = 0
     sale_ids: list[str] = Field(default_factory=list)
@@ -236,6 +240,10 @@ class ScheduleService:
         for sale_id in self._lifecycle.due(connection_id):
             self._recovery.reaper.reap(connection_id, sale_id)
             summary.reaped += 1
+        lane = self._bulk.repair_lane(connection_id)
+        if lane is not None:
+            summary.lane_freed = lane.freed_done + lane.freed_lost
+            summary.lane_released = lane.resent + lane.released
         # The connection's state, read now with its stored tokens (a reconnection is noticed here).
         gate = self._recovery.gate
         row = gate.current(connection_id, check_tokens=True)

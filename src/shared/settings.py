@@ -29,6 +29,8 @@ class Settings(BaseModel):
     bulk_queue_url: str = ""
     bulk_max_ids: int = Field(default=10_000, ge=1)
     bulk_worker_threads: int = Field(default=8, ge=1, le=64)
+    # Messages of one connection on the bulk queue or in a worker at once; the rest wait held (shared.lanes). 0: off.
+    bulk_lane_messages: int = Field(default=2, ge=0, le=100)
     meli_requests_per_second: float = Field(default=0.0, ge=0)
     # Error sweep: automatic retries of listed sales with exponential backoff, then the help desk.
     error_retry_base_seconds: float = Field(default=300.0, gt=0)

@@ -167,10 +167,17 @@ def build_bulk_service(settings: Settings, *, queue: bool = False) -> BulkServic
 
     recovery = build_service(settings, notifier=True, workflow=bool(settings.relink_state_machine_arn))
     sqs_queue = None
+    lanes = None
     if queue:
+        import time
+
+        from shared.lanes import Lanes
         from shared.queue import SqsBulkQueue
+        from shared.stores.lanes import DynamoLaneStore
 
         sqs_queue = SqsBulkQueue(boto3.client("sqs"), settings.bulk_queue_url)
+        lane_store = DynamoLaneStore(boto3.resource("dynamodb").Table(settings.jobs_table))
+        lanes = Lanes(lane_store, sqs_queue, limit=settings.bulk_lane_messages, clock=time.time)
     return BulkService(
         recovery,
         build_job_store(settings),
@@ -178,6 +185,7 @@ def build_bulk_service(settings: Settings, *, queue: bool = False) -> BulkServic
         max_ids=settings.bulk_max_ids,
         threads=settings.bulk_worker_threads,
         seconds_per_id=id_budget_seconds(settings.meli_timeout_seconds, settings.meli_max_tries),
+        lanes=lanes,
     )
 
 

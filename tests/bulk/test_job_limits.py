@@ -143,7 +143,7 @@ def test_a_job_refused_by_dynamodb_leaves_no_item_behind_and_its_key_can_be_used
 
     status, answer = _post(body, key)
     assert status == 202 and json.loads(answer)["accepted"] == len(HEALTHY)
-    assert len({i["job_id"]["S"] for i in _items(jobs_table)}) == 1
+    assert len({i["job_id"]["S"] for i in _items(jobs_table) if not i["job_id"]["S"].startswith("lane#")}) == 1
 
 
 # --- case 6: nothing written after the send; header updates retried -------------------------------------------------
@@ -217,7 +217,8 @@ def test_a_header_held_by_a_transaction_never_makes_a_keyed_submission_a_second_
 def test_ids_never_queued_are_withdrawn_with_their_messages_in_one_header_update(
     call_api: Any, aws: Aws, monkeypatch: pytest.MonkeyPatch, went_out: int
 ) -> None:
-    """SQS takes ``went_out`` of a job's three messages and then fails. The ids of the others are withdrawn: their
+    """Lanes off (``BulkLaneMessages`` 0, every message sent at submission): SQS takes ``went_out`` of a job's three
+    messages and then fails. The ids of the others are withdrawn: their
     items deleted and the header's accepted and messages lowered in one update (which meets a settling transaction
     once and is written again), so the job still adds up and completes; with no message out, nothing of it stays.
     A job some of whose messages went out is answered (202) with the others' ids rejected as ``not_queued``, and a
@@ -225,10 +226,11 @@ def test_ids_never_queued_are_withdrawn_with_their_messages_in_one_header_update
     from shared.bulk import QueueSendError
     from shared.queue import SqsBulkQueue
 
+    monkeypatch.setenv("BULK_LANE_MESSAGES", "0")  # lanes off: every message is sent at submission
     original = SqsBulkQueue.send
 
-    def send(self: SqsBulkQueue, messages: list[Any]) -> int:
-        sent = original(self, messages[:went_out])
+    def send(self: SqsBulkQueue, messages: list[Any], **kwargs: Any) -> int:
+        sent = original(self, messages[:went_out], **kwargs)
         raise QueueSendError("SQS failed (injected)", unsent=messages[sent:])
 
     monkeypatch.setattr(SqsBulkQueue, "send", send)
@@ -260,3 +262,44 @@ def test_ids_never_queued_are_withdrawn_with_their_messages_in_one_header_update
     assert run_worker(aws, messages) == {"batchItemFailures": []}
     done = job(call_api, hits[0], limit="100")
     assert done["status"] == "completed" and done["settled"] == done["accepted"] == len(sent)
+
+
+def test_with_lanes_a_job_the_queue_refuses_at_submission_waits_held_and_the_sweep_sends_it(
+    call_api: Any, aws: Aws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lanes on (the default): a job is accepted once its ledger is written, its messages included (held). SQS
+    refusing every send at the submission loses nothing and rejects nothing: the answer is 202 with every id, the
+    messages wait held, and the next error sweep's lane repair sends them once SQS is back (two, the lane's room;
+    the third when one finishes)."""
+    from shared.bulk import QueueSendError
+    from shared.queue import SqsBulkQueue
+    from tests.bulk.test_bulk import drain
+    from tests.schedules.test_schedules import run_of, sweep
+
+    original = SqsBulkQueue.send
+
+    def refuse(self: SqsBulkQueue, messages: list[Any], **kwargs: Any) -> int:
+        raise QueueSendError("SQS failed (injected)", unsent=messages)
+
+    monkeypatch.setattr(SqsBulkQueue, "send", refuse)
+    ids = HEALTHY + [str(2000009700000000 + n) for n in range(112)]  # 120 ids: messages of 50, 50 and 20
+    status, answer, _ = call_api("POST", JOBS, body=json.dumps({"sale_ids": ids}))
+    assert status == 202, answer
+    assert (answer["accepted"], answer["messages"], answer["rejected"]) == (120, 3, [])
+    assert queued(aws) == []
+    held = [i for i in _items(aws.env["JOBS_TABLE"]) if i["item_key"]["S"].startswith("!m")]
+    assert sorted(i["lane_state"]["S"] for i in held) == ["held"] * 3
+
+    monkeypatch.setattr(SqsBulkQueue, "send", original)
+    swept = run_of(sweep())
+    assert swept["lane_released"] == 2
+    ran = [json.loads(m["Body"]) for m in drain(aws)]
+    # The sweep's own retry job (the scenario's listed sale) is a schedule's: it goes before the third message.
+    assert [(b["job_id"] == swept["job_id"], len(b["sale_ids"])) for b in ran] == [
+        (False, 50),
+        (False, 50),
+        (True, 1),
+        (False, 20),
+    ]
+    done = job(call_api, answer["job_id"], limit="100")
+    assert done["status"] == "completed" and done["settled"] == done["accepted"] == 120

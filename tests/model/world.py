@@ -104,6 +104,7 @@ class World:
         self.delivered: list[str] = []  # bodies delivered at least once (SQS may deliver them again)
         self.jobs: set[str] = set()
         self.worker_messages: dict[int, str] = {}  # worker actor -> the message id it processes
+        self.attributes: dict[str, dict[str, Any]] = {}  # body -> its message attributes (a message's lane ref)
         self.event_actors: list[Actor] = []
         self._lock = threading.Lock()
         self._slots = itertools.cycle(range(len(CONNECTIONS)))
@@ -166,6 +167,7 @@ class World:
         self.stack.meli.clear_faults()
         slot = next(self._slots)
         connection_id, seller_id = CONNECTIONS[slot], SELLER_BASE + slot
+        self._reset_lane(connection_id)
         template = self.stack.meli.order(TEMPLATE_ORDER)
         assert template is not None
         sales = []
@@ -198,6 +200,20 @@ class World:
         self.jobs.clear()
         self.event_actors.clear()
         return self.example
+
+    def _reset_lane(self, connection_id: str) -> None:
+        """A connection slot comes round again every 24 examples: what an earlier example left in its bulk lane (a
+        slot taken by a message it never delivered, messages still held) must not decide this one's."""
+        table = self.settings.jobs_table
+        held = self.ddb.query(
+            TableName=table,
+            IndexName="HeldMessagesIndex",
+            KeyConditionExpression="held_lane = :c",
+            ExpressionAttributeValues={":c": {"S": connection_id}},
+        )["Items"]
+        for item in held:
+            self.ddb.delete_item(TableName=table, Key={"job_id": item["job_id"], "item_key": item["item_key"]})
+        self.ddb.delete_item(TableName=table, Key={"job_id": {"S": f"lane#{connection_id}"}, "item_key": {"S": "lane"}})
 
     # --- reads --------------------------------------------------------------------------------------------------------
 
@@ -267,6 +283,7 @@ class World:
             "ReceiptHandle": uuid.uuid4().hex,
             "Body": body,
             "Attributes": {"ApproximateReceiveCount": "1"},
+            "MessageAttributes": self.attributes.get(body, {}),  # a redelivery carries them as SQS's does
         }
         event = {"Records": [sqs_record(message, self.queue_arn, self.aws.region)]}
         actor = self.scheduler.spawn("worker", lambda: self._invoke("BulkWorkerFunction", event))
@@ -361,12 +378,15 @@ class World:
     def after_step(self) -> None:
         """What happened in the step becomes visible to the model: queued messages, finished deliveries, pages."""
         while True:
-            got = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+            got = self.sqs.receive_message(
+                QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0, MessageAttributeNames=["All"]
+            )
             messages = got.get("Messages", [])
             if not messages:
                 break
             for message in messages:
                 self.pending[message["MessageId"]] = message["Body"]
+                self.attributes[message["Body"]] = message.get("MessageAttributes", {})
                 self.jobs.add(body_of(message)["job_id"])
                 self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
         for actor_id, message_id in list(self.worker_messages.items()):
@@ -512,7 +532,7 @@ class World:
         )["Items"]
         parsed = [{k: deserializer.deserialize(v) for k, v in row.items()} for row in rows]
         header = next((r for r in parsed if r["item_key"] == "#"), None)
-        return header, [r for r in parsed if r["item_key"] != "#"]
+        return header, [r for r in parsed if "outcome" in r]  # the items: not the header, nor the job's messages
 
     # --- draining -----------------------------------------------------------------------------------------------------
 
@@ -554,7 +574,7 @@ class World:
             found += [
                 f"{job_id}/{i['item_key']['S']}"
                 for i in items
-                if i["item_key"]["S"] != "#" and i["outcome"]["S"] in ("pending", "in_progress")
+                if "outcome" in i and i["outcome"]["S"] in ("pending", "in_progress")  # items, not header or messages
             ]
         return found
 

@@ -23,7 +23,7 @@ from shared.lifecycle.table import Actor
 from shared.models import ErrorEntry, ProductLink, ReflectedSale
 from shared.recovery import ConnectionNotFound
 from shared.schedules import HOUR, InvalidScheduleInput, InvalidWindow, ScheduleRunFailed
-from tests.bulk.test_bulk import queued, run_worker
+from tests.bulk.test_bulk import queued, queued_all, run_worker
 from tests.conftest import Aws, build_service_for_tests, lambda_context, load_event
 
 C = "mla-main"
@@ -68,7 +68,7 @@ def run_of(result: dict[str, Any], connection_id: str = C) -> dict[str, Any]:
 
 
 def queued_ids(aws: Aws) -> tuple[list[dict[str, Any]], list[str]]:
-    messages = queued(aws)
+    messages = queued_all(aws)  # the held messages of the lanes too
     bodies = [json.loads(m["Body"]) for m in messages]
     assert all(len(b["sale_ids"]) <= 50 for b in bodies)
     return messages, [s for b in bodies for s in b["sale_ids"]]
@@ -402,6 +402,8 @@ def test_a_bounded_run_resumes_from_its_watermark(
 def test_the_watermark_moves_only_after_the_enqueue_succeeded(
     aws: Aws, meli: MeliSimulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Lanes off (every message sent at once): a queue that refuses the send fails the run, and nothing moves."""
+    monkeypatch.setenv("BULK_LANE_MESSAGES", "0")
     missing = add_orders(meli, 2000009870000000, 10, hours_ago=1)
     monkeypatch.setenv("BULK_QUEUE_URL", aws.env["BULK_QUEUE_URL"].rsplit("/", 1)[0] + "/no-such-queue")
     with pytest.raises(ScheduleRunFailed, match="mla-main"):
@@ -415,6 +417,24 @@ def test_the_watermark_moves_only_after_the_enqueue_succeeded(
     result = run_of(reconcile())
     assert sorted(queued_ids(aws)[1]) == sorted(missing) and result["enqueued"] == 10
     assert "reconcile_watermark" in connection_row(aws)
+
+
+def test_with_lanes_a_queue_down_leaves_the_reconciled_sales_held_and_the_sweep_sends_them(
+    aws: Aws, meli: MeliSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lanes on (the default): the run's job is accepted once its ledger is written, messages held in it, so the
+    watermark moves; SQS refusing the send only delays it, and the next error sweep sends it once SQS is back."""
+    missing = add_orders(meli, 2000009880000000, 10, hours_ago=1)
+    monkeypatch.setenv("BULK_QUEUE_URL", aws.env["BULK_QUEUE_URL"].rsplit("/", 1)[0] + "/no-such-queue")
+    result = run_of(reconcile())
+    assert result["enqueued"] == 10 and "reconcile_watermark" in connection_row(aws)
+    assert queued(aws) == []
+    monkeypatch.setenv("BULK_QUEUE_URL", aws.env["BULK_QUEUE_URL"])
+    swept = run_of(sweep())
+    assert swept["lane_released"] >= 1
+    messages, ids = queued_ids(aws)
+    assert set(missing) <= set(ids)
+    assert run_worker(aws, messages) == {"batchItemFailures": []}
 
 
 def test_a_manual_window_reconciles_that_window_only_and_keeps_the_watermark(

@@ -1,4 +1,5 @@
-"""10,000 ids through the local stack's API: accepted in 200 SQS messages of at most 50, every id exactly once.
+"""10,000 ids through the local stack's API: accepted in 200 messages of at most 50, every id exactly once; the
+connection's lane sends two to SQS at once and holds the rest in the job's ledger.
 
 Its own module: one local stack per process at a time, and this one runs without the queue poller so the
 messages can be counted where they are.
@@ -31,7 +32,8 @@ def test_ten_thousand_ids_are_accepted_in_two_hundred_messages() -> None:
         sqs = running.aws.client("sqs")
         url = running.aws.physical_id("BulkQueue")
         attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
-        assert attrs["Attributes"]["ApproximateNumberOfMessages"] == "200"
+        # The connection's lane (BulkLaneMessages 2) sent two; the other 198 wait held in the job's ledger.
+        assert attrs["Attributes"]["ApproximateNumberOfMessages"] == "2"
         seen: list[str] = []
         sizes: list[int] = []
         while True:
@@ -42,5 +44,18 @@ def test_ten_thousand_ids_are_accepted_in_two_hundred_messages() -> None:
                 sale_ids = json.loads(message["Body"])["sale_ids"]
                 sizes.append(len(sale_ids))
                 seen += sale_ids
+        ddb = running.aws.client("dynamodb")
+        pages = ddb.get_paginator("query").paginate(
+            TableName=running.aws.physical_id("JobsTable"),
+            KeyConditionExpression="job_id = :j AND begins_with(item_key, :m)",
+            ExpressionAttributeValues={":j": {"S": body["job_id"]}, ":m": {"S": "!m"}},
+        )
+        messages = [item for page in pages for item in page["Items"]]
+        held = [m for m in messages if m["lane_state"]["S"] == "held"]
+        assert (len(messages), len(held)) == (200, 198)
+        for message in held:
+            sale_ids = [v["S"] for v in message["sale_ids"]["L"]]
+            sizes.append(len(sale_ids))
+            seen += sale_ids
         assert len(sizes) == 200 and max(sizes) == 50
         assert sorted(seen) == sorted(ids)  # every accepted id in exactly one message

@@ -57,7 +57,11 @@ def job_view(stack: EmbeddedStack, job_id: str) -> dict[str, Any]:
 def receive_one(stack: EmbeddedStack) -> dict[str, Any] | None:
     sqs = stack.aws.client("sqs")
     got = sqs.receive_message(
-        QueueUrl=stack.aws.physical_id("BulkQueue"), MaxNumberOfMessages=1, WaitTimeSeconds=0, AttributeNames=["All"]
+        QueueUrl=stack.aws.physical_id("BulkQueue"),
+        MaxNumberOfMessages=1,
+        WaitTimeSeconds=0,
+        AttributeNames=["All"],
+        MessageAttributeNames=["All"],
     ).get("Messages", [])
     return got[0] if got else None
 

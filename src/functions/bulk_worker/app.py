@@ -30,6 +30,7 @@ from pydantic import Json
 
 from shared.bulk import BulkMessage, MessageReport
 from shared.observability import logger, metrics, tracer
+from shared.queue import LANE_ATTRIBUTE
 from shared.settings import Settings
 from shared.wiring import build_bulk_service
 
@@ -42,7 +43,13 @@ class BulkRecord(SqsRecordModel):
 
 async def record_handler(record: BulkRecord, lambda_context: LambdaContext) -> None:
     # Powertools passes the invocation's context to a record handler that names a lambda_context parameter.
-    await asyncio.to_thread(process_message, record.body, seconds_left(lambda_context))
+    await asyncio.to_thread(process_message, record.body, seconds_left(lambda_context), lane_of(record))
+
+
+def lane_of(record: SqsRecordModel) -> str | None:
+    """The message's lane ref (shared.lanes), a message attribute; None for a message sent without lanes."""
+    attribute = record.messageAttributes.get(LANE_ATTRIBUTE)
+    return attribute.stringValue if attribute is not None else None
 
 
 def seconds_left(context: LambdaContext) -> Callable[[], float]:
@@ -51,10 +58,12 @@ def seconds_left(context: LambdaContext) -> Callable[[], float]:
 
 
 @tracer.capture_method(capture_response=False)
-def process_message(message: BulkMessage, remaining: Callable[[], float] | None = None) -> MessageReport:
+def process_message(
+    message: BulkMessage, remaining: Callable[[], float] | None = None, lane: str | None = None
+) -> MessageReport:
     # Per-thread log keys (a context variable): the records of one invocation run side by side.
     logger.thread_safe_append_keys(job_id=message.job_id, connection_id=message.connection_id)
-    report = build_bulk_service(Settings.from_env(), queue=True).process(message, remaining=remaining)
+    report = build_bulk_service(Settings.from_env(), queue=True).process(message, remaining=remaining, lane=lane)
     with _metrics_lock:
         # Counted by this run only: a redelivered message adds nothing to the totals for what it skipped.
         metrics.add_metric(name="BulkSalesSettled", unit=MetricUnit.Count, value=report.settled)

@@ -14,7 +14,8 @@ from botocore.exceptions import ClientError
 
 from shared import clock
 from shared.jobs import Job, JobItem, Settlement
-from shared.models import Outcome
+from shared.lanes import LaneMessage
+from shared.models import Outcome, Trigger
 from shared.stores.base import Page, StateWriteFailed
 from shared.stores.dynamo import (
     TRANSACTION_ITEMS,
@@ -32,6 +33,7 @@ from shared.stores.dynamo import (
     to_dynamo,
     transaction_cancelled,
 )
+from shared.stores.lanes import held_message_item
 
 HEADER_KEY = "#"  # sorts before every digit, so a query for items starts right after the header
 JOB_TTL = timedelta(days=30)
@@ -162,8 +164,14 @@ class DynamoJobStore:
     def table_name(self) -> str:
         return str(self._table.name)
 
-    def create(self, job: Job, sale_ids: list[str]) -> None:
+    def create(self, job: Job, sale_ids: list[str], *, held: list[LaneMessage] | None = None) -> None:
         expires = expires_at(job)
+        # Schedules' jobs go first in their lane: a sweep's retries are few and have waited already.
+        priority = 0 if job.trigger is Trigger.SCHEDULE else 1
+        messages = [
+            held_message_item(m, priority=priority, created_at=job.created_at, expires_at=expires) for m in held or []
+        ]
+        message_keys = [m["item_key"] for m in messages]
         # No empty attributes: a null started_at would make "if_not_exists(started_at, ...)" never set it.
         header = job.model_dump(mode="json", exclude={"counts"}, exclude_none=True)
         header.update({"item_key": HEADER_KEY, "expires_at": expires})
@@ -189,6 +197,8 @@ class DynamoJobStore:
                     for sale_id in sale_ids
                 ),
             )
+            if messages:
+                batch_write(self._table, puts=messages)
             retry_conflicts(
                 lambda: self._table.put_item(
                     Item=to_dynamo(header), ConditionExpression="attribute_not_exists(job_id)"
@@ -198,7 +208,7 @@ class DynamoJobStore:
         except BaseException:
             # The header too: a put that landed but whose answer was lost (botocore's retry then fails the
             # condition) must not leave a header promising items that are gone. The job id is new: nobody else's.
-            self._delete(job.job_id, [*sale_ids, HEADER_KEY])
+            self._delete(job.job_id, [*sale_ids, *message_keys, HEADER_KEY])
             raise
 
     def withdraw(self, job: Job, sale_ids: list[str], *, messages: int) -> None:
