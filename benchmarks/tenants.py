@@ -118,6 +118,18 @@ def wait_completed(http: httpx.Client, connection: str, job_id: str, limit_s: fl
     return None
 
 
+def queue_wait(http: httpx.Client, connection: str, job_id: str) -> float:
+    """Seconds from the job's creation to a worker's first run over one of its messages (the header's started_at):
+    the time the job waited for a worker, whatever the machine's speed once it ran."""
+    view = http.get(f"/connections/{connection}/reprocessing-jobs/{job_id}").json()
+    created, started = view["created_at"], view.get("started_at")
+    if not started:
+        return float("nan")
+    from datetime import datetime
+
+    return (datetime.fromisoformat(started) - datetime.fromisoformat(created)).total_seconds()
+
+
 def items_of(http: httpx.Client, connection: str, job_id: str) -> list[dict[str, Any]]:
     items, cursor = [], None
     while True:
@@ -146,6 +158,7 @@ def run(args: argparse.Namespace, lanes: int) -> dict[str, Any]:
         ml_before = len(stack.meli.requests)
         big_ids = [str(BIG_FIRST_ID + n) for n in range(args.big)]
         big_started = time.monotonic()
+        cpu_before = time.process_time()
         big = http.post(f"/connections/{BIG}/reprocessing-jobs", json={"sale_ids": big_ids}).json()
         time.sleep(args.delay)
         finished: dict[str, float | None] = {}
@@ -166,6 +179,8 @@ def run(args: argparse.Namespace, lanes: int) -> dict[str, Any]:
         for t in threads:
             t.join()
         big_elapsed = (big_done or time.monotonic()) - big_started
+        cpu_share = (time.process_time() - cpu_before) / big_elapsed  # this process runs every function and moto
+        queue_waits = sorted(queue_wait(http, n, submitted[n][0]) for n in submitted)
         waits = [
             (finished[n] or time.monotonic()) - submitted[n][1] for n in submitted
         ]  # a job never completed counts its time so far
@@ -198,6 +213,8 @@ def run(args: argparse.Namespace, lanes: int) -> dict[str, Any]:
         "lanes": lanes,
         "alone_s": alone_s,
         "waits": sorted(waits),
+        "queue_waits": queue_waits,
+        "cpu_share": cpu_share,
         "big_elapsed": big_elapsed,
         "big_rate": big_requests / big_elapsed,
         "big_requests": big_requests,
@@ -242,6 +259,12 @@ def main(argv: list[str] | None = None) -> int:
             f"small jobs beside the big one: p50 {statistics.median(waits):.1f} s, p95 {p95(waits):.1f} s, "
             f"max {max(waits):.1f} s -> p95 = {p95(waits) / r['alone_s']:.1f}x alone (target <= 5x)"
         )
+        qw = r["queue_waits"]
+        print(
+            f"  of which waiting for a worker (job created -> first run): p50 {statistics.median(qw):.1f} s, "
+            f"p95 {p95(qw):.1f} s, max {max(qw):.1f} s"
+        )
+        print(f"this process (every function, moto, the simulator) used {r['cpu_share']:.2f} CPU-seconds per second")
         print(
             f"big job: {r['big_elapsed']:.0f} s, {r['big_requests']} ML requests, {r['big_rate']:.1f} rps = "
             f"{r['big_rate'] / args.quota_rps:.2f} of its quota (target >= 0.9)"

@@ -48,6 +48,7 @@ from shared.stores.base import ConnectionStore
 
 logger = Logger(child=True)
 
+DECIDING_WAIT_SECONDS = 10.0  # a refusal's verdict: a Secrets Manager read and two DynamoDB writes, with retries
 ACTIVE_CACHE_SECONDS = 60.0  # an active row is trusted this long (a stale one costs one refused ML call, no more)
 TOKEN_CHECK_SECONDS = 2.0  # how often a process reads a non-active connection's stored tokens for a reconnection
 
@@ -136,6 +137,7 @@ class ConnectionGate:
         self._on_reactivated: list[Callable[[str], None]] = []
         self._accepted: set[str] = set()  # connections ML accepted a request of, in this process
         self._probes: dict[str, threading.Lock] = {}
+        self._deciding: dict[str, threading.Event] = {}  # ML refused the connection; the verdict is being written
 
     @contextmanager
     def first_calls(self, connection_id: str) -> Iterator[None]:
@@ -158,6 +160,22 @@ class ConnectionGate:
             if held:
                 probe.release()
 
+    @contextmanager
+    def deciding(self, connection_id: str) -> Iterator[None]:
+        """ML just refused the connection (a refresh token, a connection-level 403) and this thread is settling what
+        that means (re-reading the stored tokens, writing the state). Meanwhile no other thread of the process sends
+        a request for it: ``require_active`` waits for the verdict (``DECIDING_WAIT_SECONDS`` at most)."""
+        event = threading.Event()
+        with self._lock:
+            self._deciding[connection_id] = event
+        try:
+            yield
+        finally:
+            with self._lock:
+                if self._deciding.get(connection_id) is event:
+                    del self._deciding[connection_id]
+            event.set()
+
     def accepted(self, connection_id: str) -> None:
         """ML answered a request of the connection with anything but 401/403."""
         self._accepted.add(connection_id)
@@ -171,6 +189,10 @@ class ConnectionGate:
     def require_active(self, connection_id: str, *, fresh: bool = False) -> None:
         """Raise ConnectionNeedsReauthorization unless the connection may call ML. Makes no ML call; costs nothing
         for an active connection seen in the last minute, one read of its row otherwise (or with ``fresh``)."""
+        with self._lock:
+            pending = self._deciding.get(connection_id)
+        if pending is not None:
+            pending.wait(DECIDING_WAIT_SECONDS)  # the verdict lands in _known (revoke remembers the row)
         with self._lock:
             known = None if fresh else self._known.get(connection_id)
         if fresh:

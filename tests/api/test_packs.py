@@ -193,6 +193,28 @@ def test_another_sellers_pack_is_not_this_sellers_and_the_connection_stays_activ
     assert verification(call_api, TEMPLATE)["next_action"] in ("relink", "resync", "none")  # calls still made
 
 
+def test_bulk_settles_another_sellers_order_and_pack_as_not_found_and_the_connection_stays_active(
+    call_api: Api, aws: Aws, meli: MeliSimulator
+) -> None:
+    """Both 403s of another seller's resources (the order's not_owned_order, the pack's forbidden) are facts about
+    those ids: each is settled sale_not_found, the connection stays active and the healthy sale beside them is
+    reflected in the same job."""
+    mlb_order = "2000009120000013"  # mlb-second's: ML answers mla-main 403 not_owned_order
+    ids = [mlb_order, str(OTHERS_PACK), str(TEMPLATE)]
+    _, submitted = submit(call_api, ids)
+    assert run_worker(aws, queued(aws)) == {"batchItemFailures": []}
+    outcomes = {i["sale_id"]: (i["outcome"], i.get("reason")) for i in job(call_api, submitted["job_id"])["items"]}
+    assert outcomes == {
+        mlb_order: ("not_reflectable", "sale_not_found"),
+        str(OTHERS_PACK): ("not_reflectable", "sale_not_found"),
+        str(TEMPLATE): ("reflected", None),
+    }
+    assert meli.count("GET", rf"^/packs/{OTHERS_PACK}$", status=403) == 1
+    status, body, _ = call_api("GET", f"/connections/{C}")
+    assert status == 200 and body["state"] == "active", body
+    assert aws.help_desk_messages() == []
+
+
 # --- shipment splits ------------------------------------------------------------------------------------------------
 
 

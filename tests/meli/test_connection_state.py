@@ -3,6 +3,7 @@ which refusals are about the connection (and stop every ML call for it), which a
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -93,6 +94,51 @@ def test_any_other_403_stops_the_connection(
     with pytest.raises(ConnectionNeedsReauthorization):
         client.get_order(str(OTHER_SELLER_ORDER_ID))  # any other call of the connection: refused here
     assert simulator.requests == []
+
+
+def test_a_request_that_waited_for_a_quota_token_is_not_sent_once_another_thread_met_a_refusal(
+    simulator: MeliSimulator, aws: Aws, make_client: ClientFactory, make_manager: ManagerFactory
+) -> None:
+    """The gate is asked again after the wait for a token: while this thread waited, another one of the process
+    met ML's refusal and wrote the verdict (here, inside the wait)."""
+    manager = make_manager()
+    make_client(tokens=manager).get_order(str(ORDER_ID))  # ML accepted the connection: requests run freely
+
+    class RefusedWhileWaiting:
+        def acquire(self, key: str) -> None:
+            manager.gate.revoke(key, token_version=0, cause="invalid_grant", message="revoked (another thread)")
+
+    client = make_client(tokens=manager, limiter=RefusedWhileWaiting())
+    simulator.reset_log()
+    with pytest.raises(ConnectionNeedsReauthorization):
+        client.get_order(str(ORDER_ID))
+    assert simulator.requests == []
+
+
+def test_a_thread_asking_while_a_refusal_is_being_decided_waits_for_the_verdict(
+    aws: Aws, make_manager: ManagerFactory
+) -> None:
+    gate = make_manager().gate
+    gate.require_active(CONNECTION_ID)  # active, and cached as such
+    entered, outcome = threading.Event(), []
+
+    def ask() -> None:
+        entered.set()
+        try:
+            gate.require_active(CONNECTION_ID)
+            outcome.append("sent")
+        except ConnectionNeedsReauthorization:
+            outcome.append("refused")
+
+    with gate.deciding(CONNECTION_ID):
+        asker = threading.Thread(target=ask)
+        asker.start()
+        entered.wait(5)
+        asker.join(0.3)
+        assert asker.is_alive() and outcome == []  # it waits: the cached "active" is not trusted meanwhile
+        gate.revoke(CONNECTION_ID, token_version=0, cause="invalid_grant", message="revoked")
+    asker.join(5)
+    assert outcome == ["refused"]
 
 
 # --- item 5: invalid_grant after re-reading the stored tokens ------------------------------------------------------

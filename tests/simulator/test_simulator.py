@@ -415,6 +415,17 @@ def test_quota_answers_429_above_the_rate(sim: MeliSimulator) -> None:
         assert all(c.get("/orders/2000000000000001").status_code == 200 for _ in range(12))
 
 
+def test_oauth_over_the_quota_answers_local_rate_limited(sim: MeliSimulator) -> None:
+    """OAuth's throttle has its own body (DOC-AUTH: 429 local_rate_limited "Inténtalo de nuevo en unos segundos")."""
+    sim.set_quota(1)
+    with _client(sim) as c:
+        c.get("/orders/2000000000000001")  # the second's one request
+        answer = _refresh(sim, sim.tokens("main")[1])
+    assert answer.status_code == 429
+    assert answer.json()["error"] == "local_rate_limited" and "segundos" in answer.json()["message"]
+    sim.set_quota(None)
+
+
 def test_request_log(sim: MeliSimulator) -> None:
     with _client(sim) as c:
         c.get("/orders/2000000000000001")

@@ -54,6 +54,7 @@ PACK_NOT_FOUND = ml_error(404, "Order do not exists", "not_found")
 SHIPMENT_NOT_FOUND = ml_error(404, "Shipment not found", "not_found")
 RESOURCE_NOT_FOUND = ml_error(404, "Resource not found", "not_found")
 TOO_MANY_REQUESTS = ml_error(429, "Too Many Requests", "too_many_requests")
+OAUTH_RATE_LIMITED = ml_error(429, "Inténtalo de nuevo en unos segundos", "local_rate_limited")
 INVALID_GRANT = {
     "error_description": "Error validating grant. Your authorization code or refresh token may be expired or it was "
     "already used",
@@ -462,7 +463,8 @@ class MeliSimulator:
 
     def _quota_or_faults(self, req: _Request) -> _Answer | _Hold | None:
         if not self._admit():
-            return _Answer(429, TOO_MANY_REQUESTS)
+            # OAuth's own throttle answers local_rate_limited "try again in a few seconds" (DOC-AUTH; meli-api.md §7).
+            return _Answer(429, OAUTH_RATE_LIMITED if req.path == "/oauth/token" else TOO_MANY_REQUESTS)
         with self._lock:
             rules = list(self._rules)
         for rule in rules:

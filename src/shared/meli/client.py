@@ -267,6 +267,8 @@ class HttpMeliClient:
             request_headers["authorization"] = f"Bearer {tokens.access_token}"
             if self._limiter is not None:
                 self._limiter.acquire(self.connection_id)  # the connection's share of ML's request quota
+                # Asked again after the wait for a token (in memory): another thread may have met a refusal meanwhile.
+                gate.require_active(self.connection_id)
             self._count()
             started = time.monotonic()
             error: MeliError
@@ -306,9 +308,11 @@ class HttpMeliClient:
                     # Not about this resource: the application or the user may not call ML. The connection needs
                     # reauthorization (once), unless it was reconnected meanwhile with newer tokens: then retry once.
                     cause = error.error or "forbidden"
-                    if gate.revoke(
-                        self.connection_id, token_version=tokens.version, cause=cause, message=error.message
-                    ):
+                    with gate.deciding(self.connection_id):
+                        revoked = gate.revoke(
+                            self.connection_id, token_version=tokens.version, cause=cause, message=error.message
+                        )
+                    if revoked:
                         raise ConnectionNeedsReauthorization(
                             f"Connection {self.connection_id} needs the seller to authorise the application again: "
                             f"Mercado Libre answered 403 {cause} ({error.message}). No Mercado Libre call is made "

@@ -460,7 +460,8 @@ class TokenManager:
         try:
             body = self._refresher(stored.refresh_token, self._app_credentials())
         except RefreshTokenRefused as refused:
-            return self._refused(connection_id, stored, refused)
+            with self.gate.deciding(connection_id):  # the process's other threads wait for the verdict
+                return self._refused(connection_id, stored, refused)
         try:
             fresh = OAuthTokens.from_oauth_response(body, version=stored.version + 1, now=self._clock())
         except (KeyError, TypeError, ValueError):
