@@ -51,7 +51,7 @@ sys.path.insert(0, str(SRC))
 
 STAGE = "bench"
 CONNECTION = "mla-main"
-RATIO_TARGET = 2.0
+RATIO_TARGET = 2.0  # a function's import against `import boto3` (issue 14)
 TOP_IMPORTS = 8
 
 # The recorded events name sale 2000009713473608, which the default scenario does not hold; each is re-aimed at a
@@ -487,7 +487,7 @@ def report(
     print()
     print(
         "| function | import ms | import + first invoke ms | (min-max) | of which CPU ms | import / `import boto3` "
-        f"| import + first invoke / `import boto3` | target <= {RATIO_TARGET:.1f}x | same, CPU / CPU | peak RSS MB "
+        f"| import + first invoke / `import boto3` | import <= {RATIO_TARGET:.1f}x | same, CPU / CPU | peak RSS MB "
         "| first invoke answered | ML requests |"
     )
     print("|---|--:|--:|--:|--:|--:|--:|:-:|--:|--:|---|--:|")
@@ -502,7 +502,7 @@ def report(
         )
         print(
             f"| {function} | {imp:.0f} | {inv:.0f} | ({low:.0f}-{high:.0f}) | {cpu:.0f} "
-            f"| {imp / boto3_ms:.1f}x | {ratio:.1f}x | {'met' if ratio <= RATIO_TARGET else 'above'} "
+            f"| {imp / boto3_ms:.1f}x | {ratio:.1f}x | {'met' if imp / boto3_ms <= RATIO_TARGET else 'above'} "
             f"| {cpu / boto3_cpu:.1f}x | {rss:.0f} "
             f"| {last.answer} | {last.ml_requests} |"
         )
