@@ -183,7 +183,7 @@ class Trigger(StrEnum):
 
 class Model(BaseModel):
     # defer_build (here and on every model of shared/): a schema is built on the model's first use, not at import, so
-    # a cold start builds only the models its request touches.
+    # a cold start builds only the models its request touches; the API's before-snapshot hook builds them all.
     model_config = ConfigDict(extra="forbid", frozen=False, use_enum_values=False, defer_build=True)
 
 

@@ -20,6 +20,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict
+from snapshot_restore_py import register_after_restore, register_before_snapshot
 
 from shared.answers import (
     BODY_ERRORS,
@@ -51,6 +52,7 @@ from shared.models import Outcome, Reason
 from shared.observability import logger, metrics, record_outcome, tracer
 from shared.recovery import RecoveryService
 from shared.settings import Settings
+from shared.snapstart import LAZY_MODULES, after_restore, warm
 from shared.stores.dynamo import InvalidCursor
 from shared.verification import MarketplacePartialOrder
 from shared.wiring import build_bulk_service, build_service
@@ -78,6 +80,14 @@ ROUTES = {  # path template -> methods; used to tell a wrong method (405) from a
     "/openapi.json": {"GET"},  # its OpenAPI document
 }
 MAX_BODY_BYTES = 64 * 1024
+# Imported by a request only when it needs them (the /docs and /openapi.json routes, a keyed job submission): the
+# before-snapshot hook imports them.
+API_LAZY_MODULES = (
+    "aws_lambda_powertools.event_handler.openapi.models",
+    "aws_lambda_powertools.event_handler.openapi.swagger_ui",
+    "aws_lambda_powertools.utilities.idempotency",
+    "aws_lambda_powertools.utilities.idempotency.serialization.custom_dict",
+)
 MAX_JOB_BODY_BYTES = 1024 * 1024  # 10,000 ids as text fit with room to spare
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -589,3 +599,23 @@ def _allowed_methods(path: str) -> set[str]:
 @tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)
+
+
+# --- Lambda SnapStart (template.yaml: SnapStart on the published versions behind the `live` alias) ------------------
+
+
+@register_before_snapshot
+def _before_snapshot() -> None:
+    """Run once per published version, before Lambda snapshots the sandbox: everything in it every restored sandbox
+    starts with (shared.snapstart.warm), plus the routes' validation models and the OpenAPI document's schemas."""
+    app.get_openapi_schema(title=API_TITLE, version=API_VERSION)  # builds every route's request/response models
+    warmed = warm(modules=(*LAZY_MODULES, *API_LAZY_MODULES), packages=("shared", __name__.partition(".")[0]))
+    logger.info("warmed before the snapshot", extra=warmed)
+
+
+@register_after_restore
+def _after_restore() -> None:
+    """Run in every sandbox restored from the snapshot, before its first request: new clients, credentials and
+    connections (the idempotency layer's client too), fresh randomness."""
+    after_restore()
+    _idempotent_submission.cache_clear()
