@@ -70,9 +70,17 @@ def _boto3_client(service: str) -> Any:
     return boto3.client(service)
 
 
+# Connections of the shared DynamoDB client: every thread of the process uses it (the bulk worker's threads, for the
+# stores, the job store and the quota bucket at once), and botocore's default of 10 would open and drop a connection
+# per call past that.
+DYNAMODB_MAX_CONNECTIONS = 50
+
+
 @lru_cache(maxsize=1)
 def _dynamodb_resource(session: Any, endpoint: str | None) -> Any:
-    return session.resource("dynamodb")
+    from botocore.config import Config
+
+    return session.resource("dynamodb", config=Config(max_pool_connections=DYNAMODB_MAX_CONNECTIONS))
 
 
 def dynamodb_resource() -> Any:
