@@ -19,7 +19,9 @@ from shared.models import ErrorEntry, Outcome, Reason, RecoveryResult, SaleState
 def _public(model: type[BaseModel], name: str, doc: str, hidden: set[str], **extra: Any) -> type[BaseModel]:
     """``model``'s fields as an answer shows them: without the ``hidden`` ones, plus ``extra`` fields."""
     fields = {key: (field.annotation, field) for key, field in model.model_fields.items() if key not in hidden}
-    built: type[BaseModel] = create_model(name, __doc__=doc, **fields, **extra)  # type: ignore[call-overload]
+    built: type[BaseModel] = create_model(  # type: ignore[call-overload]
+        name, __doc__=doc, __config__=ConfigDict(defer_build=True), **fields, **extra
+    )
     return built
 
 
@@ -32,6 +34,8 @@ class RelinkAnswer(BaseModel):
     """202: the relink state machine runs (started now, or already running for this sale); follow ``status_url``.
     200: nothing started: already in the platform, or the request's Idempotency-Key maps to an episode that is
     settled (its outcome and reason)."""
+
+    model_config = ConfigDict(defer_build=True)
 
     connection_id: str
     sale_id: str
@@ -54,6 +58,8 @@ class SaleAnswer(SaleState):
 class SaleErrorsPage(BaseModel):
     """One page of the connection's error list (seed step 3's list), newest filters applied."""
 
+    model_config = ConfigDict(defer_build=True)
+
     connection_id: str
     error_type: str | None = None
     count: int
@@ -63,6 +69,8 @@ class SaleErrorsPage(BaseModel):
 
 class JobAccepted(BaseModel):
     """The job is written and its ids are queued; rejected ids come back with their reason."""
+
+    model_config = ConfigDict(defer_build=True)
 
     job_id: str
     connection_id: str
@@ -95,7 +103,7 @@ class ConnectionAnswer(ConnectionView):
 class ErrorAnswer(BaseModel):
     """Every 4xx: a stable code, a message a person can act on, and sometimes what to do next."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     error: str
     message: str

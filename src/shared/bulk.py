@@ -96,7 +96,7 @@ class Deadline:
 class BulkMessage(BaseModel):
     """The SQS message body of DESIGN §3, exactly."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     job_id: str = Field(min_length=1, max_length=64)
     connection_id: str = Field(min_length=1, max_length=64)
@@ -153,6 +153,8 @@ class NoValidSaleIds(NoSaleIds):
 
 
 class Selection(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     accepted: list[str]
     rejected: list[RejectedId]
     duplicates: int
@@ -160,6 +162,8 @@ class Selection(BaseModel):
 
 class Submitted(BaseModel):
     """A job as its POST answers it: every rejected value with its reason (the job's header keeps a sample)."""
+
+    model_config = ConfigDict(defer_build=True)
 
     job: Job
     rejected: list[RejectedId]
@@ -232,6 +236,8 @@ class MessageReport(BaseModel):
     """What one run over a message did: settled now, continued elsewhere (state machine or a later sweep), skipped
     because an earlier delivery already took care of them, or handed back to the queue (in a new message) because the
     run's time would not cover them."""
+
+    model_config = ConfigDict(defer_build=True)
 
     ids: int
     settled: int = 0

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared import clock
 from shared.meli.errors import ConnectionNeedsReauthorization, MeliError
@@ -57,6 +57,8 @@ TOKEN_OWNER_MISMATCH = "token_owner_mismatch"
 
 class ConnectionAlert(BaseModel):
     """The help desk's one message for a connection that needs the seller to reconnect (not a sale's page)."""
+
+    model_config = ConfigDict(defer_build=True)
 
     kind: str = "connection_needs_reauthorization"
     connection_id: str
@@ -370,6 +372,8 @@ def reauthorization_report(
 
 class ConnectionView(BaseModel):
     """``GET /connections/{connection_id}``: the connection and whether it may call Mercado Libre."""
+
+    model_config = ConfigDict(defer_build=True)
 
     connection_id: str
     seller_id: int

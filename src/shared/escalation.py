@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.models import ErrorEvent, Reason, utc_now
 from shared.observability import dimensioned_metrics_enabled, metrics
@@ -15,6 +15,8 @@ from shared.observability import dimensioned_metrics_enabled, metrics
 
 class EscalationMessage(BaseModel):
     """What the help desk receives: enough to act without opening another tool."""
+
+    model_config = ConfigDict(defer_build=True)
 
     connection_id: str
     sale_id: str

@@ -182,7 +182,9 @@ class Trigger(StrEnum):
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=False, use_enum_values=False)
+    # defer_build (here and on every model of shared/): a schema is built on the model's first use, not at import, so
+    # a cold start builds only the models its request touches; the API's before-snapshot hook builds them all.
+    model_config = ConfigDict(extra="forbid", frozen=False, use_enum_values=False, defer_build=True)
 
 
 # --- Platform state -------------------------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -11,7 +13,30 @@ from shared.models import RecoveryResult
 
 logger = Logger()
 metrics = Metrics()
-tracer = Tracer()
+# With tracing on, every AWS call (botocore) and Mercado Libre call (httpx) is a subsegment. Powertools' default
+# patch_all imports both libraries right here; the tracer patches each when it is first imported instead, so an
+# import that builds no client (and a function that never calls ML) does not load them. We use no other library that
+# patch_all would patch.
+tracer = Tracer(auto_patch=False)
+# module whose import triggers the patch -> the library X-Ray patches. Every AWS client here comes from boto3, and once
+# boto3 is imported botocore.client is whole (a hook on botocore.client itself runs before it is bound to botocore).
+TRACED_LIBRARIES = {"boto3": "botocore", "httpx": "httpx"}
+
+
+def _patch_when_imported() -> None:
+    if tracer.disabled:
+        return
+    import wrapt  # aws_xray_sdk's own dependency, already loaded by the tracer
+
+    def patcher(library: str) -> Callable[[ModuleType], None]:
+        return lambda _module: tracer.patch([library])
+
+    for module, library in TRACED_LIBRARIES.items():
+        # Runs at once if the module is already imported, else right after its import, before anyone uses it.
+        wrapt.register_post_import_hook(patcher(library), module)
+
+
+_patch_when_imported()
 
 
 def dimensioned_metrics_enabled() -> bool:

@@ -69,7 +69,7 @@ class ScheduleRunFailed(RuntimeError):
 class Window(BaseModel):
     """A manual reconciliation window, ``{"from": ISO, "to": ISO}`` with a UTC offset."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, defer_build=True)
 
     start: AwareDatetime = Field(alias="from")
     end: AwareDatetime = Field(alias="to")
@@ -78,7 +78,7 @@ class Window(BaseModel):
 class ScheduleRequest(BaseModel):
     """What a run works on. A scheduled event means every connection; a manual run may name one (and a window)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     connection_id: str | None = Field(default=None, min_length=1, max_length=64)
     window: Window | None = None
@@ -96,7 +96,7 @@ class ScheduleRequest(BaseModel):
 class ScheduledEvent(BaseModel):
     """An EventBridge scheduled event (rule with a schedule expression and no Input)."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, defer_build=True)
 
     version: str
     id: str
@@ -152,6 +152,8 @@ def _problems(exc: ValidationError) -> str:
 
 class RunSummary(BaseModel):
     """One connection's run: what was found, queued, left alone and escalated. Logged and turned into metrics."""
+
+    model_config = ConfigDict(defer_build=True)
 
     schedule: str
     connection_id: str

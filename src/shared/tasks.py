@@ -45,7 +45,7 @@ class InvalidTaskInput(Exception):
 class TaskInput(BaseModel):
     """What every task receives. The state machine adds its own fields; unknown ones are ignored."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
     connection_id: str = Field(min_length=1, max_length=64)
     sale_id: str = Field(min_length=1, max_length=64)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from functools import lru_cache
@@ -69,6 +70,31 @@ def _boto3_client(service: str) -> Any:
     return boto3.client(service)
 
 
+# Connections of the shared DynamoDB client: every thread of the process uses it (the bulk worker's threads, for the
+# stores, the job store and the quota bucket at once), and botocore's default of 10 would open and drop a connection
+# per call past that.
+DYNAMODB_MAX_CONNECTIONS = 50
+
+
+@lru_cache(maxsize=1)
+def _dynamodb_resource(session: Any, endpoint: str | None) -> Any:
+    from botocore.config import Config
+
+    return session.resource("dynamodb", config=Config(max_pool_connections=DYNAMODB_MAX_CONNECTIONS))
+
+
+def dynamodb_resource() -> Any:
+    """The process's one DynamoDB resource: the service, the job store and the quota bucket share it (each
+    ``boto3.resource`` builds a client of its own and reads the resource model again: ~30 ms of a cold start).
+    Keyed by boto3's default session and the endpoint: a new session or another local stack gets its own."""
+    import boto3
+
+    with _BUILD_LOCK:
+        if boto3.DEFAULT_SESSION is None:
+            boto3.setup_default_session()
+        return _dynamodb_resource(boto3.DEFAULT_SESSION, os.environ.get("AWS_ENDPOINT_URL"))
+
+
 @lru_cache(maxsize=8)
 def build_service(settings: Settings, *, notifier: bool = False, workflow: bool = False) -> RecoveryService:
     from datetime import timedelta
@@ -82,7 +108,7 @@ def build_service(settings: Settings, *, notifier: bool = False, workflow: bool 
     from shared.stores.errors import DynamoErrorStore
     from shared.stores.products import DynamoProductStore
 
-    dynamodb = boto3.resource("dynamodb")  # every operation reads the tables: no point deferring it
+    dynamodb = dynamodb_resource()  # every operation reads the tables: no point deferring it
     errors_table = dynamodb.Table(settings.sale_errors_table)
     stores = Stores(
         errors=DynamoErrorStore(errors_table),
@@ -201,8 +227,26 @@ def build_schedule_service(settings: Settings) -> ScheduleService:
 
 @lru_cache(maxsize=8)
 def build_job_store(settings: Settings) -> JobStore:
-    import boto3
-
     from shared.stores.jobs import DynamoJobStore
 
-    return DynamoJobStore(boto3.resource("dynamodb").Table(settings.jobs_table))
+    return DynamoJobStore(dynamodb_resource().Table(settings.jobs_table))
+
+
+def forget_clients() -> None:
+    """Drop every service, client, connection pool and credential built so far; the next request builds new ones.
+
+    For a sandbox restored from a SnapStart snapshot: what was built before the snapshot is shared by every sandbox
+    restored from it. botocore's loaded service models (read-only JSON) are kept: a new client then costs a few ms,
+    not the ~55 ms of a fresh session's first one.
+    """
+    import boto3
+
+    with _BUILD_LOCK:
+        for built in (build_schedule_service, build_bulk_service, build_service, build_job_store, _dynamodb_resource):
+            built.cache_clear()
+        old = boto3.DEFAULT_SESSION
+        boto3.DEFAULT_SESSION = None  # its credentials and the clients' pools go with it
+        if old is not None:
+            session = boto3.Session()
+            session._session.register_component("data_loader", old._session.get_component("data_loader"))
+            boto3.DEFAULT_SESSION = session

@@ -9,26 +9,18 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Callable
+from functools import lru_cache
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
-from aws_lambda_powertools.event_handler.openapi.models import Server
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.logging import correlation_paths
-from aws_lambda_powertools.utilities.idempotency import (
-    DynamoDBPersistenceLayer,
-    IdempotencyConfig,
-    idempotent_function,
-)
-from aws_lambda_powertools.utilities.idempotency.exceptions import (
-    IdempotencyAlreadyInProgressError,
-    IdempotencyValidationError,
-)
-from aws_lambda_powertools.utilities.idempotency.serialization.custom_dict import CustomDictSerializer
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
+from snapshot_restore_py import register_after_restore, register_before_snapshot
 
 from shared.answers import (
     BODY_ERRORS,
@@ -60,6 +52,7 @@ from shared.models import Outcome, Reason
 from shared.observability import logger, metrics, record_outcome, tracer
 from shared.recovery import RecoveryService
 from shared.settings import Settings
+from shared.snapstart import LAZY_MODULES, after_restore, warm
 from shared.stores.dynamo import InvalidCursor
 from shared.verification import MarketplacePartialOrder
 from shared.wiring import build_bulk_service, build_service
@@ -87,6 +80,14 @@ ROUTES = {  # path template -> methods; used to tell a wrong method (405) from a
     "/openapi.json": {"GET"},  # its OpenAPI document
 }
 MAX_BODY_BYTES = 64 * 1024
+# Imported by a request only when it needs them (the /docs and /openapi.json routes, a keyed job submission): the
+# before-snapshot hook imports them.
+API_LAZY_MODULES = (
+    "aws_lambda_powertools.event_handler.openapi.models",
+    "aws_lambda_powertools.event_handler.openapi.swagger_ui",
+    "aws_lambda_powertools.utilities.idempotency",
+    "aws_lambda_powertools.utilities.idempotency.serialization.custom_dict",
+)
 MAX_JOB_BODY_BYTES = 1024 * 1024  # 10,000 ids as text fit with room to spare
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -265,8 +266,8 @@ def post_reprocessing_job(connection_id: str) -> Response[str]:
         if len(key) > 128:
             raise BadRequestBody("The Idempotency-Key header is longer than 128 characters.")
         # A retried submission with the same key answers the first job instead of queueing every id again.
-        _JOB_REQUESTS.table_name = Settings.from_env().idempotency_table
-        answer = _submit_job_once(request=JobRequest(connection_id=connection_id, key=key, sale_ids=body["sale_ids"]))
+        submit_once = _idempotent_submission()
+        answer = submit_once(request=JobRequest(connection_id=connection_id, key=key, sale_ids=body["sale_ids"]))
         if "rejected" not in answer:  # a replay: the record keeps the job, the rejections are derived again
             answer = _with_rejections(answer, body["sale_ids"])
     else:
@@ -275,17 +276,21 @@ def post_reprocessing_job(connection_id: str) -> Response[str]:
 
 
 class JobRequest(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     connection_id: str
     key: str
     sale_ids: Any
 
 
-_JOB_REQUESTS = DynamoDBPersistenceLayer(table_name="idempotency")  # the real name is set per request from env
-_JOB_REQUEST_IDEMPOTENCY = IdempotencyConfig(
-    event_key_jmespath="[connection_id, key]",
-    payload_validation_jmespath="sale_ids",
-    expires_after_seconds=24 * 3600,
-)
+class IdempotencyKeyReused(ValueError):
+    """The Idempotency-Key came before with other sale ids (Powertools' IdempotencyValidationError)."""
+
+
+class IdempotencyKeyInFlight(RuntimeError):
+    """A request with this Idempotency-Key is running (Powertools' IdempotencyAlreadyInProgressError)."""
+
+
 # The idempotency record is one DynamoDB item (400 KB at most) and Powertools stores the whole answer in it. The
 # answer lists every rejected value with its message: 10,000 values of 80 random characters (clipped to 64) make
 # about 3 MB of JSON, 609 KB even gzipped (812 KB in base64), so compressing cannot bound it. The record keeps the
@@ -296,23 +301,57 @@ _JOB_REQUEST_IDEMPOTENCY = IdempotencyConfig(
 # lists differ: logged.
 # Ids the queue refused (``not_queued``: the job runs without them) depend on that moment, not on the request: the
 # record keeps them (at most the accepted ids, 10,000 x 19 digits).
-_STORED_JOB_ANSWER = CustomDictSerializer(
-    to_dict=lambda answer: {
+def _stored_job_answer(answer: dict[str, Any]) -> dict[str, Any]:
+    return {
         **{k: v for k, v in answer.items() if k != "rejected"},
         "not_queued": [r["sale_id"] for r in answer["rejected"] if r["reason"] == NOT_QUEUED],
-    },
-    from_dict=dict,
-)
+    }
 
 
-@idempotent_function(
-    data_keyword_argument="request",
-    persistence_store=_JOB_REQUESTS,
-    config=_JOB_REQUEST_IDEMPOTENCY,
-    output_serializer=_STORED_JOB_ANSWER,
-)
-def _submit_job_once(request: JobRequest) -> dict[str, Any]:
-    return _submit_job(request.connection_id, request.sale_ids)
+@lru_cache(maxsize=1)
+def _idempotent_submission() -> Callable[..., dict[str, Any]]:
+    """``_submit_job`` behind Powertools idempotency, built on the first keyed submission: Powertools' idempotency
+    package imports boto3 and builds a DynamoDB client, which no other request needs at that moment."""
+    import boto3
+    from aws_lambda_powertools.utilities.idempotency import (
+        DynamoDBPersistenceLayer,
+        IdempotencyConfig,
+        idempotent_function,
+    )
+    from aws_lambda_powertools.utilities.idempotency.serialization.custom_dict import CustomDictSerializer
+
+    persistence = DynamoDBPersistenceLayer(table_name="idempotency", boto3_client=boto3.client("dynamodb"))
+    config = IdempotencyConfig(
+        event_key_jmespath="[connection_id, key]",
+        payload_validation_jmespath="sale_ids",
+        expires_after_seconds=24 * 3600,
+    )
+
+    @idempotent_function(
+        data_keyword_argument="request",
+        persistence_store=persistence,
+        config=config,
+        output_serializer=CustomDictSerializer(to_dict=_stored_job_answer, from_dict=dict),
+    )
+    def submit_job_once(request: JobRequest) -> dict[str, Any]:
+        return _submit_job(request.connection_id, request.sale_ids)
+
+    def submit(request: JobRequest) -> dict[str, Any]:
+        from aws_lambda_powertools.utilities.idempotency.exceptions import (
+            IdempotencyAlreadyInProgressError,
+            IdempotencyValidationError,
+        )
+
+        persistence.table_name = Settings.from_env().idempotency_table  # per request: the stack's, from env
+        config.register_lambda_context(app.lambda_context)  # the in-progress lease ends with this invocation
+        try:
+            return submit_job_once(request=request)
+        except IdempotencyValidationError as exc:
+            raise IdempotencyKeyReused(str(exc)) from exc
+        except IdempotencyAlreadyInProgressError as exc:
+            raise IdempotencyKeyInFlight(str(exc)) from exc
+
+    return submit
 
 
 def _submit_job(connection_id: str, sale_ids: Any) -> dict[str, Any]:
@@ -377,6 +416,8 @@ def get_reprocessing_job(
 @app.get("/openapi.json", include_in_schema=False)
 def get_openapi_document() -> Response[str]:
     """The OpenAPI document of the contract routes, the same one the /docs page shows."""
+    from aws_lambda_powertools.event_handler.openapi.models import Server  # ~140 ms of pydantic models to import
+
     base = app._get_base_path()  # "/<stage>" on the execute-api host, "" on the local server or a custom domain
     document = app.get_openapi_json_schema(
         title=API_TITLE, version=API_VERSION, description=API_DESCRIPTION, servers=[Server(url=base or "/")]
@@ -411,13 +452,13 @@ def _bad_body(exc: BadRequestBody) -> Response[str]:
     return _error(exc.status, "invalid_body", str(exc))
 
 
-@app.exception_handler(IdempotencyValidationError)
-def _key_reused(exc: IdempotencyValidationError) -> Response[str]:
+@app.exception_handler(IdempotencyKeyReused)
+def _key_reused(exc: IdempotencyKeyReused) -> Response[str]:
     return _error(422, "idempotency_key_reused", "This Idempotency-Key was used with a different list of sale ids.")
 
 
-@app.exception_handler(IdempotencyAlreadyInProgressError)
-def _key_in_flight(exc: IdempotencyAlreadyInProgressError) -> Response[str]:
+@app.exception_handler(IdempotencyKeyInFlight)
+def _key_in_flight(exc: IdempotencyKeyInFlight) -> Response[str]:
     return _error(409, "request_in_progress", "A request with this Idempotency-Key is in progress; retry shortly.")
 
 
@@ -557,5 +598,24 @@ def _allowed_methods(path: str) -> set[str]:
 @metrics.log_metrics
 @tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    _JOB_REQUEST_IDEMPOTENCY.register_lambda_context(context)
     return app.resolve(event, context)
+
+
+# --- Lambda SnapStart (template.yaml: SnapStart on the published versions behind the `live` alias) ------------------
+
+
+@register_before_snapshot
+def _before_snapshot() -> None:
+    """Run once per published version, before Lambda snapshots the sandbox: everything in it every restored sandbox
+    starts with (shared.snapstart.warm), plus the routes' validation models and the OpenAPI document's schemas."""
+    app.get_openapi_schema(title=API_TITLE, version=API_VERSION)  # builds every route's request/response models
+    warmed = warm(modules=(*LAZY_MODULES, *API_LAZY_MODULES), packages=("shared", __name__.partition(".")[0]))
+    logger.info("warmed before the snapshot", extra=warmed)
+
+
+@register_after_restore
+def _after_restore() -> None:
+    """Run in every sandbox restored from the snapshot, before its first request: new clients, credentials and
+    connections (the idempotency layer's client too), fresh randomness."""
+    after_restore()
+    _idempotent_submission.cache_clear()

@@ -18,7 +18,7 @@ from shared.wiring import build_service
 
 
 class ExecutionStatus(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, defer_build=True)
 
     execution_arn: str = Field(alias="executionArn")
     name: str
@@ -29,7 +29,7 @@ class ExecutionStatus(BaseModel):
 class ExecutionStatusChange(BaseModel):
     """The EventBridge event Step Functions sends when an execution's status changes."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, defer_build=True)
 
     detail_type: str = Field(alias="detail-type", pattern="^Step Functions Execution Status Change$")
     source: str = Field(pattern="^aws\\.states$")
@@ -37,7 +37,7 @@ class ExecutionStatusChange(BaseModel):
 
 
 class SaleInput(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
     connection_id: str = Field(min_length=1, max_length=64)
     sale_id: str = Field(min_length=1, max_length=64)

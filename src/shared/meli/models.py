@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 
 class MeliModel(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
 
 class MeliRef(MeliModel):
@@ -159,6 +159,8 @@ class MeliShipmentItem(MeliModel):
 
 
 class MeliShipmentItems(RootModel[list[MeliShipmentItem]]):
+    model_config = ConfigDict(defer_build=True)
+
     def order_ids(self) -> list[str]:
         """The shipment's orders, each once, in the order ML lists them."""
         return list(dict.fromkeys(str(i.order_id) for i in self.root if i.order_id is not None))
@@ -178,7 +180,7 @@ class OrderSearchPage(MeliModel):
 class OAuthTokens(BaseModel):
     """A connection's OAuth pair as stored in Secrets Manager. Never logged: repr hides the secrets."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
     access_token: str = Field(repr=False)
     refresh_token: str = Field(repr=False)

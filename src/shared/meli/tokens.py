@@ -146,7 +146,7 @@ def parse_tokens(text: str, connection_id: str) -> OAuthTokens:
 class AppCredentials(BaseModel):
     """The ML application's client id and secret (one per platform, not per seller)."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
     client_id: str = Field(min_length=1)
     client_secret: str = Field(min_length=1, repr=False)
