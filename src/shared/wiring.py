@@ -202,7 +202,7 @@ def build_bulk_service(settings: Settings, *, queue: bool = False) -> BulkServic
         from shared.stores.lanes import DynamoLaneStore
 
         sqs_queue = SqsBulkQueue(boto3.client("sqs"), settings.bulk_queue_url)
-        lane_store = DynamoLaneStore(boto3.resource("dynamodb").Table(settings.jobs_table))
+        lane_store = DynamoLaneStore(dynamodb_resource().Table(settings.jobs_table))
         lanes = Lanes(lane_store, sqs_queue, limit=settings.bulk_lane_messages, clock=time.time)
     return BulkService(
         recovery,
