@@ -22,6 +22,15 @@ from typing import Any, Protocol
 from aws_lambda_powertools import Logger
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from shared.bulk_errors import (
+    NOT_QUEUED,
+    NOT_QUEUED_MESSAGE,
+    NoSaleIds,
+    NoValidSaleIds,
+    PartlyQueued,
+    QueueSendError,
+    TooManyIds,
+)
 from shared.identifiers import InvalidIdentifier, parse_identifier
 from shared.jobs import MESSAGE_SIZE, Job, JobItem, JobStore, RejectedId, Settlement
 from shared.lanes import LaneMessage, Lanes, RepairReport
@@ -109,47 +118,6 @@ class UnknownJob(LookupError):
 
     def __init__(self, job_id: str) -> None:
         super().__init__(f"bulk message for job {job_id}, which does not exist (never written, or expired)")
-
-
-class TooManyIds(ValueError):
-    pass
-
-
-class QueueSendError(RuntimeError):
-    """Messages that could not be queued; ``unsent`` are the ones that did not go out."""
-
-    def __init__(self, message: str, *, unsent: list[BulkMessage]) -> None:
-        super().__init__(message)
-        self.unsent = unsent
-
-
-class PartlyQueued(QueueSendError):
-    """Some of a job's messages went out, others not: ``job`` is the job as it now stands (the ids of ``sale_ids``
-    withdrawn from it)."""
-
-    def __init__(self, message: str, *, unsent: list[BulkMessage], job: Job, sale_ids: list[str]) -> None:
-        super().__init__(message, unsent=unsent)
-        self.job = job
-        self.sale_ids = sale_ids
-
-
-NOT_QUEUED = "not_queued"
-NOT_QUEUED_MESSAGE = "The queue refused this id's message; the job runs without it. Submit it again."
-
-
-class NoSaleIds(ValueError):
-    pass
-
-
-class NoValidSaleIds(NoSaleIds):
-    """Every id of a request was rejected: nothing to queue, so no job is written (the answer lists each reason)."""
-
-    def __init__(self, rejected: list[RejectedId]) -> None:
-        super().__init__(
-            f'No sale id among the {len(rejected)} value(s) sent; each one\'s reason is under "rejected". '
-            "Nothing was queued: send the sale ids (digits only, e.g. 2000001234567890)."
-        )
-        self.rejected = rejected
 
 
 class Selection(BaseModel):

@@ -11,7 +11,8 @@ import re
 import sys
 from collections.abc import Callable
 from functools import lru_cache
-from typing import Annotated, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
@@ -34,16 +35,7 @@ from shared.answers import (
     VerificationReport,
     documented,
 )
-from shared.bulk import (
-    NOT_QUEUED,
-    NOT_QUEUED_MESSAGE,
-    BulkService,
-    NoSaleIds,
-    NoValidSaleIds,
-    QueueSendError,
-    TooManyIds,
-    parse_sale_ids,
-)
+from shared.bulk_errors import NOT_QUEUED, NOT_QUEUED_MESSAGE, NoSaleIds, NoValidSaleIds, QueueSendError, TooManyIds
 from shared.errors import ConnectionNotFound, NotASaleId, NotInErrorList, SaleNeverSeen
 from shared.identifiers import InvalidConnectionId, InvalidIdentifier
 from shared.jobs import RejectedId
@@ -57,14 +49,15 @@ from shared.stores.dynamo import InvalidCursor
 from shared.verification import MarketplacePartialOrder
 from shared.wiring import build_bulk_service, build_service
 
+if TYPE_CHECKING:
+    from shared.bulk import BulkService
+
 app = APIGatewayRestResolver(enable_validation=True)
 API_TITLE, API_VERSION = "sales-recovery", "0.1.0"
 API_DESCRIPTION = (
     "Recovers Mercado Libre sales that never reached the seller platform: verify a sale, resync it from the error "
     "list, relink it by sale id, reprocess many in bulk, follow a job. AWS_IAM (SigV4) on every route in the cloud."
 )
-# GET /docs: Swagger UI, with its JS and CSS inlined by Powertools (no CDN); GET /openapi.json: the document.
-app.enable_swagger(path="/docs", title=API_TITLE, version=API_VERSION, description=API_DESCRIPTION)
 
 SALE = "/connections/<connection_id>/sales/<sale_id>"
 ROUTES = {  # path template -> methods; used to tell a wrong method (405) from an unknown path (404)
@@ -80,11 +73,12 @@ ROUTES = {  # path template -> methods; used to tell a wrong method (405) from a
     "/openapi.json": {"GET"},  # its OpenAPI document
 }
 MAX_BODY_BYTES = 64 * 1024
-# Imported by a request only when it needs them (the /docs and /openapi.json routes, a keyed job submission): the
-# before-snapshot hook imports them.
+# Imported by a request only when it needs them (the /docs and /openapi.json routes, the job routes, a keyed job
+# submission): the before-snapshot hook imports them.
 API_LAZY_MODULES = (
     "aws_lambda_powertools.event_handler.openapi.models",
     "aws_lambda_powertools.event_handler.openapi.swagger_ui",
+    "shared.bulk",
     "aws_lambda_powertools.utilities.idempotency",
     "aws_lambda_powertools.utilities.idempotency.serialization.custom_dict",
 )
@@ -371,6 +365,8 @@ def _submit_job(connection_id: str, sale_ids: Any) -> dict[str, Any]:
 
 def _with_rejections(stored: dict[str, Any], sale_ids: Any) -> dict[str, Any]:
     """A replayed answer made whole again: the rejections of the (same) request, in the first answer's order."""
+    from shared.bulk import parse_sale_ids  # the bulk service's module: imported by the job routes only
+
     rejected = parse_sale_ids(sale_ids, max_ids=sys.maxsize).rejected
     rejected += [
         RejectedId(sale_id=s, reason=NOT_QUEUED, message=NOT_QUEUED_MESSAGE) for s in stored.get("not_queued", [])
@@ -413,16 +409,48 @@ def get_reprocessing_job(
     return _json(200, body)
 
 
+# --- the API page -----------------------------------------------------------------------------------------------------
+# GET /docs: Swagger UI, its JS and CSS inlined (no CDN); GET /openapi.json: the document. The page is what
+# Powertools' ``enable_swagger`` serves, as a route of ours: ``enable_swagger`` imports the OpenAPI models (67-140 ms)
+# when it is called, on every cold start; here they are imported by the first request for the page or the document.
+
+
+def _openapi_document() -> str:
+    """The OpenAPI document of the contract routes, as JSON, its server the base path the request came by."""
+    from aws_lambda_powertools.event_handler.openapi.models import Server
+
+    base = app._get_base_path()  # "/<stage>" on the execute-api host, "" on the local server or a custom domain
+    return app.get_openapi_json_schema(
+        title=API_TITLE, version=API_VERSION, description=API_DESCRIPTION, servers=[Server(url=base or "/")]
+    )
+
+
 @app.get("/openapi.json", include_in_schema=False)
 def get_openapi_document() -> Response[str]:
     """The OpenAPI document of the contract routes, the same one the /docs page shows."""
-    from aws_lambda_powertools.event_handler.openapi.models import Server  # ~140 ms of pydantic models to import
+    return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=_openapi_document())
 
-    base = app._get_base_path()  # "/<stage>" on the execute-api host, "" on the local server or a custom domain
-    document = app.get_openapi_json_schema(
-        title=API_TITLE, version=API_VERSION, description=API_DESCRIPTION, servers=[Server(url=base or "/")]
+
+@app.get("/docs", include_in_schema=False)
+def get_docs_page() -> Response[str]:
+    """Swagger UI over the document, as Powertools' ``enable_swagger`` serves it (``?format=json``: the document;
+    ``?format=oauth2-redirect``: Swagger UI's OAuth2 redirect page)."""
+    from aws_lambda_powertools.event_handler.openapi import swagger_ui
+
+    query = app.current_event.query_string_parameters or {}
+    if query.get("format") == "oauth2-redirect":
+        return Response(status_code=200, content_type="text/html", body=swagger_ui.generate_oauth2_redirect_html())
+    # "<\/": a "</script>" inside the JSON would otherwise end the page's script element.
+    document = _openapi_document().replace("</", "<\\/")
+    if query.get("format") == "json":
+        return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=document)
+    assets = Path(swagger_ui.__file__).parent
+    js = (assets / "swagger-ui-bundle.min.js").read_text(encoding="utf-8")
+    css = (assets / "swagger-ui.min.css").read_text(encoding="utf-8")
+    html = swagger_ui.generate_swagger_html(
+        document, js, css, swagger_base_url="", oauth2_config=None, persist_authorization=False
     )
-    return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=document)
+    return Response(status_code=200, content_type="text/html", body=html)
 
 
 # --- errors: one place, bodies a person can act on -------------------------------------------------------------------

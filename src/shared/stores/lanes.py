@@ -13,7 +13,6 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
 
 from shared.lanes import LaneMessage, LaneState, Slot, parse_lane_ref
@@ -22,7 +21,14 @@ from shared.stores.dynamo import applied, conditional_failed, from_dynamo, iso, 
 HELD_INDEX = "HeldMessagesIndex"
 LANE_PREFIX = "lane#"
 LANE_KEY = "lane"  # not the job header's "#": a lane row is no job
-_DESERIALIZE = TypeDeserializer().deserialize
+
+
+def _deserialize(value: dict[str, Any]) -> Any:
+    # boto3 imported here, not at module level: every function imports this module, and importing boto3 is what a
+    # cold start defers to the first AWS call (README, cold start).
+    from boto3.dynamodb.types import TypeDeserializer
+
+    return TypeDeserializer().deserialize(value)
 
 
 def _conditional(write: Any) -> bool:
@@ -97,7 +103,7 @@ class DynamoLaneStore:
             except ClientError as exc:
                 if not conditional_failed(exc):
                     raise
-                old = _DESERIALIZE({"M": exc.response.get("Item") or {}})
+                old = _deserialize({"M": exc.response.get("Item") or {}})
                 if "inflight" in old:
                     return Slot.ALREADY if ref in old["inflight"] else Slot.FULL
             # The connection's first paced message: its lane row, with an empty map, then the slot.
