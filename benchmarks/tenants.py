@@ -108,13 +108,16 @@ def small_ids(s: int) -> list[str]:
     return [str(2000009800000000 + s * 100 + k) for k in range(SMALL_IDS)]
 
 
+POLL_SECONDS = [0.25]  # how often each job is polled (--poll); every poll is an API invocation on this process
+
+
 def wait_completed(http: httpx.Client, connection: str, job_id: str, limit_s: float) -> float | None:
     started = time.monotonic()
     while time.monotonic() - started < limit_s:
         view = http.get(f"/connections/{connection}/reprocessing-jobs/{job_id}").json()
         if view["status"] == "completed":
             return time.monotonic()
-        time.sleep(0.25)
+        time.sleep(POLL_SECONDS[0])
     return None
 
 
@@ -239,7 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--delay", type=float, default=3.0, help="seconds between the big job and the small ones")
     parser.add_argument("--only", choices=["on", "off"], help="run with lanes only on, or only off")
     parser.add_argument("--timeout-minutes", type=float, default=30.0)
+    parser.add_argument("--poll", type=float, default=0.25, help="seconds between two reads of a job's state")
     args = parser.parse_args(argv)
+    POLL_SECONDS[0] = args.poll
     lanes_default = int(load_template()["Parameters"]["BulkLaneMessages"]["Default"])
     modes = {"on": [lanes_default], "off": [0]}.get(args.only or "", [lanes_default, 0])
     print(
