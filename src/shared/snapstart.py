@@ -48,12 +48,12 @@ LAZY_MODULES = (
 AWS_SERVICES = ("dynamodb", "sqs", "sns", "stepfunctions", "secretsmanager")
 
 
-def build_deferred_models(packages: Iterable[str] = ("shared",)) -> int:
-    """Build now every pydantic model of ``packages`` whose schema was deferred; returns how many were built."""
+def deferred_models(packages: Iterable[str] = ("shared",)) -> list[Any]:
+    """Every pydantic model of ``packages`` whose schema is not built yet (deferred: ``defer_build=True``)."""
     from pydantic import BaseModel
 
     roots = tuple(packages)
-    built, seen = 0, set()
+    found, seen = [], set()
     todo: list[type[BaseModel]] = list(BaseModel.__subclasses__())
     while todo:
         model = todo.pop()
@@ -62,9 +62,16 @@ def build_deferred_models(packages: Iterable[str] = ("shared",)) -> int:
         seen.add(model)
         todo.extend(model.__subclasses__())
         if model.__module__.partition(".")[0] in roots and not model.__pydantic_complete__:
-            model.model_rebuild()
-            built += 1
-    return built
+            found.append(model)
+    return found
+
+
+def build_deferred_models(packages: Iterable[str] = ("shared",)) -> int:
+    """Build now every pydantic model of ``packages`` whose schema was deferred; returns how many were built."""
+    models = deferred_models(packages)
+    for model in models:
+        model.model_rebuild()
+    return len(models)
 
 
 def warm(

@@ -16,7 +16,6 @@ from typing import Any
 import boto3
 import pytest
 import snapshot_restore_py
-from pydantic import BaseModel
 
 from functions.api import app
 from shared import snapstart
@@ -43,20 +42,6 @@ def after_restore() -> None:
         hook(*args, **kwargs)
 
 
-def deferred_models(*packages: str) -> list[str]:
-    """Models of ``packages`` whose schema is not built yet."""
-    out, seen, todo = [], set(), list(BaseModel.__subclasses__())
-    while todo:
-        model = todo.pop()
-        if model in seen:
-            continue
-        seen.add(model)
-        todo.extend(model.__subclasses__())
-        if model.__module__.partition(".")[0] in packages and not model.__pydantic_complete__:
-            out.append(f"{model.__module__}.{model.__qualname__}")
-    return out
-
-
 def test_the_api_module_registers_both_hooks() -> None:
     assert app._before_snapshot in [hook for hook, _, _ in snapshot_restore_py.get_before_snapshot()]
     assert app._after_restore in [hook for hook, _, _ in snapshot_restore_py.get_after_restore()]
@@ -68,7 +53,7 @@ def test_before_the_snapshot_lazy_modules_schemas_and_service_models_are_loaded(
     before_snapshot()
 
     assert [m for m in (*snapstart.LAZY_MODULES, *app.API_LAZY_MODULES) if m not in sys.modules] == []
-    assert deferred_models("shared", "functions") == []
+    assert snapstart.deferred_models(("shared", "functions")) == []
     assert gc.get_freeze_count() > 0  # the snapshot's heap is out of later collections
     # A restored sandbox builds its clients from service models already in memory: no model file is read again.
     after_restore()
