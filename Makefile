@@ -62,8 +62,11 @@ browser:
 	    || echo "could not install chromium: tests/ui will fail"; \
 	fi
 
+# Two workers on this 2-core machine, a whole file per worker at a time (--dist loadfile): a file's module-scoped
+# stack is started once. PYTEST_WORKERS=0 runs everything in one process.
+PYTEST_WORKERS ?= 2
 unit: $(STAMP) browser
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
 
 test: lint typecheck cfn-lint checkov unit  ## everything CI runs
 
