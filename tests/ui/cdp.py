@@ -102,6 +102,16 @@ class Page:
             raise CdpError(f"no element {selector}")
         self.send("Input.insertText", {"text": text})
 
+    def press(self, key: str = "Enter") -> None:
+        """A key pressed on the focused element, as a keyboard user would (Enter submits a form, Space a button)."""
+        codes = {"Enter": 13, "Tab": 9, " ": 32}
+        text = {"Enter": "\r", " ": " "}.get(key, "")
+        for kind in ("keyDown", "keyUp"):
+            params: dict[str, Any] = {"type": kind, "key": key, "code": key, "windowsVirtualKeyCode": codes.get(key, 0)}
+            if kind == "keyDown" and text:
+                params["text"] = text
+            self.send("Input.dispatchKeyEvent", params)
+
     def screenshot(self, path: Path, width: int = 1280) -> None:
         height = int(self.evaluate("Math.ceil(document.documentElement.scrollHeight)") or 800)
         self.send(

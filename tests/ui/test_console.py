@@ -1,0 +1,310 @@
+"""The recovery console (/console) in headless Chromium, clicking through each screen on the whole local stack.
+
+One stack and one browser for the module. Every screen is checked against the API's own answers, screenshotted to
+test-artifacts/console-*.png (shown in the README), and run through axe-core: no serious or critical violation.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from devstack.simulator.scenario import Scenario
+from devstack.stack import EmbeddedStack
+from shared.identifiers import InvalidIdentifier, parse_identifier
+from shared.models import SELLER_ACTIONS, Reason
+from tests.conftest import DEFAULT_SCENARIO, ROOT
+from tests.stack.support import running_stack
+from tests.ui.axe import axe_source
+from tests.ui.cdp import Page, chromium_page, find_chromium
+
+pytestmark = pytest.mark.stack
+ARTIFACTS = ROOT / "test-artifacts"
+C = "mla-main"
+CLONES = [str(2000009190000000 + n) for n in range(1, 41)]  # healthy sales added to the default scenario
+BLOCKED = "2000009108000018"  # product_not_synced
+LISTED = "2000009109000015"  # in the error list as marketplace_timeout; a resync reflects it
+PACK = "2000006105000019"  # the cart's pack: two sales
+TRACKING = "MEL44031010011FMXDF01"
+JUNK = ["abc", "-5", "00123", "MLA1100000001", "1234567890123456789012"]
+SALES = [
+    *CLONES,
+    *(f"20000091010000{n}1" for n in range(2, 9)),
+    "2000009103000012",
+    "2000009104000017",
+    "2000009106000014",
+    "2000009107000011",
+    BLOCKED,
+]
+
+
+def _scenario() -> Scenario:
+    data = json.loads(DEFAULT_SCENARIO.read_text())
+    data["faults"] = []
+    model = next(o for o in data["orders"] if o["id"] == 2000009101000011)
+    for sale_id in CLONES:
+        order = json.loads(json.dumps(model))
+        order["id"] = int(sale_id)
+        order["pack_id"] = int(sale_id) - 2000009190000000 + 2000006190000000
+        order["shipping"] = {"id": None}
+        order["payments"][0]["order_id"] = int(sale_id)
+        data["orders"].append(order)
+    return Scenario.model_validate(data)
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[EmbeddedStack]:
+    with running_stack(_scenario()) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def axe() -> str:
+    return axe_source()
+
+
+@pytest.fixture(scope="module")
+def page(stack: EmbeddedStack) -> Iterator[Page]:
+    executable = find_chromium()
+    if executable is None:
+        pytest.fail("Chromium is not installed: `make venv` installs Debian's chromium when run as root.")
+    assert stack.api is not None
+    with chromium_page(executable) as tab:
+        tab.navigate(f"{stack.api.url}/console/")
+        tab.wait_for("document.body.dataset.ready === 'true'", what="the console to start")
+        yield tab
+
+
+@pytest.fixture(scope="module")
+def api(stack: EmbeddedStack) -> Iterator[httpx.Client]:
+    assert stack.api is not None
+    with httpx.Client(base_url=stack.api.url, timeout=30) as client:
+        yield client
+
+
+def _q(selector: str) -> str:
+    return f"document.querySelector({json.dumps(selector)})"
+
+
+def _click(page: Page, selector: str) -> None:
+    assert page.evaluate(f"(() => {{ const el = {_q(selector)}; if (!el) return false; el.click(); return true; }})()"), (
+        f"nothing to click at {selector}"
+    )
+
+
+def _text(page: Page, selector: str) -> str:
+    return str(page.evaluate(f"({_q(selector)} || {{}}).textContent || ''"))
+
+
+def _serious_violations(page: Page, axe: str) -> list[dict[str, Any]]:
+    if not page.evaluate("typeof window.axe === 'object'"):
+        page.evaluate(axe)
+    found = page.evaluate(
+        "axe.run(document, {resultTypes: ['violations']}).then(r => r.violations.map(v => "
+        "({id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.map(n => n.target.join(' ')).slice(0, 5)})))"
+    )
+    return [v for v in found if v["impact"] in ("serious", "critical")]
+
+
+def _download(page: Page, selector: str, folder: Path) -> str:
+    """Click a download link as a person would and read the file the browser saved."""
+    page.send("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(folder)})
+    _click(page, selector)
+    name = str(page.evaluate(f"{_q(selector)}.download"))
+    deadline = time.monotonic() + 20
+    while not (folder / name).exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return (folder / name).read_text(encoding="utf-8")
+
+
+def _open(page: Page, fragment: str, ready: str) -> None:
+    page.evaluate(f"window.location.hash = {json.dumps(fragment)}")
+    page.wait_for(f"!!({ready})", what=f"{fragment} to render")
+
+
+def test_pick_a_connection_and_see_its_state(page: Page, axe: str) -> None:
+    page.type_text("#connection-input", "no-such-connection")
+    page.press("Enter")  # the keyboard submits the form
+    page.wait_for(f"!!{_q('#connection-state [role=alert]')}", what="the unknown connection's message")
+    assert "no-such-connection" in _text(page, "#connection-state")
+    page.type_text("#connection-input", C)
+    page.press("Enter")
+    page.wait_for(f"({_q('#connection-badge')} || {{}}).dataset?.state === 'active'", what="the connection's state")
+    assert "123456789" in _text(page, "#connection-state")
+    assert _serious_violations(page, axe) == []
+
+
+def test_sales_with_errors_resync_a_listed_sale_and_see_reflected(
+    page: Page, axe: str, api: httpx.Client
+) -> None:
+    _open(page, f"#/c/{C}/errors", _q("#errors-table"))
+    listed = page.evaluate("Array.from(document.querySelectorAll('#errors-table tbody tr')).map(r => r.dataset.sale)")
+    expected = [e["sale_id"] for e in api.get(f"/connections/{C}/sale-errors", params={"limit": 20}).json()["items"]]
+    assert listed == expected and LISTED in listed
+    page.evaluate(f"{_q('#error-type')}.value = 'marketplace_timeout'")
+    _click(page, "#errors-filter button[type=submit]")
+    page.wait_for(
+        "document.querySelectorAll('#errors-table tbody tr').length === 1", what="the filtered list"
+    )
+    row = f'#errors-table tr[data-sale="{LISTED}"]'
+    assert "1" in _text(page, f"{row} td:nth-child(4)")  # attempts
+    _click(page, f"{row} button.resync")
+    page.wait_for(f"!!{_q(row + ' [data-outcome]')}", what="the resync's outcome in place")
+    assert page.evaluate(f"{_q(row + ' [data-outcome]')}.dataset.outcome") == "reflected"
+    assert api.get(f"/connections/{C}/sales/{LISTED}").json()["outcome"] == "reflected"
+    page.screenshot(ARTIFACTS / "console-errors.png")
+    assert _serious_violations(page, axe) == []
+
+
+def test_reprocess_sixty_pasted_ids_precheck_progress_outcomes_and_csv(
+    page: Page, axe: str, api: httpx.Client, tmp_path: Path
+) -> None:
+    entries = [*SALES[:3], *JUNK[:2], PACK, *SALES[3:30], TRACKING, SALES[10], *JUNK[2:], *SALES[30:]]
+    assert len(entries) == 60
+    _open(page, f"#/c/{C}/reprocess", _q("#ids"))
+    page.type_text("#ids", ", ".join(entries[:20]) + "\n" + " ".join(entries[20:40]) + "\n" + "\n".join(entries[40:]))
+    # Shape first (instant), then what Mercado Libre says the numeric ids are: the pack is found among them.
+    page.wait_for(f"!!{_q('#asked-ml')}", timeout=60, what="Mercado Libre's answer about the numeric ids")
+    counts = page.evaluate(
+        "Object.fromEntries(Array.from(document.querySelectorAll('#precheck-summary li'))"
+        ".map(li => [li.dataset.count, parseInt(li.textContent)]))"
+    )
+    assert counts == {"entries": 60, "sale_ids": len(SALES), "duplicates": 1, "not_sale": 7}
+    kinds = page.evaluate(
+        "Object.fromEntries(Array.from(document.querySelectorAll('#not-sale-table tbody tr'))"
+        ".map(tr => [tr.dataset.entry, tr.querySelector('.kind').dataset.kind]))"
+    )
+    assert kinds == {
+        "abc": "junk",
+        "-5": "junk",
+        "00123": "junk",
+        "1234567890123456789012": "junk",
+        "MLA1100000001": "unknown",
+        TRACKING: "tracking",
+        PACK: "pack",
+    }
+    assert "2000009105000011, 2000009105000028" in _text(page, f'#not-sale-table tr[data-entry="{PACK}"]')
+    page.screenshot(ARTIFACTS / "console-reprocess-precheck.png")
+
+    _click(page, "#submit-job")
+    page.wait_for(f"!!{_q('#job-progress')}", what="the job to be accepted")
+    seen_values = set()
+    for _ in range(600):  # the live bar, sampled while it moves
+        seen_values.add(page.evaluate(f"{_q('#job-progress')}.value"))
+        if page.evaluate(f"!!{_q('#outcomes-table')}"):
+            break
+        page.wait_for("true")
+    page.wait_for(f"!!{_q('#outcomes-table')}", timeout=120, what="the job to complete")
+    assert page.evaluate(f"{_q('#job-progress')}.value === {_q('#job-progress')}.max")
+    assert "100%" in _text(page, "#job-progress-text")
+
+    job_id = page.evaluate("document.querySelector('#job-title').textContent.split(' ').pop()")
+    view = api.get(f"/connections/{C}/reprocessing-jobs/{job_id}", params={"limit": 1000}).json()
+    assert view["status"] == "completed" and view["accepted"] == len(SALES) + 1  # the sales and the pack
+    shown = page.evaluate(
+        "Array.from(document.querySelectorAll('#outcomes-table tbody tr')).map(tr => [tr.dataset.sale,"
+        " tr.querySelector('[data-outcome]').dataset.outcome, tr.querySelector('[data-reason]').dataset.reason])"
+    )
+    assert sorted(map(tuple, shown)) == sorted((i["sale_id"], i["outcome"], i.get("reason") or "") for i in view["items"])
+    blocked_row = f'#outcomes-table tr[data-sale="{BLOCKED}"]'
+    assert SELLER_ACTIONS[Reason.PRODUCT_NOT_SYNCED] in _text(page, blocked_row)
+    rejected = page.evaluate("document.querySelectorAll('#rejected-table tbody tr').length")
+    assert rejected == 6  # the five junk entries and the tracking number; the duplicate is counted, not rejected
+
+    csv_text = _download(page, "#download-csv", tmp_path)
+    rows = list(csv.DictReader(io.StringIO(csv_text)))
+    by_id = {r["sale_id"]: r for r in rows if r["outcome"] != "rejected"}
+    assert {k: (v["outcome"], v["reason"]) for k, v in by_id.items()} == {
+        i["sale_id"]: (i["outcome"], i.get("reason") or "") for i in view["items"]
+    }
+    assert by_id[BLOCKED]["seller_action"] == SELLER_ACTIONS[Reason.PRODUCT_NOT_SYNCED]
+    assert sum(r["outcome"] == "rejected" for r in rows) == 6
+    assert page.evaluate(f"{_q('#download-csv')}.download") == f"job-{job_id}.csv"
+    page.screenshot(ARTIFACTS / "console-reprocess-job.png")
+    assert _serious_violations(page, axe) == []
+
+
+def test_a_blocked_sale_shows_the_failing_check_with_the_seller_action(
+    page: Page, axe: str, api: httpx.Client
+) -> None:
+    _open(page, f"#/c/{C}/sale", _q("#sale-input"))
+    page.type_text("#sale-input", BLOCKED)
+    page.press("Enter")
+    page.wait_for(f"!!{_q('#checks')}", what="the sale's checks")
+    checks = page.evaluate(
+        "Array.from(document.querySelectorAll('#checks li')).map(li => [li.dataset.check, li.dataset.ok === 'true'])"
+    )
+    report = api.get(f"/connections/{C}/sales/{BLOCKED}/verification").json()
+    assert checks == [[c["name"], c["ok"]] for c in report["checks"]]
+    failing = '#checks li[data-check="products"]'
+    assert page.evaluate(f"{_q(failing)}.dataset.ok") == "false"
+    assert SELLER_ACTIONS[Reason.PRODUCT_NOT_SYNCED] in _text(page, failing)
+    assert page.evaluate(f"{_q('#next-action')}.dataset.next") == "blocked"
+    # The job left it waiting in the error list for its product: resync applies (it is disabled for unlisted sales).
+    assert report["in_error_list"] and not page.evaluate(f"{_q('#resync')}.disabled")
+    page.screenshot(ARTIFACTS / "console-sale.png")
+    assert _serious_violations(page, axe) == []
+
+
+def test_relink_from_the_sale_screen_follows_the_execution_to_its_outcome(page: Page, api: httpx.Client) -> None:
+    sale_id = "2000009101000011"
+    _open(page, f"#/c/{C}/sale/{sale_id}", _q("#checks"))
+    _click(page, "#relink")
+    page.wait_for(f"!!{_q('#sale-outcome [data-outcome]')}", timeout=60, what="the relink's outcome")
+    assert page.evaluate(f"{_q('#sale-outcome [data-outcome]')}.dataset.outcome") == "reflected"
+    state = api.get(f"/connections/{C}/sales/{sale_id}").json()
+    assert state["outcome"] == "reflected"
+    page.wait_for(f"!!{_q('#execution-link')}", what="the latest execution")
+    link = page.evaluate(f"{_q('#execution-link')}.href")
+    arn = state["latest_execution"]["execution_arn"]
+    region = arn.split(":")[3]
+    assert link.startswith(f"https://{region}.console.aws.amazon.com/states/home?region={region}#/v2/executions/")
+    assert link.endswith(httpx.URL("x", params={"a": arn}).query.decode().split("=", 1)[1])
+
+
+def test_switch_language_to_spanish_and_back(page: Page, axe: str) -> None:
+    _open(page, f"#/c/{C}/sale/{BLOCKED}", _q("#checks"))
+    _click(page, '.lang-button[data-lang="es"]')
+    page.wait_for("document.documentElement.lang === 'es'", what="Spanish")
+    assert _text(page, "#nav-errors") == "Ventas con errores"
+    assert page.evaluate(f"{_q('.lang-button[data-lang=es]')}.getAttribute('aria-pressed')") == "true"
+    assert "Sincroniza el producto vinculado" in _text(page, '#checks li[data-check="products"]')
+    assert "Bloqueada" in _text(page, "#next-action")
+    page.screenshot(ARTIFACTS / "console-sale-es.png")
+    assert _serious_violations(page, axe) == []
+    # On a phone: nothing wider than the screen (tables scroll inside their own region).
+    page.send("Emulation.setDeviceMetricsOverride", {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True})
+    page.wait_for("document.documentElement.clientWidth === 390", what="the phone's width")
+    assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+    page.screenshot(ARTIFACTS / "console-phone-es.png", width=390)
+    _click(page, '.lang-button[data-lang="en"]')
+    page.wait_for("document.documentElement.lang === 'en'", what="English")
+    assert _text(page, "#nav-errors") == "Sales with errors"
+    assert SELLER_ACTIONS[Reason.PRODUCT_NOT_SYNCED] in _text(page, '#checks li[data-check="products"]')
+
+
+CORPUS = [
+    "2000009101000011", " 42 ", "0", "00123", "-5", "-0", "9223372036854775807", "9223372036854775808",
+    "12345678901234567890", "١٢٣", "２０００", "²³", "MLA1234567890", "mla1234567890", "MLBU1458960576",
+    "MEL44031010011FMXDF01", "mel44031010011fmxdf01", "ABC-12345", "A-1", "ab", "ABCDEFG", "ÑANDU12345",
+    "12-34-56", "-ABC123", "ABC123-", "X" * 41 + "1", "TRACK" + "1" * 35, "1e10", "0x1F", "12.5", "<script>",
+]
+
+
+def test_the_precheck_classifies_ids_as_the_api_does(page: Page) -> None:
+    shown = page.evaluate(f"{json.dumps(CORPUS)}.map(v => window.consoleIds.classify(v).kind)")
+    expected = []
+    for value in CORPUS:
+        try:
+            expected.append(parse_identifier(value).kind.value)
+        except InvalidIdentifier:
+            expected.append("junk")
+    assert dict(zip(CORPUS, shown, strict=True)) == dict(zip(CORPUS, expected, strict=True))
