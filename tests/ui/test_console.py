@@ -19,6 +19,8 @@ import pytest
 
 from devstack.simulator.scenario import Scenario
 from devstack.stack import EmbeddedStack
+from sales_recovery_cli.client import ApiClient
+from sales_recovery_cli.forwarder import ConsoleForwarder
 from shared.identifiers import InvalidIdentifier, parse_identifier
 from shared.models import SELLER_ACTIONS, Reason
 from tests.conftest import DEFAULT_SCENARIO, ROOT
@@ -95,9 +97,9 @@ def _q(selector: str) -> str:
 
 
 def _click(page: Page, selector: str) -> None:
-    assert page.evaluate(f"(() => {{ const el = {_q(selector)}; if (!el) return false; el.click(); return true; }})()"), (
-        f"nothing to click at {selector}"
-    )
+    assert page.evaluate(
+        f"(() => {{ const el = {_q(selector)}; if (!el) return false; el.click(); return true; }})()"
+    ), f"nothing to click at {selector}"
 
 
 def _text(page: Page, selector: str) -> str:
@@ -112,6 +114,14 @@ def _serious_violations(page: Page, axe: str) -> list[dict[str, Any]]:
         "({id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.map(n => n.target.join(' ')).slice(0, 5)})))"
     )
     return [v for v in found if v["impact"] in ("serious", "critical")]
+
+
+def _shot(page: Page, name: str, width: int = 1280, mobile: bool = False) -> None:
+    """A full-page screenshot measured afresh (an earlier shot's tall viewport would pad this one)."""
+    page.send(
+        "Emulation.setDeviceMetricsOverride", {"width": width, "height": 800, "deviceScaleFactor": 1, "mobile": mobile}
+    )
+    page.screenshot(ARTIFACTS / name, width=width)
 
 
 def _download(page: Page, selector: str, folder: Path) -> str:
@@ -142,25 +152,21 @@ def test_pick_a_connection_and_see_its_state(page: Page, axe: str) -> None:
     assert _serious_violations(page, axe) == []
 
 
-def test_sales_with_errors_resync_a_listed_sale_and_see_reflected(
-    page: Page, axe: str, api: httpx.Client
-) -> None:
+def test_sales_with_errors_resync_a_listed_sale_and_see_reflected(page: Page, axe: str, api: httpx.Client) -> None:
     _open(page, f"#/c/{C}/errors", _q("#errors-table"))
     listed = page.evaluate("Array.from(document.querySelectorAll('#errors-table tbody tr')).map(r => r.dataset.sale)")
     expected = [e["sale_id"] for e in api.get(f"/connections/{C}/sale-errors", params={"limit": 20}).json()["items"]]
     assert listed == expected and LISTED in listed
     page.evaluate(f"{_q('#error-type')}.value = 'marketplace_timeout'")
     _click(page, "#errors-filter button[type=submit]")
-    page.wait_for(
-        "document.querySelectorAll('#errors-table tbody tr').length === 1", what="the filtered list"
-    )
+    page.wait_for("document.querySelectorAll('#errors-table tbody tr').length === 1", what="the filtered list")
     row = f'#errors-table tr[data-sale="{LISTED}"]'
     assert "1" in _text(page, f"{row} td:nth-child(4)")  # attempts
     _click(page, f"{row} button.resync")
     page.wait_for(f"!!{_q(row + ' [data-outcome]')}", what="the resync's outcome in place")
     assert page.evaluate(f"{_q(row + ' [data-outcome]')}.dataset.outcome") == "reflected"
     assert api.get(f"/connections/{C}/sales/{LISTED}").json()["outcome"] == "reflected"
-    page.screenshot(ARTIFACTS / "console-errors.png")
+    _shot(page, "console-errors.png")
     assert _serious_violations(page, axe) == []
 
 
@@ -192,7 +198,7 @@ def test_reprocess_sixty_pasted_ids_precheck_progress_outcomes_and_csv(
         PACK: "pack",
     }
     assert "2000009105000011, 2000009105000028" in _text(page, f'#not-sale-table tr[data-entry="{PACK}"]')
-    page.screenshot(ARTIFACTS / "console-reprocess-precheck.png")
+    _shot(page, "console-reprocess-precheck.png")
 
     _click(page, "#submit-job")
     page.wait_for(f"!!{_q('#job-progress')}", what="the job to be accepted")
@@ -213,7 +219,9 @@ def test_reprocess_sixty_pasted_ids_precheck_progress_outcomes_and_csv(
         "Array.from(document.querySelectorAll('#outcomes-table tbody tr')).map(tr => [tr.dataset.sale,"
         " tr.querySelector('[data-outcome]').dataset.outcome, tr.querySelector('[data-reason]').dataset.reason])"
     )
-    assert sorted(map(tuple, shown)) == sorted((i["sale_id"], i["outcome"], i.get("reason") or "") for i in view["items"])
+    assert sorted(map(tuple, shown)) == sorted(
+        (i["sale_id"], i["outcome"], i.get("reason") or "") for i in view["items"]
+    )
     blocked_row = f'#outcomes-table tr[data-sale="{BLOCKED}"]'
     assert SELLER_ACTIONS[Reason.PRODUCT_NOT_SYNCED] in _text(page, blocked_row)
     rejected = page.evaluate("document.querySelectorAll('#rejected-table tbody tr').length")
@@ -228,13 +236,11 @@ def test_reprocess_sixty_pasted_ids_precheck_progress_outcomes_and_csv(
     assert by_id[BLOCKED]["seller_action"] == SELLER_ACTIONS[Reason.PRODUCT_NOT_SYNCED]
     assert sum(r["outcome"] == "rejected" for r in rows) == 6
     assert page.evaluate(f"{_q('#download-csv')}.download") == f"job-{job_id}.csv"
-    page.screenshot(ARTIFACTS / "console-reprocess-job.png")
+    _shot(page, "console-reprocess-job.png")
     assert _serious_violations(page, axe) == []
 
 
-def test_a_blocked_sale_shows_the_failing_check_with_the_seller_action(
-    page: Page, axe: str, api: httpx.Client
-) -> None:
+def test_a_blocked_sale_shows_the_failing_check_with_the_seller_action(page: Page, axe: str, api: httpx.Client) -> None:
     _open(page, f"#/c/{C}/sale", _q("#sale-input"))
     page.type_text("#sale-input", BLOCKED)
     page.press("Enter")
@@ -250,7 +256,7 @@ def test_a_blocked_sale_shows_the_failing_check_with_the_seller_action(
     assert page.evaluate(f"{_q('#next-action')}.dataset.next") == "blocked"
     # The job left it waiting in the error list for its product: resync applies (it is disabled for unlisted sales).
     assert report["in_error_list"] and not page.evaluate(f"{_q('#resync')}.disabled")
-    page.screenshot(ARTIFACTS / "console-sale.png")
+    _shot(page, "console-sale.png")
     assert _serious_violations(page, axe) == []
 
 
@@ -278,13 +284,15 @@ def test_switch_language_to_spanish_and_back(page: Page, axe: str) -> None:
     assert page.evaluate(f"{_q('.lang-button[data-lang=es]')}.getAttribute('aria-pressed')") == "true"
     assert "Sincroniza el producto vinculado" in _text(page, '#checks li[data-check="products"]')
     assert "Bloqueada" in _text(page, "#next-action")
-    page.screenshot(ARTIFACTS / "console-sale-es.png")
+    _shot(page, "console-sale-es.png")
     assert _serious_violations(page, axe) == []
     # On a phone: nothing wider than the screen (tables scroll inside their own region).
-    page.send("Emulation.setDeviceMetricsOverride", {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True})
+    page.send(
+        "Emulation.setDeviceMetricsOverride", {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True}
+    )
     page.wait_for("document.documentElement.clientWidth === 390", what="the phone's width")
     assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
-    page.screenshot(ARTIFACTS / "console-phone-es.png", width=390)
+    _shot(page, "console-phone-es.png", width=390, mobile=True)
     _click(page, '.lang-button[data-lang="en"]')
     page.wait_for("document.documentElement.lang === 'en'", what="English")
     assert _text(page, "#nav-errors") == "Sales with errors"
@@ -292,10 +300,37 @@ def test_switch_language_to_spanish_and_back(page: Page, axe: str) -> None:
 
 
 CORPUS = [
-    "2000009101000011", " 42 ", "0", "00123", "-5", "-0", "9223372036854775807", "9223372036854775808",
-    "12345678901234567890", "١٢٣", "２０００", "²³", "MLA1234567890", "mla1234567890", "MLBU1458960576",
-    "MEL44031010011FMXDF01", "mel44031010011fmxdf01", "ABC-12345", "A-1", "ab", "ABCDEFG", "ÑANDU12345",
-    "12-34-56", "-ABC123", "ABC123-", "X" * 41 + "1", "TRACK" + "1" * 35, "1e10", "0x1F", "12.5", "<script>",
+    "2000009101000011",
+    " 42 ",
+    "0",
+    "00123",
+    "-5",
+    "-0",
+    "9223372036854775807",
+    "9223372036854775808",
+    "12345678901234567890",
+    "١٢٣",
+    "\uff12\uff10\uff10\uff10",  # fullwidth digits
+    "²³",
+    "MLA1234567890",
+    "mla1234567890",
+    "MLBU1458960576",
+    "MEL44031010011FMXDF01",
+    "mel44031010011fmxdf01",
+    "ABC-12345",
+    "A-1",
+    "ab",
+    "ABCDEFG",
+    "ÑANDU12345",
+    "12-34-56",
+    "-ABC123",
+    "ABC123-",
+    "X" * 41 + "1",
+    "TRACK" + "1" * 35,
+    "1e10",
+    "0x1F",
+    "12.5",
+    "<script>",
 ]
 
 
@@ -308,3 +343,14 @@ def test_the_precheck_classifies_ids_as_the_api_does(page: Page) -> None:
         except InvalidIdentifier:
             expected.append("junk")
     assert dict(zip(CORPUS, shown, strict=True)) == dict(zip(CORPUS, expected, strict=True))
+
+
+def test_the_same_page_works_behind_the_signing_forwarder(page: Page, stack: EmbeddedStack) -> None:
+    """``sales-recovery console`` in front of the local stack (loopback: nothing to sign): the page reads the run's
+    token from config.json and every API call carries it, or the forwarder would refuse it."""
+    assert stack.api is not None
+    with ApiClient(stack.api.url) as client, ConsoleForwarder(client, port=0, connections=[C]) as forwarder:
+        page.navigate(f"{forwarder.url}#/c/{C}/errors")
+        page.wait_for(f"!!{_q('#errors-table')}", what="the error list through the forwarder")
+        page.wait_for(f"({_q('#connection-badge')} || {{}}).dataset?.state === 'active'", what="the state")
+        assert stack.api.url in _text(page, "#mode")

@@ -306,7 +306,7 @@
   }
 
   function errorRow(entry) {
-    const retry = entry.retryable && entry.next_retry_at ? when(entry.next_retry_at) : entry.retryable ? "" : t("ui.no_retry");
+    const retry = entry.retryable ? (entry.next_retry_at ? when(entry.next_retry_at) : "—") : t("ui.no_retry");
     const button = h("button", {
       type: "button", class: "resync", "data-sale": entry.sale_id, "aria-label": t("ui.resync_label", { id: entry.sale_id }),
       onclick: () => resyncListed(entry.sale_id),
@@ -314,7 +314,7 @@
     return h("tr", { "data-sale": entry.sale_id },
       h("td", { class: "id" }, h("a", { href: `#/c/${enc(model.connection)}/sale/${enc(entry.sale_id)}` }, entry.sale_id)),
       h("td", {}, t(`error_type.${entry.error_type}`)),
-      h("td", {}, entry.message, entry.escalated ? h("span", { class: "action" }, t("ui.escalated_mark")) : null),
+      h("td", {}, h("span", { lang: "en" }, entry.message), entry.escalated ? h("span", { class: "action" }, t("ui.escalated_mark")) : null),
       h("td", {}, String(entry.attempts || 0)),
       h("td", {}, retry),
       h("td", {}, button),
@@ -545,7 +545,7 @@
       const rows = job.rejected.map((item) => h("tr", {},
         h("td", { class: "id" }, item.sale_id),
         h("td", {}, reasonText(item.reason), item.identifier_kind ? ` (${t(`kind.${item.identifier_kind}`)})` : ""),
-        h("td", {}, item.message)));
+        h("td", { lang: "en" }, item.message)));
       section.append(tableIn(caption, h("table", { id: "rejected-table" }, h("caption", {}, caption), h("thead", {}, head), h("tbody", {}, rows))));
     }
     if (!state.items) return;
@@ -614,7 +614,7 @@
         h("ul", { class: "checks", id: "checks" }, report.checks.map((check) => h("li", { "data-check": check.name, "data-ok": String(check.ok) },
           h("span", { class: `mark ${check.ok ? "ok" : "ko"}`, "aria-hidden": "true" }, check.ok ? "✓" : "✗"),
           h("span", {}, has(`check.${check.name}`) ? t(`check.${check.name}`) : check.name, h("span", { class: "visually-hidden" }, `: ${check.ok ? t("ui.check_ok") : t("ui.check_failed")}`)),
-          h("span", { class: "detail" }, check.detail),
+          h("span", { class: "detail", lang: "en" }, check.detail),
           check.ok ? null : h("strong", { class: "action" }, `${t("ui.what_to_do")}: ${actionText(check.reason, report.seller_action)}`)))));
       if (report.lines && report.lines.length) main.append(linesTable(report.lines));
     }
@@ -635,7 +635,7 @@
     if (entry && entry.history && entry.history.length) {
       const caption = t("ui.history");
       const head = h("tr", {}, [t("ui.when"), t("ui.error_type"), t("ui.message"), t("ui.by")].map((name) => h("th", { scope: "col" }, name)));
-      const rows = entry.history.map((event) => h("tr", {}, h("td", {}, when(event.at)), h("td", {}, t(`error_type.${event.error_type}`)), h("td", {}, event.message), h("td", {}, event.trigger || "")));
+      const rows = entry.history.map((event) => h("tr", {}, h("td", {}, when(event.at)), h("td", {}, t(`error_type.${event.error_type}`)), h("td", { lang: "en" }, event.message), h("td", {}, event.trigger || "")));
       main.append(tableIn(caption, h("table", { id: "history-table" }, h("caption", { class: "visually-hidden" }, caption), h("thead", {}, head), h("tbody", {}, rows))));
     } else {
       main.append(h("p", { class: "hint" }, t("ui.no_history")));
