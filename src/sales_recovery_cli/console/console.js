@@ -552,7 +552,10 @@
     section.append(notice(t("ui.job_done"), "good"));
     const caption = t("ui.outcomes_caption");
     const head = h("tr", {}, [t("ui.sale_id"), t("ui.outcome"), t("ui.reason"), t("ui.attempts"), t("ui.what_to_do")].map((name) => h("th", { scope: "col" }, name)));
-    const rows = state.items.map((item) => h("tr", { "data-sale": item.sale_id },
+    // What needs a person first: escalated, then blocked, then the rest, each in the job's order.
+    const rank = (item) => ["escalated", "not_reflectable"].indexOf(item.outcome) >>> 0;
+    const ordered = state.items.map((item, i) => [rank(item), i, item]).sort((x, y) => x[0] - y[0] || x[1] - y[1]).map((x) => x[2]);
+    const rows = ordered.map((item) => h("tr", { "data-sale": item.sale_id },
       h("td", { class: "id" }, h("a", { href: `#/c/${enc(model.connection)}/sale/${enc(item.sale_id)}` }, item.sale_id)),
       h("td", {}, outcomeBadge(item.outcome)),
       h("td", { "data-reason": item.reason || "" }, reasonText(item.reason)),
