@@ -25,7 +25,7 @@ from sales_recovery_cli.forwarder import ConsoleForwarder
 from shared.identifiers import InvalidIdentifier, parse_identifier
 from shared.models import SELLER_ACTIONS, Reason
 from tests.conftest import DEFAULT_SCENARIO, ROOT
-from tests.stack.support import running_stack
+from tests.stack.support import list_sale, running_stack
 from tests.ui.axe import axe_source
 from tests.ui.cdp import Page, chromium_page, find_chromium
 
@@ -37,6 +37,7 @@ BLOCKED = "2000009108000018"  # product_not_synced
 LISTED = "2000009109000015"  # in the error list as marketplace_timeout; a resync reflects it
 PACK = "2000006105000019"  # the cart's pack: two sales
 TRACKING = "MEL44031010011FMXDF01"
+UNAVAILABLE = [str(2000009199000000 + n) for n in range(1, 25)]  # listed by the platform, never clicked
 JUNK = ["abc", "-5", "00123", "MLA1100000001", "1234567890123456789012"]
 SALES = [
     *CLONES,
@@ -66,6 +67,8 @@ def _scenario() -> Scenario:
 @pytest.fixture(scope="module")
 def stack() -> Iterator[EmbeddedStack]:
     with running_stack(_scenario()) as running:
+        for sale_id in UNAVAILABLE:  # enough entries for a second page of the error list
+            list_sale(running, sale_id, "marketplace_unavailable", f"Mercado Libre answered 503 for {sale_id}")
         yield running
 
 
@@ -161,11 +164,20 @@ def test_pick_a_connection_and_see_its_state(page: Page, axe: str) -> None:
     assert _serious_violations(page, axe) == []
 
 
-def test_sales_with_errors_resync_a_listed_sale_and_see_reflected(page: Page, axe: str, api: httpx.Client) -> None:
+def test_sales_with_errors_resync_a_listed_sale_and_see_reflected(
+    page: Page, axe: str, api: httpx.Client
+) -> None:
+    rows = "Array.from(document.querySelectorAll('#errors-table tbody tr')).map(r => r.dataset.sale)"
+    first = api.get(f"/connections/{C}/sale-errors", params={"limit": 20}).json()
+    second = api.get(f"/connections/{C}/sale-errors", params={"limit": 20, "cursor": first["next_cursor"]}).json()
     _open(page, f"#/c/{C}/errors", _q("#errors-table"))
-    listed = page.evaluate("Array.from(document.querySelectorAll('#errors-table tbody tr')).map(r => r.dataset.sale)")
-    expected = [e["sale_id"] for e in api.get(f"/connections/{C}/sale-errors", params={"limit": 20}).json()["items"]]
-    assert listed == expected and LISTED in listed
+    assert page.evaluate(rows) == [e["sale_id"] for e in first["items"]]
+    _click(page, "#next-page")  # the API's cursor, page by page
+    page.wait_for(f"{rows}[0] === {json.dumps(second['items'][0]['sale_id'])}", what="the second page")
+    assert page.evaluate(rows) == [e["sale_id"] for e in second["items"]]
+    assert LISTED in [e["sale_id"] for e in first["items"] + second["items"]]
+    _click(page, "#first-page")
+    page.wait_for(f"{rows}[0] === {json.dumps(first['items'][0]['sale_id'])}", what="the first page again")
     page.evaluate(f"{_q('#error-type')}.value = 'marketplace_timeout'")
     _click(page, "#errors-filter button[type=submit]")
     page.wait_for("document.querySelectorAll('#errors-table tbody tr').length === 1", what="the filtered list")

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from sales_recovery_cli.console_site import ASSETS, ConsoleSite
-from shared.models import SELLER_ACTIONS, ErrorType, IdentifierKind, NextAction, Outcome, Reason
+from shared.models import SELLER_ACTIONS, ErrorType, IdentifierKind, NextAction, Outcome, Reason, Trigger
 from tests.conftest import ROOT
 
 CATALOGUES = {lang: json.loads((ASSETS / "i18n" / f"{lang}.json").read_text()) for lang in ("en", "es")}
@@ -58,6 +58,7 @@ def test_every_code_the_api_answers_has_a_text() -> None:
     assert {o.value for o in Outcome} == set(en["outcome"])
     assert {n.value for n in NextAction} == set(en["next"])
     assert {k.value for k in IdentifierKind} <= set(en["kind"])
+    assert {k.value for k in Trigger} == set(en["trigger"])
     checks = _check_names()
     assert {"sale_id", "products", "payment_verified"} <= checks  # the source scan finds them
     assert checks == set(en["check"])

@@ -81,7 +81,16 @@
   const enc = encodeURIComponent;
   const connectionPath = () => `/connections/${enc(model.connection)}`;
 
-  async function api(method, path, body) {
+  // One call at a time from a page: it never competes with itself for the seller's Mercado Libre quota (a job's
+  // polling, a resync click and the pre-check's look-ups take turns), and answers arrive in the order asked.
+  let queue = Promise.resolve();
+  function api(method, path, body) {
+    const call = queue.then(() => send(method, path, body));
+    queue = call.catch(() => undefined);
+    return call;
+  }
+
+  async function send(method, path, body) {
     const headers = { Accept: "application/json" };
     if (model.config.token) headers["X-Console-Token"] = model.config.token;
     if (body !== undefined) headers["Content-Type"] = "application/json";
@@ -638,7 +647,7 @@
     if (entry && entry.history && entry.history.length) {
       const caption = t("ui.history");
       const head = h("tr", {}, [t("ui.when"), t("ui.error_type"), t("ui.message"), t("ui.by")].map((name) => h("th", { scope: "col" }, name)));
-      const rows = entry.history.map((event) => h("tr", {}, h("td", {}, when(event.at)), h("td", {}, t(`error_type.${event.error_type}`)), h("td", { lang: "en" }, event.message), h("td", {}, event.trigger || "")));
+      const rows = entry.history.map((event) => h("tr", {}, h("td", {}, when(event.at)), h("td", {}, t(`error_type.${event.error_type}`)), h("td", { lang: "en" }, event.message), h("td", {}, event.trigger ? t(`trigger.${event.trigger}`) : "")));
       main.append(tableIn(caption, h("table", { id: "history-table" }, h("caption", { class: "visually-hidden" }, caption), h("thead", {}, head), h("tbody", {}, rows))));
     } else {
       main.append(h("p", { class: "hint" }, t("ui.no_history")));
@@ -647,7 +656,7 @@
     const execution = state && state.latest_execution;
     if (!execution) { main.append(h("p", { class: "hint" }, t("ui.no_execution"))); return; }
     main.append(h("dl", { id: "execution" },
-      h("dt", {}, "Name"), h("dd", { class: "id" }, execution.name),
+      h("dt", {}, t("ui.name")), h("dd", { class: "id" }, execution.name),
       h("dt", {}, t("ui.status")), h("dd", {}, execution.status),
       h("dt", {}, t("ui.started")), h("dd", {}, when(execution.started_at))),
       h("p", {}, h("a", { id: "execution-link", href: stepFunctionsLink(execution.execution_arn), target: "_blank", rel: "noopener noreferrer" }, t("ui.open_in_console"))));
