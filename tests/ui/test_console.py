@@ -230,10 +230,11 @@ def test_reprocess_sixty_pasted_ids_precheck_progress_outcomes_and_csv(
     job_id = page.evaluate("document.querySelector('#job-title').textContent.split(' ').pop()")
     view = api.get(f"/connections/{C}/reprocessing-jobs/{job_id}", params={"limit": 1000}).json()
     assert view["status"] == "completed" and view["accepted"] == len(SALES) + 1  # the sales and the pack
-    shown = page.evaluate(
+    outcome_rows = (
         "Array.from(document.querySelectorAll('#outcomes-table tbody tr')).map(tr => [tr.dataset.sale,"
         " tr.querySelector('[data-outcome]').dataset.outcome, tr.querySelector('[data-reason]').dataset.reason])"
     )
+    shown = page.evaluate(outcome_rows)
     assert sorted(map(tuple, shown)) == sorted(
         (i["sale_id"], i["outcome"], i.get("reason") or "") for i in view["items"]
     )
@@ -253,6 +254,12 @@ def test_reprocess_sixty_pasted_ids_precheck_progress_outcomes_and_csv(
     assert page.evaluate(f"{_q('#download-csv')}.download") == f"job-{job_id}.csv"
     _shot(page, "console-reprocess-job.png", top="#job", max_height=1100)
     assert _serious_violations(page, axe) == []
+
+    # The job's link: a reload (or a colleague) finds the same outcomes.
+    assert page.evaluate("window.location.hash") == f"#/c/{C}/reprocess/{job_id}"
+    page.send("Page.reload")
+    page.wait_for(f"!!{_q('#outcomes-table')}", what="the job's outcomes after a reload")
+    assert sorted(map(tuple, page.evaluate(outcome_rows))) == sorted(map(tuple, shown))
 
 
 def test_a_blocked_sale_shows_the_failing_check_with_the_seller_action(page: Page, axe: str, api: httpx.Client) -> None:

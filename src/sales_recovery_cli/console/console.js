@@ -207,6 +207,8 @@
     if (changed && model.connection) await loadConnection();
     if (model.connection && model.screen === "errors" && !model.errors.page) await loadErrors();
     if (model.connection && model.screen === "sale" && model.sale.id && !model.sale.report) await loadSale();
+    const job = model.reprocess.job;
+    if (model.connection && model.screen === "reprocess" && route.id && !(job && job.job_id === route.id)) await openJob(route.id);
   }
 
   function drawNav() {
@@ -484,8 +486,22 @@
       return;
     }
     state.job = answer.body;
+    window.history.replaceState(null, "", `#/c/${enc(model.connection)}/reprocess/${enc(state.job.job_id)}`);
     drawJob();
     await followJob(state.job.job_id);
+  }
+
+  async function openJob(jobId) {
+    // A job's link (#/c/<connection>/reprocess/<job id>): its progress, or its outcomes once it is complete.
+    const state = model.reprocess;
+    state.job = { job_id: jobId, accepted: 0 };
+    state.view = null; state.items = null; state.failure = null;
+    const answer = await api("GET", `${connectionPath()}/reprocessing-jobs/${enc(jobId)}?limit=1`);
+    if (answer.status !== 200) { state.job = null; state.failure = failureText(answer); drawJob(); return; }
+    state.job = answer.body;
+    state.view = answer.body;
+    drawJob();
+    await followJob(jobId);
   }
 
   async function followJob(jobId) {
@@ -546,7 +562,8 @@
       h("p", {}, t("ui.job_accepted", { accepted: job.accepted, messages: job.messages, rejected: job.rejected_count, duplicates: job.duplicates })),
       h("label", { for: "job-progress" }, t("ui.progress")),
       h("progress", { id: "job-progress", max: "1", value: "0" }),
-      h("p", { id: "job-progress-text", "aria-live": "polite" }));
+      h("p", { id: "job-progress-text", "aria-live": "polite" }),
+      h("p", {}, h("a", { id: "job-link", href: `#/c/${enc(model.connection)}/reprocess/${enc(job.job_id)}` }, t("ui.job_link"))));
     updateProgress();
     if (job.rejected && job.rejected.length) {
       const caption = t("ui.rejected_caption");
