@@ -32,6 +32,7 @@ from tests.ui.cdp import Page, chromium_page, find_chromium
 pytestmark = pytest.mark.stack
 ARTIFACTS = ROOT / "test-artifacts"
 C = "mla-main"
+REVOKED = "mla-revoked"  # the seller removed the application: ML refuses its tokens
 CLONES = [str(2000009190000000 + n) for n in range(1, 41)]  # healthy sales added to the default scenario
 BLOCKED = "2000009108000018"  # product_not_synced
 LISTED = "2000009109000015"  # in the error list as marketplace_timeout; a resync reflects it
@@ -61,6 +62,15 @@ def _scenario() -> Scenario:
         order["shipping"] = {"id": None}
         order["payments"][0]["order_id"] = int(sale_id)
         data["orders"].append(order)
+    revoked = {
+        **data["connections"][0],
+        "connection_id": REVOKED,
+        "seller_id": 223456789,
+        "access_token": "APP_USR-1111111111111111-110409-00000000000000000000000000000000-223456789",
+        "refresh_token": "TG-000000000000000000000000-223456789",
+        "revoked": True,
+    }
+    data["connections"].append(revoked)
     return Scenario.model_validate(data)
 
 
@@ -164,9 +174,7 @@ def test_pick_a_connection_and_see_its_state(page: Page, axe: str) -> None:
     assert _serious_violations(page, axe) == []
 
 
-def test_sales_with_errors_resync_a_listed_sale_and_see_reflected(
-    page: Page, axe: str, api: httpx.Client
-) -> None:
+def test_sales_with_errors_resync_a_listed_sale_and_see_reflected(page: Page, axe: str, api: httpx.Client) -> None:
     rows = "Array.from(document.querySelectorAll('#errors-table tbody tr')).map(r => r.dataset.sale)"
     first = api.get(f"/connections/{C}/sale-errors", params={"limit": 20}).json()
     second = api.get(f"/connections/{C}/sale-errors", params={"limit": 20, "cursor": first["next_cursor"]}).json()
@@ -319,6 +327,18 @@ def test_switch_language_to_spanish_and_back(page: Page, axe: str) -> None:
     page.wait_for("document.documentElement.lang === 'en'", what="English")
     assert _text(page, "#nav-errors") == "Sales with errors"
     assert SELLER_ACTIONS[Reason.PRODUCT_NOT_SYNCED] in _text(page, '#checks li[data-check="products"]')
+
+
+def test_a_connection_ml_refuses_shows_what_the_seller_must_do(page: Page, api: httpx.Client) -> None:
+    _open(page, f"#/c/{REVOKED}/sale/2000009101000031", _q("#checks"))
+    page.wait_for(
+        f"({_q('#connection-badge')} || {{}}).dataset?.state === 'needs_reauthorization'", what="the refused state"
+    )
+    action = SELLER_ACTIONS[Reason.CONNECTION_NEEDS_REAUTHORIZATION]
+    assert action in _text(page, "#connection-state")
+    assert api.get(f"/connections/{REVOKED}").json()["state"] == "needs_reauthorization"
+    assert page.evaluate(f"{_q('#checks li[data-check=connection]')}.dataset.ok") == "false"
+    assert action in _text(page, "#checks li[data-check=connection]")
 
 
 CORPUS = [

@@ -618,6 +618,9 @@
     sale.report = report;
     sale.state = state;
     if (model.screen === "sale") drawScreen();
+    // The verification may be what found the connection refused: show its new state at once.
+    const refused = report.status === 200 && report.body.reason === "connection_needs_reauthorization";
+    if (refused && model.connectionView && model.connectionView.body.state === "active") await loadConnection();
   }
 
   function drawSale(main) {
