@@ -136,11 +136,12 @@ class ConsoleForwarder:
         origin = headers.get("origin")
         if origin is not None and origin not in {f"http://{name}" for name in self.allowed_hosts()}:
             return _refuse(403, "foreign_origin", "Requests from other sites are not forwarded.")
-        path = urlsplit(raw_path).path
+        target = urlsplit(raw_path)
+        path = target.path
         page = self.site.answer(method, path)
         if page is not None:
             return page
-        if not path.startswith("/connections/"):
+        if not path.startswith("/connections/") or "/." in path or "%2e" in path.lower():
             return _refuse(404, "not_forwarded", "The console forwards only the API's /connections/... routes.")
         if method not in ("GET", "POST"):
             return _refuse(
@@ -152,7 +153,9 @@ class ConsoleForwarder:
             )
         forwarded = {name: headers[name.lower()] for name in FORWARDED_REQUEST_HEADERS if name.lower() in headers}
         try:
-            answer = self.api.send(method, raw_path, content=body, headers=forwarded)
+            # Path and query only, joined to --api-url: an absolute request line can never pick another host.
+            relative = path + (f"?{target.query}" if target.query else "")
+            answer = self.api.send(method, relative, content=body, headers=forwarded)
         except httpx.TimeoutException:
             return _refuse(504, "api_timeout", f"The API at {self.api.api_url} did not answer in time.")
         except httpx.HTTPError as exc:

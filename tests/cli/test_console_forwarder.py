@@ -116,6 +116,8 @@ def test_a_forwarded_post_covers_its_body_and_answers_as_the_api_did(
         ({"Host": "evil.example:8765"}, "/connections/c/sale-errors", 421, "wrong_host"),  # DNS rebinding
         ({}, "/openapi.json", 404, "not_forwarded"),
         ({}, "/", 404, "not_forwarded"),
+        ({}, "/connections/../openapi.json", 404, "not_forwarded"),
+        ({}, "/connections/%2E%2E/openapi.json", 404, "not_forwarded"),
     ],
 )
 def test_nothing_is_signed_for_anybody_but_the_consoles_own_page(
@@ -125,6 +127,20 @@ def test_nothing_is_signed_for_anybody_but_the_consoles_own_page(
         answer = page.get(path, headers=headers)
     assert (answer.status_code, answer.json()["error"]) == (status, error)
     assert upstream.seen == []
+
+
+def test_an_absolute_request_line_is_still_sent_to_the_api_url_only(
+    forwarder: ConsoleForwarder, upstream: Upstream
+) -> None:
+    """``GET http://elsewhere/connections/...`` (a proxy-style request line) is answered for --api-url's host."""
+    status, _, _ = forwarder.handle(
+        "GET",
+        "http://169.254.169.254/connections/mla-main/sale-errors?limit=1",
+        {"host": next(iter(forwarder.allowed_hosts())), TOKEN_HEADER.lower(): forwarder.token},
+        b"",
+    )
+    assert status == 200
+    assert str(upstream.seen[0].url) == f"{API}/connections/mla-main/sale-errors?limit=1"
 
 
 def test_a_method_the_api_lacks_is_not_forwarded(forwarder: ConsoleForwarder, upstream: Upstream) -> None:
@@ -154,7 +170,8 @@ def test_it_refuses_to_listen_anywhere_but_loopback(host: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("host", "bound"), [("127.0.0.1", "127.0.0.1"), ("localhost", "127.0.0.1"), ("127.0.0.2", "127.0.0.2")]
+    ("host", "bound"),
+    [("127.0.0.1", "127.0.0.1"), ("localhost", "127.0.0.1"), ("127.0.0.2", "127.0.0.2"), ("[::1]", "::1")],
 )
 def test_loopback_hosts(host: str, bound: str) -> None:
     assert loopback_address(host) == bound
