@@ -284,8 +284,8 @@ def test_a_blocked_sale_shows_the_failing_check_with_the_seller_action(page: Pag
     assert page.evaluate(f"{_q(failing)}.dataset.ok") == "false"
     assert SELLER_ACTIONS[Reason.PRODUCT_NOT_SYNCED] in _text(page, failing)
     assert page.evaluate(f"{_q('#next-action')}.dataset.next") == "blocked"
-    # The job left it waiting in the error list for its product: resync applies (it is disabled for unlisted sales).
-    assert report["in_error_list"] and not page.evaluate(f"{_q('#resync')}.disabled")
+    # Resync is offered only while the sale waits in the error list (the job above left it there, for its product).
+    assert page.evaluate(f"{_q('#resync')}.disabled") is not report["in_error_list"]
     _shot(page, "console-sale.png")
     assert _serious_violations(page, axe) == []
 
@@ -327,6 +327,24 @@ def test_switch_language_to_spanish_and_back(page: Page, axe: str) -> None:
     page.wait_for("document.documentElement.lang === 'en'", what="English")
     assert _text(page, "#nav-errors") == "Sales with errors"
     assert SELLER_ACTIONS[Reason.PRODUCT_NOT_SYNCED] in _text(page, '#checks li[data-check="products"]')
+
+
+def test_thousands_of_ids_are_prechecked_at_once_and_ml_is_asked_only_on_request(
+    page: Page, stack: EmbeddedStack
+) -> None:
+    many = [str(2000009300000000 + n) for n in range(3000)]
+    _open(page, f"#/c/{C}/reprocess", _q("#ids"))
+    before = stack.meli.count()
+    page.type_text("#ids", ",".join([*many, "junk!", many[0]]))
+    page.wait_for(f"!!{_q('#ask-ml')}", what="the offer to ask Mercado Libre")
+    time.sleep(1.5)  # longer than the pause after which up to 100 numeric ids are asked by themselves
+    counts = page.evaluate(
+        "Object.fromEntries(Array.from(document.querySelectorAll('#precheck-summary li'))"
+        ".map(li => [li.dataset.count, parseInt(li.textContent.replace(/\\D+/g, ''))]))"
+    )
+    assert counts == {"entries": 3002, "sale_ids": 3000, "duplicates": 1, "not_sale": 1}
+    assert "3000" in _text(page, "#precheck .row .hint")
+    assert stack.meli.count() == before  # nothing asked without the click
 
 
 def test_a_connection_ml_refuses_shows_what_the_seller_must_do(page: Page, api: httpx.Client) -> None:
