@@ -70,7 +70,8 @@ def _scenario() -> Scenario:
         "refresh_token": "TG-000000000000000000000000-223456789",
         "revoked": True,
     }
-    data["connections"].append(revoked)
+    if all(c["connection_id"] != REVOKED for c in data["connections"]):  # the default scenario may have it already
+        data["connections"].append(revoked)
     return Scenario.model_validate(data)
 
 
