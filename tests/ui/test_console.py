@@ -330,6 +330,36 @@ def test_switch_language_to_spanish_and_back(page: Page, axe: str) -> None:
     assert SELLER_ACTIONS[Reason.PRODUCT_NOT_SYNCED] in _text(page, '#checks li[data-check="products"]')
 
 
+LOSE_THE_FIRST_JOB_ANSWER = """(() => {
+  const real = window.fetch;
+  window.lostJobs = [];
+  window.fetch = async (url, init) => {
+    const answer = await real(url, init);
+    if (init && init.method === "POST" && String(url).endsWith("/reprocessing-jobs") && !window.lostJobs.length) {
+      window.lostJobs.push((await answer.clone().json()).job_id);
+      throw new TypeError("Failed to fetch");  // the job was made; its answer never arrived
+    }
+    return answer;
+  };
+})()"""
+
+
+def test_a_submission_whose_answer_was_lost_is_sent_again_as_the_same_job(page: Page) -> None:
+    _open(page, f"#/c/{C}/reprocess", _q("#ids"))
+    page.type_text("#ids", "2000009101000041 2000009101000051")
+    page.wait_for(f"!!{_q('#asked-ml')}", what="the pre-check")
+    page.evaluate(LOSE_THE_FIRST_JOB_ANSWER)
+    _click(page, "#submit-job")
+    page.wait_for(f"!!{_q('#job [role=alert]')}", what="the lost answer's message")
+    _click(page, "#submit-job")  # the person tries again
+    page.wait_for(f"!!{_q('#outcomes-table')}", timeout=60, what="the job's outcomes")
+    job_title = "document.querySelector('#job-title').textContent.split(' ').pop()"
+    first = page.evaluate(job_title)
+    assert first == page.evaluate("window.lostJobs[0]")  # the same job, not a second one
+    _click(page, "#submit-job")  # answered: the same ids again are a new job
+    page.wait_for(f"!!{_q('#outcomes-table')} && {job_title} !== {json.dumps(first)}", timeout=60, what="a new job")
+
+
 def test_thousands_of_ids_are_prechecked_at_once_and_ml_is_asked_only_on_request(
     page: Page, stack: EmbeddedStack
 ) -> None:

@@ -84,14 +84,14 @@
   // One call at a time from a page: it never competes with itself for the seller's Mercado Libre quota (a job's
   // polling, a resync click and the pre-check's look-ups take turns), and answers arrive in the order asked.
   let queue = Promise.resolve();
-  function api(method, path, body) {
-    const call = queue.then(() => send(method, path, body));
+  function api(method, path, body, extra) {
+    const call = queue.then(() => send(method, path, body, extra));
     queue = call.catch(() => undefined);
     return call;
   }
 
-  async function send(method, path, body) {
-    const headers = { Accept: "application/json" };
+  async function send(method, path, body, extra) {
+    const headers = { Accept: "application/json", ...(extra || {}) };
     if (model.config.token) headers["X-Console-Token"] = model.config.token;
     if (body !== undefined) headers["Content-Type"] = "application/json";
     let response;
@@ -478,10 +478,15 @@
     state.job = null; state.view = null; state.items = null; state.failure = null;
     $("#submit-job").disabled = true;
     drawJob(t("ui.submitting"));
-    const answer = await api("POST", `${connectionPath()}/reprocessing-jobs`, { sale_ids: entries });
+    // A submission whose answer was lost (network, 5xx) goes again with the same Idempotency-Key, and the API answers
+    // the job it made instead of making a second one. Any answer ends the key: the same ids sent later are a new job.
+    if (!state.pending || state.pending.text !== state.text) state.pending = { text: state.text, key: newKey() };
+    const answer = await api("POST", `${connectionPath()}/reprocessing-jobs`, { sale_ids: entries }, { "Idempotency-Key": state.pending.key });
+    if (answer.status !== 0 && answer.status < 500) state.pending = null;
     if (answer.status !== 202) {
       state.failure = failureText(answer);
-      $("#submit-job").disabled = false;
+      const button = $("#submit-job");
+      if (button) button.disabled = false;
       drawJob();
       return;
     }
@@ -529,6 +534,12 @@
     const button = $("#submit-job");
     if (button) button.disabled = false;
     announce(t("ui.job_done"));
+  }
+
+  function newKey() {
+    if (window.crypto.randomUUID) return `console-${window.crypto.randomUUID()}`;
+    const bytes = window.crypto.getRandomValues(new Uint8Array(16));
+    return `console-${Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("")}`;
   }
 
   function progressOf(view) {
