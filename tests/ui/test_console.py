@@ -330,34 +330,49 @@ def test_switch_language_to_spanish_and_back(page: Page, axe: str) -> None:
     assert SELLER_ACTIONS[Reason.PRODUCT_NOT_SYNCED] in _text(page, '#checks li[data-check="products"]')
 
 
-LOSE_THE_FIRST_JOB_ANSWER = """(() => {
+LOSE_THE_FIRST_ANSWER = """((ending) => {
   const real = window.fetch;
-  window.lostJobs = [];
+  window.lost = [];
   window.fetch = async (url, init) => {
     const answer = await real(url, init);
-    if (init && init.method === "POST" && String(url).endsWith("/reprocessing-jobs") && !window.lostJobs.length) {
-      window.lostJobs.push((await answer.clone().json()).job_id);
-      throw new TypeError("Failed to fetch");  // the job was made; its answer never arrived
+    if (init && init.method === "POST" && String(url).endsWith(ending) && !window.lost.length) {
+      window.lost.push(await answer.clone().json());
+      window.fetch = real;
+      throw new TypeError("Failed to fetch");  // the API did it; its answer never arrived
     }
     return answer;
   };
-})()"""
+})"""
 
 
 def test_a_submission_whose_answer_was_lost_is_sent_again_as_the_same_job(page: Page) -> None:
     _open(page, f"#/c/{C}/reprocess", _q("#ids"))
     page.type_text("#ids", "2000009101000041 2000009101000051")
     page.wait_for(f"!!{_q('#asked-ml')}", what="the pre-check")
-    page.evaluate(LOSE_THE_FIRST_JOB_ANSWER)
+    page.evaluate(f"{LOSE_THE_FIRST_ANSWER}('/reprocessing-jobs')")
     _click(page, "#submit-job")
     page.wait_for(f"!!{_q('#job [role=alert]')}", what="the lost answer's message")
     _click(page, "#submit-job")  # the person tries again
     page.wait_for(f"!!{_q('#outcomes-table')}", timeout=60, what="the job's outcomes")
     job_title = "document.querySelector('#job-title').textContent.split(' ').pop()"
     first = page.evaluate(job_title)
-    assert first == page.evaluate("window.lostJobs[0]")  # the same job, not a second one
+    assert first == page.evaluate("window.lost[0].job_id")  # the same job, not a second one
     _click(page, "#submit-job")  # answered: the same ids again are a new job
     page.wait_for(f"!!{_q('#outcomes-table')} && {job_title} !== {json.dumps(first)}", timeout=60, what="a new job")
+
+
+def test_a_relink_whose_answer_was_lost_starts_no_second_episode(page: Page, api: httpx.Client) -> None:
+    sale_id = "2000009103000012"  # cancelled: every relink is a rerun of a settled sale, a new episode
+    before = api.get(f"/connections/{C}/sales/{sale_id}").json().get("episode", 0)
+    _open(page, f"#/c/{C}/sale/{sale_id}", _q("#checks"))
+    page.evaluate(f"{LOSE_THE_FIRST_ANSWER}('/relink')")
+    _click(page, "#relink")
+    page.wait_for(f"!!{_q('#sale-result [role=alert]')}", what="the lost answer's message")
+    _click(page, "#relink")  # the person tries again
+    page.wait_for(f"!!{_q('#sale-outcome [data-outcome]')}", timeout=60, what="the relink's outcome")
+    state = api.get(f"/connections/{C}/sales/{sale_id}").json()
+    assert (state["outcome"], state.get("reason")) == ("not_reflectable", "sale_cancelled")
+    assert state["episode"] == before + 1  # one rerun, however many clicks its lost answer took
 
 
 def test_thousands_of_ids_are_prechecked_at_once_and_ml_is_asked_only_on_request(

@@ -719,7 +719,10 @@
     sale.busy = t("ui.relinking");
     sale.result = null;
     drawScreen();
-    const answer = await api("POST", `${connectionPath()}/sales/${enc(id)}/relink`);
+    // As for jobs: a relink whose answer was lost goes again with its key, so it never starts a second episode.
+    if (!sale.relinkKey) sale.relinkKey = newKey();
+    const answer = await api("POST", `${connectionPath()}/sales/${enc(id)}/relink`, undefined, { "Idempotency-Key": sale.relinkKey });
+    if (answer.status !== 0 && answer.status < 500) sale.relinkKey = null;
     let result = answer.status === 200 || answer.status === 202 ? answer.body : { failure: failureText(answer) };
     if (answer.status === 202) {
       for (let i = 0; i < 600 && model.sale.id === id; i += 1) {
