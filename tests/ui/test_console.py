@@ -307,6 +307,15 @@ def test_relink_from_the_sale_screen_follows_the_execution_to_its_outcome(page: 
     assert link.endswith(httpx.URL("x", params={"a": arn}).query.decode().split("=", 1)[1])
 
 
+def test_a_pack_id_on_the_sale_screen_links_the_sales_it_holds(page: Page) -> None:
+    _open(page, f"#/c/{C}/sale/{PACK}", _q("#identifier"))
+    assert page.evaluate(f"{_q('#identifier')}.dataset.kind") == "pack"
+    links = page.evaluate("Array.from(document.querySelectorAll('#identifier a')).map(a => a.textContent)")
+    assert links == ["2000009105000011", "2000009105000028"]
+    _click(page, "#identifier a")
+    page.wait_for(f"({_q('#sale-title')} || {{}}).textContent?.endsWith('2000009105000011')", what="the cart's sale")
+
+
 def test_switch_language_to_spanish_and_back(page: Page, axe: str) -> None:
     _open(page, f"#/c/{C}/sale/{BLOCKED}", _q("#checks"))
     _click(page, '.lang-button[data-lang="es"]')
@@ -323,6 +332,7 @@ def test_switch_language_to_spanish_and_back(page: Page, axe: str) -> None:
     )
     page.wait_for("document.documentElement.clientWidth === 390", what="the phone's width")
     assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+    assert _serious_violations(page, axe) == []
     _shot(page, "console-phone-es.png", width=390, mobile=True)
     _click(page, '.lang-button[data-lang="en"]')
     page.wait_for("document.documentElement.lang === 'en'", what="English")

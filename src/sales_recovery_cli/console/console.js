@@ -650,8 +650,12 @@
     if (report) {
       main.append(h("p", { id: "next-action", "data-next": report.next_action }, h("strong", {}, `${t("ui.next_action")}: `), t(`next.${report.next_action}`)));
       if (report.identifier && report.identifier.kind !== "sale") {
+        // Not a sale id: say what it is and link the sales it holds, each one click away.
         const ids = report.identifier.sale_ids || [];
-        main.append(notice([t(`kind.${report.identifier.kind}`), ids.length ? ` — ${t("ui.holds", { ids: ids.join(", ") })}` : ""].join(""), "bad"));
+        const links = ids.flatMap((saleId, i) => [i ? ", " : "", h("a", { href: `#/c/${enc(model.connection)}/sale/${enc(saleId)}` }, saleId)]);
+        const [before, after] = t("ui.holds", { ids: "\u0000" }).split("\u0000");
+        main.append(h("p", { class: "notice bad", id: "identifier", "data-kind": report.identifier.kind },
+          t(`kind.${report.identifier.kind}`), ids.length ? [" — ", before, ...links, after] : null));
       }
       main.append(h("h3", {}, t("ui.checks")),
         h("ul", { class: "checks", id: "checks" }, report.checks.map((check) => h("li", { "data-check": check.name, "data-ok": String(check.ok) },
