@@ -103,13 +103,14 @@ class Page:
         self.send("Input.insertText", {"text": text})
 
     def press(self, key: str = "Enter") -> None:
-        """A key pressed on the focused element, as a keyboard user would (Enter submits a form, Space a button)."""
-        codes = {"Enter": 13, "Tab": 9, " ": 32}
-        text = {"Enter": "\r", " ": " "}.get(key, "")
+        """Enter or Tab pressed on the focused element, as a keyboard user would (Enter submits a form)."""
+        codes = {"Enter": 13, "Tab": 9}
+        if key not in codes:
+            raise ValueError(f"press() knows {sorted(codes)}, not {key!r}")
         for kind in ("keyDown", "keyUp"):
-            params: dict[str, Any] = {"type": kind, "key": key, "code": key, "windowsVirtualKeyCode": codes.get(key, 0)}
-            if kind == "keyDown" and text:
-                params["text"] = text
+            params: dict[str, Any] = {"type": kind, "key": key, "code": key, "windowsVirtualKeyCode": codes[key]}
+            if kind == "keyDown" and key == "Enter":
+                params["text"] = "\r"
             self.send("Input.dispatchKeyEvent", params)
 
     def screenshot(self, path: Path, width: int = 1280) -> None:
