@@ -24,7 +24,7 @@ venv: $(STAMP)
 run: $(STAMP)  ## the main job on the embedded default (simulated ML + moto), SCENARIO=path
 	$(PY) -m devstack run --scenario $(SCENARIO)
 
-serve: $(STAMP)  ## the REST API on http://127.0.0.1:3000 over the embedded default, SCENARIO=path
+serve: $(STAMP)  ## the REST API on http://127.0.0.1:3000 (the console at /console/) over the embedded default, SCENARIO=path
 	$(PY) -m devstack serve --scenario $(SCENARIO) --port 3000
 
 lint: $(STAMP)
