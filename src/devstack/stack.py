@@ -19,7 +19,14 @@ from devstack.simulator.server import MeliSimulator
 from devstack.sqs_poller import SqsPoller
 from shared.recovery import RecoveryService
 from shared.settings import Settings
-from shared.wiring import build_bulk_service, build_job_store, build_service
+from shared.wiring import (
+    build_bulk_service,
+    build_job_store,
+    build_missed_feeds,
+    build_notification_intake,
+    build_notified_sales,
+    build_service,
+)
 
 TERMINAL_EXECUTION = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
 
@@ -118,7 +125,14 @@ class EmbeddedStack:
             self.execution_events.stop()
         self.aws.stop()
         self.meli.stop()
-        for cache in (build_service, build_bulk_service, build_job_store):
+        for cache in (
+            build_service,
+            build_bulk_service,
+            build_job_store,
+            build_notification_intake,
+            build_notified_sales,
+            build_missed_feeds,
+        ):
             cache.cache_clear()  # their clients point at this stack's endpoint
 
     def settings(self) -> Settings:

@@ -134,18 +134,20 @@ def parse_notification(body: str | bytes | None) -> Notification:
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise BadNotification(400, "malformed_json", "The body is not JSON: send Mercado Libre's notification.")
+        raise BadNotification(
+            400, "malformed_json", "The body is not JSON: send Mercado Libre's notification."
+        ) from None
     if not isinstance(data, dict):
-        raise BadNotification(400, "not_a_notification", "The body must be a JSON object (Mercado Libre's notification).")
+        raise BadNotification(
+            400, "not_a_notification", "The body must be a JSON object (Mercado Libre's notification)."
+        )
     try:
         return Notification.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '(body)'}: {err['msg']}" for err in exc.errors()[:5]
         )
-        raise BadNotification(
-            400, "not_a_notification", f"Not a Mercado Libre notification ({problems})."
-        ) from None
+        raise BadNotification(400, "not_a_notification", f"Not a Mercado Libre notification ({problems}).") from None
 
 
 def classify(

@@ -24,7 +24,6 @@ from shared.usecases.context import Context, result, stored
 from shared.usecases.escalations import Escalations
 from shared.verification import Verdict
 
-
 # What an order's ML status says about a sale not paid (yet), or not the seller's: a notification job writes nothing
 # for such an order the service never saw.
 NOT_A_SALE_YET = frozenset({Reason.PAYMENT_NOT_VERIFIED, Reason.SALE_CANCELLED, Reason.SALE_NOT_FOUND})
@@ -113,8 +112,10 @@ class BulkSales:
                 _Next(), moves.reflect(snap, Actor.BULK_WORKER, record=verdict.record, attempts=1, settled_by=me)
             )
         if verdict.blocking is not None:
-            if job.trigger is Trigger.NOTIFICATION and snap.state is State.NEVER_SEEN and (
-                verdict.blocking.reason in NOT_A_SALE_YET
+            if (
+                job.trigger is Trigger.NOTIFICATION
+                and snap.state is State.NEVER_SEEN
+                and (verdict.blocking.reason in NOT_A_SALE_YET)
             ):
                 # ML notifies every order it creates or changes, unpaid and cancelled ones too: one the service never
                 # saw and that is not a paid sale gets no row and no error-list entry (the job's item says why). Its
