@@ -14,7 +14,7 @@ from devstack.api_server import LocalApiServer
 from devstack.aws import LocalAws, SnsInbox
 from devstack.execution_events import ExecutionEventsDelivery
 from devstack.seed import seed
-from devstack.simulator.scenario import Scenario, load_scenario
+from devstack.simulator.scenario import DEFAULT_APPLICATION_ID, Scenario, load_scenario
 from devstack.simulator.server import MeliSimulator
 from devstack.sqs_poller import SqsPoller
 from shared.recovery import RecoveryService
@@ -28,6 +28,7 @@ from shared.wiring import (
     build_service,
 )
 
+CALLBACK_PATH = "/notifications/mercadolibre"  # the template's route for ML's notifications
 TERMINAL_EXECUTION = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
 
 
@@ -49,6 +50,7 @@ class EmbeddedStack:
         deliver_execution_events: bool = True,
         enforce_iam: bool | None = None,
         enforce_timeouts: bool | None = None,
+        notifications: bool = False,
     ) -> None:
         self.scenario = scenario if isinstance(scenario, Scenario) else load_scenario(Path(scenario))
         self.meli = MeliSimulator(self.scenario, timeout_hold_seconds=timeout_hold_seconds)
@@ -64,13 +66,20 @@ class EmbeddedStack:
             "MeliMaxTries": str(meli_max_tries),
             "RelinkFollowSeconds": str(relink_follow_seconds),
             "LogLevel": log_level,
+            # The application whose notifications the callback accepts (the scenario's, or ML's sample app id).
+            "MeliApplicationId": str(
+                self.scenario.notifications.application_id if self.scenario.notifications else DEFAULT_APPLICATION_ID
+            ),
             # Stay under the simulated ML's quota with a margin, as production stays under ML's.
             "MeliRequestsPerSecond": str(round(0.9 * self.scenario.quota.requests_per_second, 3))
             if self.scenario.quota
             else "0",
             **(parameters or {}),
         }
-        self._api_port = api_port
+        # notifications: ML's notifications reach the local callback, and the scenario's new_orders appear (when the
+        # scenario has "notifications"); the callback needs the REST API on loopback, on a free port unless given.
+        self._notifications = notifications and self.scenario.notifications is not None
+        self._api_port = 0 if api_port is None and self._notifications else api_port
         self.api: LocalApiServer | None = None
         self.inbox: SnsInbox | None = None
         self.poller: SqsPoller | None = None
@@ -114,6 +123,9 @@ class EmbeddedStack:
         self.execution_events = ExecutionEventsDelivery(self.aws).start(poll=self._deliver_events)
         if self._api_port is not None:
             self.api = LocalApiServer(self.aws, port=self._api_port).start()
+        if self._notifications:
+            assert self.api is not None
+            self.meli.start_notifications(f"{self.api.url}{CALLBACK_PATH}")
         return self
 
     def stop(self) -> None:
