@@ -246,12 +246,17 @@ def build_notification_intake(settings: Settings) -> NotificationIntake:
 @lru_cache(maxsize=8)
 def build_notified_sales(settings: Settings) -> NotifiedSales:
     """The notification processing: it reads the service's state and hands work to the bulk path (queue)."""
+    from shared.stores.sale_claims import DynamoSaleClaims
     from shared.usecases.notified_sales import NotifiedSales
 
     bulk = build_bulk_service(settings, queue=True)
     recovery = build_service(settings)
     return NotifiedSales(
-        recovery.lifecycle, bulk, build_job_store(settings), open_item_seconds=settings.reconcile_claim_seconds
+        recovery.lifecycle,
+        bulk,
+        build_job_store(settings),
+        DynamoSaleClaims(_LazyClient("dynamodb"), settings.idempotency_table),
+        open_item_seconds=settings.reconcile_claim_seconds,
     )
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from devstack.simulator.scenario import NewOrder, Notifications
+from devstack.simulator.scenario import NewOrder, Notifications, Outage
 
 KEPT = timedelta(days=2)  # "solo guarda las notificaciones perdidas de hasta 2 días atrás"
 
@@ -79,6 +79,13 @@ class Notifier:
         for thread in list(self._threads):
             thread.join(timeout=2)
         self._http.close()
+
+    def outage(self, seconds: float) -> None:
+        """The callback cannot be reached for the next ``seconds`` (a deploy gone wrong, a network cut)."""
+        assert self.started_at is not None, "notifications have not started"
+        elapsed = time.monotonic() - self.started_at
+        with self._lock:
+            self.settings.outages.append(Outage(from_seconds=elapsed, to_seconds=elapsed + seconds))
 
     def notify(self, order: Mapping[str, Any], copies: int | None = None) -> list[Delivery]:
         """ML notices an order created or changed: ``copies`` notifications, delivered in the background."""
@@ -137,7 +144,8 @@ class Notifier:
     def _in_outage(self) -> bool:
         assert self.started_at is not None
         elapsed = time.monotonic() - self.started_at
-        return any(o.from_seconds <= elapsed < o.to_seconds for o in self.settings.outages)
+        with self._lock:
+            return any(o.from_seconds <= elapsed < o.to_seconds for o in self.settings.outages)
 
     def _deliver(self, delivery: Delivery) -> None:
         waits = [*self.settings.retry_seconds, None]

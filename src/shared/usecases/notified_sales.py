@@ -14,8 +14,9 @@ service's own state and without calling ML:
 
 The job's worker reads the order once (the only ML read a notified sale costs) and settles it with the same
 outcomes and the same three-attempt rule as any bulk job; an order that is not a paid sale and that the service
-never saw leaves no row behind (``shared.usecases.bulk_sales``). Two batches racing on one sale make at most two
-job items; the sale lifecycle's conditional writes give it one outcome and one record.
+never saw leaves no row behind (``shared.usecases.bulk_sales``). Batches racing on one sale make one job item (a
+short per-sale claim keeps ML's duplicates, spread over concurrent invocations, to one); the sale
+lifecycle's conditional writes give the sale one outcome and one record whoever else works on it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -59,12 +61,22 @@ class ConnectionReport(BaseModel):
     note: str | None = None
 
 
+CLAIM_SECONDS = 60  # covers one look-and-submit; shorter than the queue's visibility timeout (360 s)
+
+
+class SaleClaims(Protocol):
+    def claim(self, connection_id: str, sale_id: str, *, seconds: int) -> bool: ...
+
+    def release(self, connection_id: str, sale_id: str) -> None: ...
+
+
 class NotifiedSales:
     def __init__(
         self,
         lifecycle: SaleLifecycle,
         bulk: BulkService,
         jobs: JobStore,
+        claims: SaleClaims,
         *,
         open_item_seconds: int,
         clock: Callable[[], datetime] | None = None,
@@ -72,6 +84,7 @@ class NotifiedSales:
         self._lifecycle = lifecycle
         self._bulk = bulk
         self._jobs = jobs
+        self._claims = claims
         self._open_item = timedelta(seconds=open_item_seconds)
         self._now = clock or lifecycle.now
 
@@ -91,8 +104,11 @@ class NotifiedSales:
         wanted: list[str] = []
         for sale_id in sale_ids:
             skip = self._skip(snapshots[sale_id], now)
-            if skip is None and self._jobs.has_open_item(connection_id, sale_id, updated_after=now - self._open_item):
-                skip = Skip.HELD
+            if skip is None and (
+                self._jobs.has_open_item(connection_id, sale_id, updated_after=now - self._open_item)
+                or not self._claims.claim(connection_id, sale_id, seconds=CLAIM_SECONDS)
+            ):
+                skip = Skip.HELD  # a job holds it, or another invocation is making one
             if skip is None:
                 wanted.append(sale_id)
             else:
@@ -105,6 +121,9 @@ class NotifiedSales:
             # Removed since the callback found it: nothing to relink for it.
             report.note = "the connection no longer exists: nothing was queued"
             return report
+        finally:
+            for sale_id in wanted:  # the job's open items hold them now (or nothing does, and the next may try)
+                self._claims.release(connection_id, sale_id)
         report.enqueued = wanted
         report.job_id = job.job_id
         return report
