@@ -135,7 +135,7 @@ def test_a_queue_that_refuses_fails_the_request_so_ml_retries(queues: dict[str, 
         lambda_handler(load_event("notifications/post-notification.json"), lambda_context())
 
 
-def _sqs_event(*queued: dict[str, Any]) -> dict[str, Any]:
+def _sqs_event(*queued: dict[str, Any] | str) -> dict[str, Any]:
     event = copy.deepcopy(load_event("notifications/sqs-notifications.json"))
     template = event["Records"][0]
     records = []
