@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             meli_timeout_seconds=1.0,
             api_port=port,
             log_level="ERROR" if args.command == "run" else "INFO",
+            notifications=True,  # ML's notifications reach the callback; the scenario's new_orders appear
         ).start()
     try:
         assert stack.api is not None
@@ -83,10 +84,12 @@ def main(argv: list[str] | None = None) -> int:
             meli_requests=stack.meli.count(),
         )
         from devstack.main_job import TERMINAL
+        from devstack.notifications_demo import show_notified_sales
         from devstack.schedules_demo import reconcile_unnotified_sale
 
+        notified = show_notified_sales(stack, console)
         reconciled = reconcile_unnotified_sale(stack, console)
-        return 0 if reconciled and all(row.outcome in TERMINAL for row in report.rows) else 1
+        return 0 if notified and reconciled and all(row.outcome in TERMINAL for row in report.rows) else 1
     finally:
         stack.stop()
 
