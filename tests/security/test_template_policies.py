@@ -207,10 +207,12 @@ def test_every_api_method_requires_aws_iam_but_the_notification_callback() -> No
     # Nothing exposed that a handler lacks: the API function's routes, and the callback.
     assert {(p, m) for p, ms in ROUTES.items() for m in ms} | {CALLBACK} == set(methods)
     for (path, method), operation in methods.items():
-        expected = [{"NONE": []}] if (path, method) == CALLBACK else [{"AWS_IAM": []}]
+        expected: list[dict[str, list[str]]] = [{"NONE": []}] if (path, method) == CALLBACK else [{"AWS_IAM": []}]
         assert operation.get("security") == expected, f"{method} {path}"
     callback = methods[CALLBACK]["x-amazon-apigateway-integration"]["uri"]
-    assert references(callback) - {"AWS::Region"} == {"NotificationsIntakeFunction"}  # its own function, with its own small role
+    assert references(callback) - {"AWS::Region"} == {
+        "NotificationsIntakeFunction"
+    }  # its own function, with its own small role
     assert not resources("AWS::ApiGateway::Method")  # none outside the OpenAPI body, which is checked above
 
 
