@@ -104,9 +104,11 @@ def _serve(url: str, console: Console) -> int:
         f"  curl -X POST -H 'Content-Type: application/json' {url}/connections/mla-main/reprocessing-jobs "
         """-d '{"sale_ids": "2000009101000021, 2000009101000031"}'\n"""
         f"  open {url}/docs for the API page\n"
-        f"  curl -X POST -H 'Content-Type: application/json' {url}/notifications/mercadolibre "
-        """-d '{"_id": "a1", "resource": "/orders/2000009101000021", "user_id": 123456789, "topic": "orders_v2", """
-        """"application_id": 5503910054141466, "attempts": 1}'   # as ML notifies a sale\n"
+        f"  curl -X POST -H 'Content-Type: application/json' {url}/notifications/mercadolibre -d "
+        + "'"
+        + '{"_id": "a1", "resource": "/orders/2000009101000021", "user_id": 123456789, "topic": "orders_v2", '
+        + '"application_id": 5503910054141466, "attempts": 1}'
+        + "'   # as ML notifies a sale\n"
         "Ctrl-C stops."
     )
     try:
