@@ -8,7 +8,6 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
-from shared.recovery import RecoveryService, Stores
 from shared.settings import Settings
 
 if TYPE_CHECKING:
@@ -17,6 +16,7 @@ if TYPE_CHECKING:
     from shared.meli.port import MarketplaceClient, MarketplaceClientFactory
     from shared.missed_feeds import MissedFeedsService
     from shared.notifications import NotificationIntake
+    from shared.recovery import RecoveryService
     from shared.schedules import ScheduleService
     from shared.usecases.notified_sales import NotifiedSales
 
@@ -106,6 +106,7 @@ def build_service(settings: Settings, *, notifier: bool = False, workflow: bool 
 
     from shared.lifecycle import SaleLifecycle, Timing
     from shared.lifecycle.dynamo import DynamoLifecycleStore
+    from shared.recovery import RecoveryService, Stores
     from shared.stores.aliases import DynamoAliasStore
     from shared.stores.connections import DynamoConnectionStore
     from shared.stores.errors import DynamoErrorStore
