@@ -33,6 +33,7 @@ from tests.conftest import Aws
 
 PHASES = [Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink]
 CONNECTION = "mla-main"
+VISIBILITY_SECONDS = 360  # NotificationsQueue's VisibilityTimeout
 TEMPLATE_SALE = 2000009101000011
 _IDS = itertools.count(2000009600000017, 1000)
 _WORLD: dict[str, Any] = {}
@@ -49,8 +50,9 @@ class NotificationMachine(RuleBasedStateMachine):
         self.service = build_service(self.settings, notifier=True, workflow=True)
         self.clock = time.time()  # the job store stamps items with the real time: the processor's clock starts there
         self.claims = DynamoSaleClaims(boto3.client("dynamodb"), aws.env["IDEMPOTENCY_TABLE"], clock=lambda: self.clock)
+        # The model's clock runs ahead of the job store's real timestamps: an open item never counts as stuck here.
         self.notified = NotifiedSales(
-            self.service.lifecycle, self.bulk, self.jobs, self.claims, open_item_seconds=3600, clock=self._now
+            self.service.lifecycle, self.bulk, self.jobs, self.claims, open_item_seconds=10**6, clock=self._now
         )
         self.sqs = boto3.client("sqs")
         self.queue_url = aws.env["BULK_QUEUE_URL"]
@@ -62,6 +64,7 @@ class NotificationMachine(RuleBasedStateMachine):
             order.update(id=int(sale_id), pack_id=int(sale_id) - 3_000_000_000_000)
             self.meli.upsert_order(order, notify=False)
         self.pending: list[QueuedNotification] = []  # on the notifications queue
+        self.invisible: list[QueuedNotification] = []  # received by a processor that died: back after the timeout
         self.delivered: list[list[QueuedNotification]] = []  # batches a processor finished (SQS may deliver again)
         self.messages: list[BulkMessage] = []  # bulk messages the worker received at least once
         self.records: dict[str, str] = {}  # sale -> the import key of its record, once reflected
@@ -97,9 +100,18 @@ class NotificationMachine(RuleBasedStateMachine):
 
     @rule(size=st.integers(1, 6))
     def a_processor_dies_after_claiming(self, size: int) -> None:
-        """It claimed the batch's first sale and died before writing the job: the batch comes back later."""
-        if self.pending:
-            self.claims.claim(CONNECTION, self.pending[0].sale_id, seconds=CLAIM_SECONDS)
+        """It claimed its batch's first sale and died before writing the job: the batch stays invisible on the queue
+        until the visibility timeout, then comes back (other notifications of the sale may be processed meanwhile)."""
+        batch, self.pending = self.pending[:size], self.pending[size:]
+        if batch:
+            self.claims.claim(CONNECTION, batch[0].sale_id, seconds=CLAIM_SECONDS)
+            self.invisible += batch
+
+    @rule()
+    def the_visibility_timeout_passes(self) -> None:
+        self.clock += VISIBILITY_SECONDS
+        self.pending += self.invisible
+        self.invisible = []
 
     @rule(pick=st.integers(0, 50))
     def sqs_delivers_a_batch_again(self, pick: int) -> None:
@@ -163,7 +175,7 @@ class NotificationMachine(RuleBasedStateMachine):
                 assert self.records.setdefault(sale_id, key) == key, sale_id
 
     def teardown(self) -> None:
-        self.clock += CLAIM_SECONDS + 1  # a dead processor's claim has expired when SQS delivers its batch again
+        self.the_visibility_timeout_passes()  # a dead processor's batch is back, its claim expired long ago
         while self.pending:
             batch, self.pending = self.pending[:6], self.pending[6:]
             self._processed(batch)
