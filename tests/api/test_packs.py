@@ -27,16 +27,16 @@ from devstack.simulator.scenario import Scenario
 from devstack.simulator.server import MeliSimulator
 from tests.api.reads import check, sale, verification
 from tests.bulk.test_bulk import job, queued, run_worker, submit
-from tests.conftest import DEFAULT_SCENARIO, Aws
+from tests.conftest import DEFAULT_SCENARIO, Aws, default_scenario_data
 
 C = "mla-main"
 OTHER_SELLER = 987654321  # mlb-second's seller
 TEMPLATE = 2000009101000011  # the default scenario's healthy sale: paid, its listing linked
 LINKED = "MLA1100000001"
 
-CANCELLED_PACK, IN_CANCELLED_PACK = 2000006151000014, 2000009151000011
-PENDING_CANCEL_PACK, IN_PENDING_CANCEL_PACK = 2000006152000011, 2000009152000018
-ERROR_PACK, IN_ERROR_PACK = 2000006153000018, 2000009153000015
+CANCELLED_PACK, IN_CANCELLED_PACK = 2000006171000014, 2000009171000011
+PENDING_CANCEL_PACK, IN_PENDING_CANCEL_PACK = 2000006172000011, 2000009172000018
+ERROR_PACK, IN_ERROR_PACK = 2000006173000018, 2000009173000015
 # A split: the old order (and its pack) cancelled, a new order in a child pack.
 SPLIT_PACK, SPLIT_OLD = 2000006154000015, 2000009154000012
 CHILD_PACK, SPLIT_NEW = 2000006155000012, 2000009155000019
@@ -72,9 +72,7 @@ def _pack(pack_id: int, *order_ids: int, status: str = "released", detail: str |
 
 @pytest.fixture
 def scenario() -> Scenario:
-    data = json.loads(DEFAULT_SCENARIO.read_text())
-    data["faults"] = [f for f in data.get("faults", []) if f.get("kind") != "latency"]
-    data.pop("quota", None)
+    data = default_scenario_data()
     split_old = _order(SPLIT_OLD, SPLIT_PACK)
     split_old["status"] = "cancelled"
     split_old["cancel_detail"] = {"group": None, "code": "pack_splitted", "description": None, "requested_by": None}
