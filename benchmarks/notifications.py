@@ -121,10 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger().setLevel(logging.ERROR)
     from devstack.simulator.scenario import Scenario
     from devstack.stack import EmbeddedStack
+    from tests.conftest import default_scenario_data  # the default without its global rules (latency, OAuth 429s)
 
-    data = json.loads((ROOT / "scenarios" / "default.json").read_text())
-    data["faults"] = [f for f in data["faults"] if f["kind"] != "latency"]
-    data.pop("quota", None)
+    data = default_scenario_data()
     data.pop("new_orders", None)
     data["notifications"] = {"copies": 3}
     with EmbeddedStack(Scenario.model_validate(data), notifications=True, log_level="ERROR") as stack:

@@ -99,11 +99,11 @@ class MissedFeedsService:
             summary.connection_state = row.state
             summary.note = "the connection needs reauthorization: nothing was read (no Mercado Libre call)"
             return summary
-        client = self._recovery.marketplace.for_connection(connection_id)
         sellers = _OneSeller(connection.seller_id, connection_id)
         found: dict[str, QueuedNotification] = {}
         offset = 0
         try:
+            client = self._recovery.marketplace.for_connection(connection_id)
             while summary.pages < self._max_pages:
                 page = client.missed_feeds(app_id=self._application_id, topic=TOPIC, offset=offset, limit=PAGE_SIZE)
                 summary.pages += 1

@@ -6,7 +6,6 @@ schedule's function is invoked with a real scheduled event (moto never fires rul
 from __future__ import annotations
 
 import copy
-import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +16,7 @@ import pytest
 from devstack.schedules_demo import scheduled_event
 from devstack.simulator.scenario import Scenario
 from devstack.stack import CALLBACK_PATH, EmbeddedStack
-from tests.conftest import DEFAULT_SCENARIO
+from tests.conftest import default_scenario_data
 
 pytestmark = pytest.mark.stack
 
@@ -26,9 +25,7 @@ FAST_RETRIES = [0.2] * 7  # ML's eight tries, an hour apart in all, squeezed int
 
 
 def _scenario() -> Scenario:
-    data = json.loads(DEFAULT_SCENARIO.read_text())
-    data["faults"] = [f for f in data["faults"] if f["kind"] != "latency"]
-    data.pop("quota", None)
+    data = default_scenario_data()
     data.pop("new_orders", None)
     # A generous timeout: a busy test machine must not turn a slow 200 into ML's retry (the benchmark measures speed).
     data["notifications"] = {"copies": 1, "retry_seconds": FAST_RETRIES, "timeout_ms": 5000}

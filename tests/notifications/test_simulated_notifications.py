@@ -16,7 +16,7 @@ import pytest
 
 from devstack.simulator.scenario import Scenario, ScenarioError
 from devstack.simulator.server import MeliSimulator
-from tests.conftest import DEFAULT_SCENARIO
+from tests.conftest import DEFAULT_SCENARIO, default_scenario_data
 
 SALE = 2000009101000011
 
@@ -51,9 +51,8 @@ class Callback:
 
 
 def _scenario(**notifications: Any) -> Scenario:
-    data = json.loads(DEFAULT_SCENARIO.read_text())
+    data = default_scenario_data()
     data["faults"], data["new_orders"] = [], []
-    data.pop("quota", None)
     data["notifications"] = {"retry_seconds": [0.05] * 7, **notifications}
     return Scenario.model_validate(data)
 
