@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal, Protocol
 
@@ -68,8 +67,9 @@ class Notification(BaseModel):
     topic: str = Field(min_length=1, max_length=64)
     application_id: int = Field(gt=0)
     attempts: int = Field(default=1, ge=0, le=1000)
-    sent: datetime | None = None
-    received: datetime | None = None
+    # Kept as ML wrote them (only logged and passed on): a date format ML changes must not refuse a notification.
+    sent: str | None = Field(default=None, max_length=64)
+    received: str | None = Field(default=None, max_length=64)
 
     @field_validator("user_id", "application_id", mode="before")
     @classmethod
@@ -95,7 +95,7 @@ class QueuedNotification(BaseModel):
     sale_id: str = Field(pattern=r"^\d{1,20}$")
     notification_id: str = Field(min_length=1, max_length=64)
     source: NotificationSource = NotificationSource.CALLBACK
-    sent: datetime | None = None
+    sent: str | None = Field(default=None, max_length=64)  # ML's "sent", as ML wrote it
 
 
 class IntakeAnswer(BaseModel):

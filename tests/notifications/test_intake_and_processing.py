@@ -84,6 +84,15 @@ def test_a_user_id_as_text_and_a_base64_body_are_ml_notifications_too(queues: di
     assert len(_drain(queues["notifications"])) == 1
 
 
+def test_fields_ml_may_add_or_change_never_refuse_a_notification(queues: dict[str, str]) -> None:
+    # The sub-topic model's "id" and "actions", and a "sent" in a format of its own: still queued.
+    changed = _notification(id="d7d8b0f2-5b1e-4c55-9e61-0d7a1b2c3d4e", actions=["created"], sent="30/10/2019 16:19")
+    status, body = _post(json.dumps(changed))
+    assert status == 200 and body["status"] == "queued"
+    (queued,) = _drain(queues["notifications"])
+    assert queued["sent"] == "30/10/2019 16:19"
+
+
 @pytest.mark.parametrize(
     ("changes", "reason"),
     [
