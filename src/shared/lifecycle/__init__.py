@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from shared import clock
 from shared.jobs import Settlement
 from shared.lifecycle import moves, pause
-from shared.lifecycle.change import Change, Decision, EntryWrite
+from shared.lifecycle.change import Change, Decision, EntryWrite, waiting_item
 from shared.lifecycle.dynamo import DynamoLifecycleStore, JobsGone, RowMoved
 from shared.lifecycle.row import MAX_WAITING_JOBS, Snapshot
 from shared.lifecycle.table import RERUNNERS, TABLE, Actor, State, Transition
@@ -112,10 +112,13 @@ class SaleLifecycle:
                 detail=detail or row.detail,
                 episode=row.episode,
             )
-            settlements = [(job_id, settlement) for job_id in waiting]
+            # A cart's sale waiting on its cart (``job@sale``) is settled under its own sale id.
+            settlements = [
+                (ref, settlement.model_copy(update={"sale_id": waiting_item(ref, seen.sale_id)[1]})) for ref in waiting
+            ]
             waiting = []
-        elif change.job is not None and change.job.job_id not in waiting:
-            waiting.append(change.job.job_id)
+        elif change.job is not None and change.job.waiting_ref not in waiting:
+            waiting.append(change.job.waiting_ref)
             if len(waiting) > MAX_WAITING_JOBS:
                 raise TooManyWaiting(f"{len(waiting)} jobs would wait on sale {seen.sale_id}; try again later")
         _check_shape(row.state, row.owner, row.lease_until)
