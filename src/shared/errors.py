@@ -51,3 +51,11 @@ class NotACart(ValueError):
             + (f" Use its sale ids: {', '.join(resolution.sale_ids)}." if resolution.sale_ids else "")
         )
         self.resolution = resolution
+
+
+class PackNeverSeen(LookupError):
+    def __init__(self, connection_id: str, pack_id: str) -> None:
+        super().__init__(
+            f"The service has never reprocessed pack {pack_id} in connection {connection_id}. Relink the cart with "
+            f"POST /connections/{connection_id}/packs/{pack_id}/relink."
+        )

@@ -321,6 +321,9 @@ class ErrorEntry(Model):
     # The latest attempts that wrote here (execution#attempt, job#relink, ...): a retried task writes nothing twice.
     # Internal: not in API answers; bounded like the history.
     attempt_keys: list[str] = Field(default_factory=list, exclude=True)
+    # A cart's entry (keyed by its pack id: a failed cart is listed once): the pack and its sales.
+    pack_id: str | None = None
+    sale_ids: list[str] | None = None
 
 
 class ExecutionRef(Model):
@@ -350,6 +353,25 @@ class SaleState(Model):
     updated_at: datetime = Field(default_factory=utc_now)
     latest_execution: ExecutionRef | None = None
     record: ReflectedSale | None = None
+
+
+class PackState(Model):
+    """Where a cart stands (GET /connections/{c}/packs/{p}): reprocessed whole, one outcome for all its sales."""
+
+    connection_id: str
+    pack_id: str
+    sale_ids: list[str] = Field(default_factory=list)
+    outcome: Outcome
+    reason: Reason | None = None
+    sale_id: str | None = None  # the sale that blocks the cart
+    detail: str | None = None
+    seller_action: str | None = None
+    attempts: int = 0
+    episode: int = 0
+    updated_at: datetime = Field(default_factory=utc_now)
+    latest_execution: ExecutionRef | None = None
+    record: ReflectedSale | None = None
+    error_entry: ErrorEntry | None = None
 
 
 # --- Verification -----------------------------------------------------------------------------------------------

@@ -175,8 +175,11 @@ class Verdict:
     blocking: Blocking | None = None
     failure: Failure | None = None
     error: MeliError | None = None  # the failure's cause
-    cart: str | None = None  # the sale is part of a cart: the pack id to reprocess instead (nothing else is set)
+    # The sale is part of a cart: the pack id to reprocess instead, its sales, and the cart's own verdict (read in the
+    # same go: the subject of the write is the cart's row, keyed by the pack id). Nothing else is set.
+    cart: str | None = None
     cart_sale_ids: list[str] | None = None
+    whole: Verdict | None = None
 
     @property
     def transient(self) -> bool:
@@ -424,13 +427,17 @@ class Verifier:
             return Verdict(failure=Failure(event=event, retryable=exc.transient), error=exc)
         report = assessment.report
         cart = assessment.cart
-        if cart is not None and not assessment.is_cart_subject:
-            return Verdict(cart=cart.pack_id, cart_sale_ids=cart.report.sale_ids)  # reprocess the whole cart instead
+        if cart is not None:
+            if report.blocked:
+                whole = Verdict(blocking=blocking_of(report))
+            else:
+                record = build_cart_record(connection_id, cart.pack, cart.orders, cart.lines, trigger, attempt_key)
+                whole = Verdict(record=record)
+            if assessment.is_cart_subject:
+                return whole
+            return Verdict(cart=cart.pack_id, cart_sale_ids=cart.report.sale_ids, whole=whole)  # reprocess the cart
         if report.blocked:
             return Verdict(blocking=blocking_of(report))
-        if cart is not None:
-            record = build_cart_record(connection_id, cart.pack, cart.orders, cart.lines, trigger, attempt_key)
-            return Verdict(record=record)
         assert assessment.order is not None  # not blocked means ML confirmed the sale
         return Verdict(record=build_record(connection_id, assessment.order, assessment.lines, trigger, attempt_key))
 

@@ -123,7 +123,10 @@ class SaleLifecycle:
                 raise TooManyWaiting(f"{len(waiting)} jobs would wait on sale {seen.sale_id}; try again later")
         _check_shape(row.state, row.owner, row.lease_until)
         row = row.model_copy(update={"version": seen.row.version + 1, "updated_at": now, "waiting_jobs": waiting})
-        written = Change(change.transition, change.actor, row, change.entry, change.entry_write, change.job)
+        entry_after = change.entry
+        if entry_after is not None and moves.is_cart_row(row):  # a cart's entry says which pack and sales it is
+            entry_after = entry_after.model_copy(update={"pack_id": row.pack_id, "sale_ids": row.sale_ids})
+        written = Change(change.transition, change.actor, row, entry_after, change.entry_write, change.job)
         pause.before_write(change.transition.value, seen.connection_id, seen.sale_id)
         for _ in range(MAX_WAITING_JOBS + 1):
             try:
@@ -135,7 +138,7 @@ class SaleLifecycle:
                 settlements = [(job_id, s) for job_id, s in settlements if job_id not in gone.job_ids]
         entry = seen.entry
         if change.entry_write is EntryWrite.PUT:
-            entry = change.entry
+            entry = entry_after
         elif change.entry_write is EntryWrite.DELETE:
             entry = None
         return Snapshot(row=row, entry=entry)

@@ -319,7 +319,9 @@ def page_sent(snap: Snapshot, actor: Actor) -> Change:
     return Change(Transition.PAGE_SENT, actor, row)
 
 
-def defer(snap: Snapshot, actor: Actor, *, job_id: str, failure: Failure, backoff: Backoff) -> Change:
+def defer(
+    snap: Snapshot, actor: Actor, *, job_id: str, failure: Failure, backoff: Backoff, item: str | None = None
+) -> Change:
     """A sweep job's retry failed transiently: the sale waits for the next sweep, and so does the job's item."""
     episode = snap.next_episode
     entry = with_failure(snap, failure, episode=episode, backoff=backoff)
@@ -339,6 +341,7 @@ def defer(snap: Snapshot, actor: Actor, *, job_id: str, failure: Failure, backof
         retry_at=entry.next_retry_at,
         deferred=True,
         detail=f"Still failing ({entry.error_type}); the error sweep retries it after its backoff.",
+        item=item,
     )
     return Change(Transition.DEFER, actor, row, entry, EntryWrite.PUT, job)
 

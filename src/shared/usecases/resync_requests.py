@@ -2,7 +2,8 @@
 
 Reflected or blocked, the answer settles the sale, whoever owned it (an import or a verdict about ML is a fact).
 Still failing: the help desk (seed step 3), unless a relink execution owns the sale, which escalates on its own
-if it keeps failing; the failure is recorded either way.
+if it keeps failing; the failure is recorded either way. A listed sale of a cart resyncs its whole cart (the cart's
+row, keyed by the pack id) and then follows the cart's outcome: its entry leaves the list.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from shared.lifecycle.change import Decision
 from shared.lifecycle.row import Snapshot
 from shared.lifecycle.table import Actor
 from shared.models import Outcome, Reason, RecoveryResult, Trigger
+from shared.usecases import carts
 from shared.usecases.context import Context, result, stored
 from shared.usecases.escalations import Escalations
+from shared.verification import Verdict
 
 
 class ResyncRequests:
@@ -37,6 +40,21 @@ class ResyncRequests:
         request = f"request:{uuid.uuid4().hex}"
         key = f"{request}#resync"
         verdict = ctx.verifier.attempt(connection_id, sale_id, entry=first.entry, trigger=Trigger.API, attempt_key=key)
+        if verdict.cart is not None and verdict.whole is not None:
+            pack_id = verdict.cart
+            whole = self._resync(connection_id, pack_id, lifecycle.read(connection_id, pack_id), verdict.whole, request)
+            carts.follow(ctx, connection_id, sale_id, pack_id, actor=Actor.API_RESYNC, settled_by=request)
+            return carts.for_sale(whole, sale_id, pack_id, verdict.cart_sale_ids)
+        return self._resync(connection_id, sale_id, first, verdict, request)
+
+    def _resync(
+        self, connection_id: str, sale_id: str, first: Snapshot, verdict: Verdict, request: str
+    ) -> RecoveryResult:
+        """One resync write on the subject's row (a sale, or a cart keyed by its pack id); still failing: escalated."""
+        ctx, lifecycle = self._ctx, self._ctx.lifecycle
+        key = f"{request}#resync"
+        if first.reflected:
+            return stored(first)
         failure = verdict.failure
 
         def decide(snap: Snapshot) -> Decision[RecoveryResult | None]:
