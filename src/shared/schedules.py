@@ -9,9 +9,10 @@
   active again, the sales that waited for it are retried.
 - **Reconciliation**: pages through ML's ``orders/search`` (status paid, ``order.date_last_updated`` in hour
   slices) for each connection's seller and relinks, through the bulk path, every paid sale the platform has not
-  reflected, not listed and not settled (a cart's sale: its cart, keyed by the pack id). A per-connection lease keeps two runs apart, a sale that a job already
-  holds (an open item, found through the jobs table's open-items index) is not queued again, and a per-connection
-  cursor (watermark + offset) on the connection's row makes runs resumable.
+  reflected, not listed and not settled (a cart's sale: its cart, keyed by the pack id). A per-connection lease
+  keeps two runs apart, a sale that a job already holds (an open item, found through the jobs table's open-items
+  index) is not queued again, and a per-connection cursor (watermark + offset) on the connection's row makes runs
+  resumable.
 - **Reaper** (first, in every sweep): sales whose owner's execution ended or never started, and escalations whose
   page is still due (``shared.usecases.reaper``).
 
