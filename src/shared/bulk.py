@@ -39,7 +39,7 @@ from shared.models import Outcome, Reason, RecoveryResult, Trigger
 from shared.recovery import RecoveryService
 from shared.stores.base import Page
 from shared.stores.memo import ProductLinkMemo
-from shared.usecases.bulk_sales import CartMemo
+from shared.verification import CartMemo
 
 logger = Logger(child=True)
 

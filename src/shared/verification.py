@@ -13,9 +13,10 @@ which pack to reprocess (``Verdict.cart``), and one on the pack id imports the c
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from shared.checks import (
     PACK_IN_ERROR,
@@ -160,6 +161,8 @@ class Assessment:
     order: MeliOrder | None
     lines: list[ProductLineCheck]
     cart: Cart | None = None
+    known: tuple[str, list[str], Verdict] | None = None  # a sibling thread's verdict on this sale's cart (CartMemo)
+    held: str | None = None  # the pack this thread holds in the CartMemo
 
     @property
     def is_cart_subject(self) -> bool:
@@ -184,6 +187,50 @@ class Verdict:
     @property
     def transient(self) -> bool:
         return self.error is not None and self.error.transient
+
+
+class CartMemo:
+    """The carts that the threads of one bulk message meet: the first thread to read a pack holds it while it reads
+    the cart, the others wait and take its verdict, so several sales of one cart in a message read it once."""
+
+    WAIT_SECONDS = 120.0  # a holder that takes longer (its ML reads retrying) lets the waiter read for itself
+
+    def __init__(self) -> None:
+        self._known: dict[str, tuple[str, list[str], Verdict]] = {}  # pack or sale id -> the cart's verdict
+        self._busy: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def cart_of(self, sale_id: str) -> tuple[str, list[str], Verdict] | None:
+        with self._lock:
+            return self._known.get(sale_id)
+
+    def join(self, pack_id: str) -> tuple[str, list[str], Verdict] | None:
+        """The pack's cart verdict if a sibling thread has it (waiting while one reads it); None: this thread holds
+        the pack now and must ``remember`` or ``release`` it."""
+        while True:
+            with self._lock:
+                if pack_id in self._known:
+                    return self._known[pack_id]
+                busy = self._busy.get(pack_id)
+                if busy is None:
+                    self._busy[pack_id] = threading.Event()
+                    return None
+            if not busy.wait(self.WAIT_SECONDS):
+                return None
+
+    def remember(self, pack_id: str, sale_ids: list[str], whole: Verdict) -> None:
+        with self._lock:
+            for key in [pack_id, *sale_ids]:
+                self._known.setdefault(key, (pack_id, sale_ids, whole))
+            busy = self._busy.pop(pack_id, None)
+        if busy is not None:
+            busy.set()
+
+    def release(self, pack_id: str) -> None:
+        with self._lock:
+            busy = self._busy.pop(pack_id, None)
+        if busy is not None:
+            busy.set()
 
 
 class Verifier:
@@ -225,12 +272,58 @@ class Verifier:
         entry: ErrorEntry | None,
         products: ProductStore | None = None,
         state_of: Callable[[str], tuple[bool, ErrorEntry | None]] | None = None,
+        memo: CartMemo | None = None,
     ) -> Assessment:
         """The seed's checks. Transient ML failures propagate as MeliTransientError (a partial order, which could not
         be imported, as MarketplacePartialOrder); ``products`` may be a memo; ``state_of`` says whether a cart (by
         its pack id) is reflected, and its error entry: a cart's sale stands where its cart stands."""
         client = self._marketplace.for_connection(connection_id)
         resolution = resolve(client, self._aliases, connection_id, sale_id)
+        order = resolution.order
+        held: str | None = None
+        if memo is not None and order is not None and order.pack_id is not None and order.pack_id != order.id:
+            known = memo.join(str(order.pack_id))
+            if known is not None:  # a sibling thread read this sale's pack: its cart's verdict stands
+                report = VerificationReport(
+                    connection_id=connection_id,
+                    sale_id=sale_id,
+                    identifier=resolution.identifier,
+                    checks=[_identifier_check(resolution)],
+                    in_error_list=entry is not None,
+                    reflected=reflected,
+                    next_action=NextAction.RELINK,
+                )
+                return Assessment(report=report, order=order, lines=[], known=known)
+            held = str(order.pack_id)
+        try:
+            assessment = self._assess(
+                client,
+                connection_id,
+                sale_id,
+                resolution,
+                reflected=reflected,
+                entry=entry,
+                products=products,
+                state_of=state_of,
+            )
+        except BaseException:
+            if held is not None and memo is not None:
+                memo.release(held)
+            raise
+        return replace(assessment, held=held)
+
+    def _assess(
+        self,
+        client: MarketplaceClient,
+        connection_id: str,
+        sale_id: str,
+        resolution: Resolution,
+        *,
+        reflected: bool,
+        entry: ErrorEntry | None,
+        products: ProductStore | None,
+        state_of: Callable[[str], tuple[bool, ErrorEntry | None]] | None,
+    ) -> Assessment:
         checks = [_identifier_check(resolution)]
         lines: list[ProductLineCheck] = []
         pack: MeliPack | None = None
@@ -414,10 +507,12 @@ class Verifier:
         trigger: Trigger,
         attempt_key: str | None,
         products: ProductStore | None = None,
+        memo: CartMemo | None = None,
     ) -> Verdict:
-        """Verify and build the import in one go, reading the order once. Never writes."""
+        """Verify and build the import in one go, reading the order once. Never writes. ``memo``: the carts the
+        sibling threads of a bulk message read (a cart is read once per message)."""
         try:
-            assessment = self.assess(connection_id, sale_id, reflected=False, entry=entry, products=products)
+            assessment = self.assess(connection_id, sale_id, reflected=False, entry=entry, products=products, memo=memo)
         except ConnectionNeedsReauthorization as refusal:  # the connection's, not the sale's: no ML call was made
             return Verdict(blocking=reauthorization_blocking(str(refusal)))
         except MeliError as exc:
@@ -425,6 +520,22 @@ class Verifier:
                 error_type=error_type_for(exc), message=str(exc), trigger=trigger, attempt_key=attempt_key
             )
             return Verdict(failure=Failure(event=event, retryable=exc.transient), error=exc)
+        if assessment.known is not None:
+            pack_id, sale_ids, whole = assessment.known
+            return Verdict(cart=pack_id, cart_sale_ids=sale_ids, whole=whole)
+        held = assessment.held if memo is not None else None
+        try:
+            verdict = self._verdict(connection_id, assessment, trigger, attempt_key)
+            if memo is not None and held is not None and verdict.cart is not None and verdict.whole is not None:
+                memo.remember(verdict.cart, verdict.cart_sale_ids or [], verdict.whole)  # wakes the waiters
+        finally:
+            if memo is not None and held is not None:
+                memo.release(held)  # not a cart, or it failed: a waiter reads it itself (a no-op once remembered)
+        return verdict
+
+    def _verdict(
+        self, connection_id: str, assessment: Assessment, trigger: Trigger, attempt_key: str | None
+    ) -> Verdict:
         report = assessment.report
         cart = assessment.cart
         if cart is not None:

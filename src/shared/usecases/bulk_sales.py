@@ -15,8 +15,7 @@ cart's row is written once (a second writer finds it settled by this job, and an
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from shared.jobs import Job
 from shared.lifecycle import moves
@@ -29,7 +28,7 @@ from shared.stores.base import ProductStore
 from shared.usecases import carts
 from shared.usecases.context import Context, stored
 from shared.usecases.escalations import Escalations
-from shared.verification import Verdict
+from shared.verification import CartMemo, Verdict
 
 
 @dataclass(frozen=True)
@@ -39,24 +38,6 @@ class _Next:
     answer: RecoveryResult | None = None
     start: ExecutionRef | None = None
     escalate: Reason | None = None
-
-
-@dataclass
-class CartMemo:
-    """The carts one message has met: a sale whose cart another id of the message already read uses that verdict
-    instead of reading the cart again (threads of one message share it)."""
-
-    _known: dict[str, tuple[str, list[str], Verdict]] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def cart_of(self, sale_id: str) -> tuple[str, list[str], Verdict] | None:
-        with self._lock:
-            return self._known.get(sale_id)
-
-    def remember(self, pack_id: str, sale_ids: list[str], whole: Verdict) -> None:
-        with self._lock:
-            for sale_id in [pack_id, *sale_ids]:
-                self._known.setdefault(sale_id, (pack_id, sale_ids, whole))
 
 
 class BulkSales:
@@ -90,15 +71,17 @@ class BulkSales:
         listed = seen.entry is not None
         key = f"{job.job_id}#retry" if sweep_retry else f"{job.job_id}#resync" if listed else f"{job.job_id}#relink#1"
         verdict = self._ctx.verifier.attempt(
-            job.connection_id, sale_id, entry=seen.entry, trigger=trigger, attempt_key=key, products=products
+            job.connection_id,
+            sale_id,
+            entry=seen.entry,
+            trigger=trigger,
+            attempt_key=key,
+            products=products,
+            memo=memo,
         )
         if verdict.cart is not None and verdict.whole is not None:
             sale_ids = verdict.cart_sale_ids or []
-            if memo is not None:
-                memo.remember(verdict.cart, sale_ids, verdict.whole)
             return self._cart_sale(job, sale_id, seen, verdict.cart, sale_ids, verdict.whole, me=me, trigger=trigger)
-        if memo is not None and verdict.record is not None and verdict.record.sale_ids is not None:
-            memo.remember(sale_id, verdict.record.sale_ids, verdict)  # the pack id itself: a cart reflected now
         return self._settle(job, sale_id, seen, verdict, me=me, key=key, sweep_retry=sweep_retry, trigger=trigger)
 
     def _cart_sale(
