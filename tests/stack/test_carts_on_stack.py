@@ -199,7 +199,11 @@ def test_a_cart_blocked_by_one_sale_names_it_and_is_listed_once_under_its_pack(
     assert report["cart"]["blocking_sale_id"] == sales[1]
     assert [o.get("reason") for o in report["cart"]["orders"]] == [None, "product_not_synced"]
     output = relinked(stack, http, f"/connections/{C}/packs/{pack_id}/relink")
-    assert (output["outcome"], output["reason"], output["sale_id"]) == ("not_reflectable", "product_not_synced", sales[1])
+    assert (output["outcome"], output["reason"], output["sale_id"]) == (
+        "not_reflectable",
+        "product_not_synced",
+        sales[1],
+    )
     pack = http.get(f"/connections/{C}/packs/{pack_id}").json()
     assert (pack["outcome"], pack["reason"], pack["sale_id"]) == ("not_reflectable", "product_not_synced", sales[1])
     assert pack["seller_action"] and sales[1] in pack["detail"]
@@ -238,7 +242,9 @@ def test_a_multi_seller_pack_reflects_only_this_sellers_orders(stack: EmbeddedSt
     assert record["sale_ids"] == ours and theirs not in json.dumps(record)
 
 
-def test_ten_concurrent_relinks_of_a_carts_ids_reflect_it_exactly_once(stack: EmbeddedStack, http: httpx.Client) -> None:
+def test_ten_concurrent_relinks_of_a_carts_ids_reflect_it_exactly_once(
+    stack: EmbeddedStack, http: httpx.Client
+) -> None:
     pack_id, sales = ids("concurrent")
     paths = [f"/connections/{C}/sales/{sales[n % 3]}/relink" for n in range(8)]
     paths += [f"/connections/{C}/packs/{pack_id}/relink"] * 2

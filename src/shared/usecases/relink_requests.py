@@ -96,9 +96,9 @@ class RelinkRequests:
             assessment = ctx.verifier.assess(connection_id, sale_id, reflected=False, entry=None)
         except (MeliError, ConnectionNeedsReauthorization):
             return None
-        if assessment.cart is None or assessment.is_cart_subject:
+        if assessment.cart is None:
             return None
-        return assessment.cart.pack_id, assessment.cart.report.sale_ids
+        return assessment.cart.pack_id, assessment.cart.report.sale_ids  # a cart's sale, or its pack id: the cart
 
     def _start(
         self,
