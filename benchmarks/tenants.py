@@ -57,8 +57,9 @@ def small_name(n: int) -> str:
 
 def build_scenario(big: int, smalls: int) -> Scenario:
     """The default scenario (no latency faults, no ML-side quota: each connection's quota is our limiter's), plus
-    ``smalls + 2`` sellers with 5 paid sales each (the extra two run first: one warms the functions up, the next is
-    timed alone) and ``big`` sales of mla-main."""
+    ``2 * smalls + 2`` sellers with 5 paid sales each (``smalls`` of them run beside the big job; the next one warms
+    the functions up, the next is timed alone; the last ``smalls`` run together with no big job) and ``big`` sales of
+    mla-main."""
     import json
 
     data = json.loads(DEFAULT_SCENARIO.read_text())
@@ -69,7 +70,7 @@ def build_scenario(big: int, smalls: int) -> Scenario:
         order = copy.deepcopy(template)
         order.update(id=BIG_FIRST_ID + n, pack_id=BIG_FIRST_PACK + n, shipping={"id": None})
         data["orders"].append(order)
-    for s in range(smalls + 2):
+    for s in range(2 * smalls + 2):
         seller = SMALL_SELLER + s
         name = small_name(s)
         data["connections"].append(
@@ -144,6 +145,39 @@ def items_of(http: httpx.Client, connection: str, job_id: str) -> list[dict[str,
             return items
 
 
+def submit_and_follow(
+    http: httpx.Client, api_url: str, sellers: range, args: argparse.Namespace
+) -> tuple[dict[str, tuple[str, float]], dict[str, float | None], list[threading.Thread]]:
+    """Submit each seller's small job and follow each in a thread of its own (started, not joined)."""
+    submitted: dict[str, tuple[str, float]] = {}
+    finished: dict[str, float | None] = {}
+    for s in sellers:
+        name = small_name(s)
+        answer = http.post(f"/connections/{name}/reprocessing-jobs", json={"sale_ids": small_ids(s)}).json()
+        submitted[name] = (answer["job_id"], time.monotonic())
+
+    def follow(name: str) -> None:
+        with httpx.Client(base_url=api_url, timeout=120) as own:
+            finished[name] = wait_completed(own, name, submitted[name][0], args.timeout_minutes * 60)
+
+    threads = [threading.Thread(target=follow, args=(n,)) for n in submitted]
+    for t in threads:
+        t.start()
+    return submitted, finished, threads
+
+
+def elapsed(submitted: dict[str, tuple[str, float]], finished: dict[str, float | None]) -> list[float]:
+    """Each job's seconds from its POST to completion; a job never completed counts its time so far."""
+    return sorted((finished[n] or time.monotonic()) - submitted[n][1] for n in submitted)
+
+
+def together_waits(http: httpx.Client, api_url: str, sellers: range, args: argparse.Namespace) -> list[float]:
+    submitted, finished, threads = submit_and_follow(http, api_url, sellers, args)
+    for t in threads:
+        t.join()
+    return elapsed(submitted, finished)
+
+
 def run(args: argparse.Namespace, lanes: int) -> dict[str, Any]:
     parameters = {**template_defaults(), "MeliRequestsPerSecond": str(args.quota_rps), "BulkLaneMessages": str(lanes)}
     stack = defaults_stack(build_scenario(args.big, args.small), parameters)
@@ -157,6 +191,9 @@ def run(args: argparse.Namespace, lanes: int) -> dict[str, Any]:
             alone = http.post(f"/connections/{name}/reprocessing-jobs", json={"sale_ids": small_ids(s)})
             done = wait_completed(http, name, alone.json()["job_id"], 300)
             alone_s = (done or time.monotonic()) - t0
+        # 1b. As many small jobs as below, together, and nobody else: what this one process takes to serve them side
+        # by side. The big job's own effect on them is the ratio of phase 2 to this, whatever the machine.
+        together = together_waits(http, stack.api.url, range(args.small + 2, 2 * args.small + 2), args)
         # 2. The big job, then the small ones.
         ml_before = len(stack.meli.requests)
         big_ids = [str(BIG_FIRST_ID + n) for n in range(args.big)]
@@ -164,29 +201,14 @@ def run(args: argparse.Namespace, lanes: int) -> dict[str, Any]:
         cpu_before = time.process_time()
         big = http.post(f"/connections/{BIG}/reprocessing-jobs", json={"sale_ids": big_ids}).json()
         time.sleep(args.delay)
-        finished: dict[str, float | None] = {}
-        submitted: dict[str, tuple[str, float]] = {}
-        for s in range(args.small):
-            name = small_name(s)
-            answer = http.post(f"/connections/{name}/reprocessing-jobs", json={"sale_ids": small_ids(s)}).json()
-            submitted[name] = (answer["job_id"], time.monotonic())
-
-        def follow(name: str) -> None:
-            with httpx.Client(base_url=stack.api.url, timeout=120) as own:  # type: ignore[union-attr]
-                finished[name] = wait_completed(own, name, submitted[name][0], args.timeout_minutes * 60)
-
-        threads = [threading.Thread(target=follow, args=(n,)) for n in submitted]
-        for t in threads:
-            t.start()
+        submitted, finished, threads = submit_and_follow(http, stack.api.url, range(args.small), args)
         big_done = wait_completed(http, BIG, big["job_id"], args.timeout_minutes * 60)
         for t in threads:
             t.join()
         big_elapsed = (big_done or time.monotonic()) - big_started
         cpu_share = (time.process_time() - cpu_before) / big_elapsed  # this process runs every function and moto
         queue_waits = sorted(queue_wait(http, n, submitted[n][0]) for n in submitted)
-        waits = [
-            (finished[n] or time.monotonic()) - submitted[n][1] for n in submitted
-        ]  # a job never completed counts its time so far
+        waits = elapsed(submitted, finished)
         ml = list(stack.meli.requests[ml_before:])
         big_requests = sum(1 for r in ml if r.connection_id == BIG)
         # Every accepted id: exactly one terminal item.
@@ -215,7 +237,8 @@ def run(args: argparse.Namespace, lanes: int) -> dict[str, Any]:
     return {
         "lanes": lanes,
         "alone_s": alone_s,
-        "waits": sorted(waits),
+        "together": together,
+        "waits": waits,
         "queue_waits": queue_waits,
         "cpu_share": cpu_share,
         "big_elapsed": big_elapsed,
@@ -260,10 +283,16 @@ def main(argv: list[str] | None = None) -> int:
         label = f"lanes {r['lanes']}" if r["lanes"] else "lanes off"
         print(f"\n== {label} ==")
         print(f"one small job alone: {r['alone_s']:.1f} s")
+        tw = r["together"]
+        print(
+            f"{len(tw)} small jobs together, no big job: p50 {statistics.median(tw):.1f} s, p95 {p95(tw):.1f} s "
+            f"(= {p95(tw) / r['alone_s']:.1f}x alone: what this one process takes to serve them side by side)"
+        )
         print(
             f"small jobs beside the big one: p50 {statistics.median(waits):.1f} s, p95 {p95(waits):.1f} s, "
             f"max {max(waits):.1f} s -> p95 = {p95(waits) / r['alone_s']:.1f}x alone (target <= 5x)"
         )
+        print(f"  the big seller's own effect: p95 beside it / p95 together without it = {p95(waits) / p95(tw):.2f}x")
         qw = r["queue_waits"]
         print(
             f"  of which waiting for a worker (job created -> first run): p50 {statistics.median(qw):.1f} s, "

@@ -507,12 +507,12 @@ def test_bad_manual_input_is_a_clear_error_and_changes_nothing(
     assert meli.count() == 0
 
 
-def test_the_sample_scheduled_events_drive_both_handlers(aws: Aws) -> None:
+def test_the_sample_scheduled_events_drive_both_handlers(aws: Aws, scenario: Scenario) -> None:
     for name, handler in (("error-sweep", sweep), ("reconcile", reconcile)):
         event = load_event(f"schedules/{name}.json")
         assert event["detail-type"] == "Scheduled Event" and event["source"] == "aws.events"
         result = handler(event)
-        assert {r["connection_id"] for r in result["connections"]} == {"mla-main", "mlb-second"}
+        assert {r["connection_id"] for r in result["connections"]} == {c.connection_id for c in scenario.connections}
     assert (
         boto3.client("sqs").get_queue_attributes(
             QueueUrl=aws.env["BULK_QUEUE_URL"], AttributeNames=["ApproximateNumberOfMessages"]

@@ -485,7 +485,13 @@ def test_the_shipped_default_scenario_loads_and_is_consistent() -> None:
     orders = scenario.orders_by_id()
     main = scenario.connection("mla-main")
     assert main.seller_id == 123456789
-    assert {c.connection_id for c in scenario.connections} == {"mla-main", "mlb-second"}
+    assert {c.connection_id for c in scenario.connections} == {
+        "mla-main",
+        "mlb-second",
+        "mla-revoked",
+        "mla-blocked-app",
+        "mla-wrong-account",
+    }
     assert all(int(e.sale_id) in orders for e in scenario.sale_errors)
     assert all(int(r.sale_id) in orders for r in scenario.reflected_sales)
     for pack in scenario.packs:
