@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from shared import clock
-from shared.jobs import Settlement
+from shared.jobs import Settlement, cart_note
 from shared.lifecycle import moves, pause
 from shared.lifecycle.change import Change, Decision, EntryWrite, waiting_item
 from shared.lifecycle.dynamo import DynamoLifecycleStore, JobsGone, RowMoved
@@ -104,6 +104,8 @@ class SaleLifecycle:
         settlements: list[tuple[str, Settlement]] = []
         if target.settled:
             detail = SELLER_ACTIONS.get(row.reason) if row.reason is not None else None
+            if row.pack_id is not None and row.sale_ids:  # a cart (or a sale following it): say which
+                detail = cart_note(row.pack_id, row.sale_ids, row.blocking_sale_id, detail or row.detail)
             settlement = Settlement(
                 sale_id=seen.sale_id,
                 outcome=row.outcome,
