@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -341,3 +342,133 @@ def test_reconciliation_finds_a_paid_cart_missing_here_and_reprocesses_it_once(s
     second = stack.aws.runtime.invoke("ReconcileFunction", scheduled_event(stack, "reconcile"))
     run = next(r for r in second["connections"] if r["connection_id"] == C)
     assert not set(sales) & set(run.get("sale_ids") or [])  # the cart is reflected: not queued again
+
+
+_fresh = iter(range(1, 1000))
+
+
+def fresh_cart(stack: EmbeddedStack, size: int = 3) -> tuple[str, list[str]]:
+    """A new released cart of ``size`` healthy orders, added to the running simulator."""
+    n = next(_fresh)
+    pack_id = 2000006500000000 + n * 1000
+    orders = [2000009500000000 + n * 1000 + k for k in range(1, size + 1)]
+    for k, order_id in enumerate(orders):
+        stack.meli.upsert_order(_order(order_id, pack_id, LINKED if k % 2 == 0 else LINKED_2))
+    stack.meli.upsert_pack(
+        {
+            "id": pack_id,
+            "orders": [{"id": o} for o in orders],
+            "status": "released",
+            "status_detail": None,
+            "shipment": {"id": shipment_of(pack_id)},
+            "buyer": {"id": 1944693001},
+        }
+    )
+    return str(pack_id), [str(o) for o in orders]
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_every_starter_at_once_reflects_a_cart_exactly_once(stack: EmbeddedStack, round_: int) -> None:
+    """Six starters of one cart at once, through every entry point: a sale's relink, the pack's relink, a bulk job with
+    two of its sales and its pack id, the resync of a listed sale of it, a console execution by a sale id, and a
+    verification. One record; every sale, item and answer the cart's outcome; nothing listed; no page."""
+    pack_id, sales = fresh_cart(stack)
+    list_sale(stack, sales[2], "marketplace_timeout", "Timeout reading order")
+    assert stack.api is not None
+    url = stack.api.url
+    together = threading.Barrier(6)
+
+    def go(which: int) -> Any:
+        together.wait(30)
+        with httpx.Client(base_url=url, timeout=60) as client:
+            if which == 0:
+                return client.post(f"/connections/{C}/sales/{sales[0]}/relink")
+            if which == 1:
+                return client.post(f"/connections/{C}/packs/{pack_id}/relink")
+            if which == 2:
+                return client.post(
+                    f"/connections/{C}/reprocessing-jobs", json={"sale_ids": [sales[1], sales[2], pack_id]}
+                )
+            if which == 3:
+                return client.post(f"/connections/{C}/sales/{sales[2]}/resync")
+            if which == 4:
+                return stack.run_execution(
+                    {"connection_id": C, "sale_id": sales[1]}, name=f"console-{sales[1]}-{round_}"
+                )
+            return client.get(f"/connections/{C}/sales/{sales[0]}/verification")
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        relink, pack_relink, job_post, resync, console, verified = pool.map(go, range(6))
+    for answer in (relink, pack_relink):
+        assert answer.status_code in (200, 202), answer.text
+        if answer.status_code == 202:
+            assert stack.wait(answer.json()["execution_id"])["status"] == "SUCCEEDED"
+    assert resync.status_code == 200, resync.text
+    assert resync.json()["outcome"] in ("reflected", "already_reflected", "in_progress"), resync.text
+    assert console["status"] == "SUCCEEDED" and console["output"]["outcome"] in ("reflected", "already_reflected")
+    assert verified.status_code == 200, verified.text
+    with httpx.Client(base_url=url, timeout=60) as client:
+        view = wait_for_job(client, job_post.json()["job_id"])
+        assert view["status"] == "completed"
+        assert {i["outcome"] for i in view["items"]} <= {"reflected", "already_reflected"}, view["items"]
+        for sale_id in sales:
+            state = client.get(f"/connections/{C}/sales/{sale_id}").json()
+            assert (state["outcome"], state["pack_id"]) == ("reflected", pack_id), state
+            assert "error_entry" not in state
+        pack = client.get(f"/connections/{C}/packs/{pack_id}").json()
+        assert (pack["outcome"], pack["sale_ids"]) == ("reflected", sales)
+        listed = client.get(f"/connections/{C}/sale-errors", params={"limit": "100"}).json()["items"]
+        assert not [e for e in listed if e["sale_id"] in (pack_id, *sales)]
+    for sale_id in sales:
+        assert len(records_holding(stack, sale_id)) == 1
+    assert not [m for m in stack.help_desk_messages() if m.get("sale_id") in (pack_id, *sales)]
+
+
+def test_a_cart_ml_keeps_failing_is_escalated_once_after_three_attempts(
+    stack: EmbeddedStack, http: httpx.Client
+) -> None:
+    pack_id, sales = fresh_cart(stack, size=2)
+    stack.meli.add_fault({"path": f"^/orders/{sales[1]}$", "kind": "status", "status": 503})
+    output = relinked(stack, http, f"/connections/{C}/packs/{pack_id}/relink")
+    assert (output["pack_id"], output["outcome"], output["reason"], output["attempts"]) == (
+        pack_id,
+        "escalated",
+        "retries_exhausted",
+        3,
+    )
+    state = http.get(f"/connections/{C}/sales/{sales[0]}").json()
+    assert (state["outcome"], state["reason"], state["pack_id"]) == ("escalated", "retries_exhausted", pack_id)
+    pages = [m for m in stack.help_desk_messages() if m.get("sale_id") in (pack_id, *sales)]
+    assert [p["sale_id"] for p in pages] == [pack_id]  # one page, for the cart
+    listed = http.get(f"/connections/{C}/sale-errors", params={"limit": "100"}).json()["items"]
+    assert [(e["sale_id"], e["escalated"]) for e in listed if e["sale_id"] in (pack_id, *sales)] == [(pack_id, True)]
+    assert records_holding(stack, sales[0]) == []
+
+
+def test_the_sweep_heals_a_cart_once_its_blocking_product_is_fixed(stack: EmbeddedStack, http: httpx.Client) -> None:
+    from shared.models import ProductLink
+
+    listing = "MLA1190000001"
+    products = stack.service().stores.products
+    products.put(ProductLink(connection_id=C, item_id=listing, sku="SWEEP-1", synced=False))
+    pack_id, sales = fresh_cart(stack, size=2)
+    order = stack.meli.order(int(sales[1]))
+    assert order is not None
+    order["order_items"][0]["item"]["id"] = listing
+    stack.meli.upsert_order(order)
+    output = relinked(stack, http, f"/connections/{C}/sales/{sales[1]}/relink")
+    assert (output["outcome"], output["reason"], output["sale_id"]) == (
+        "not_reflectable",
+        "product_not_synced",
+        sales[1],
+    )
+    products.put(ProductLink(connection_id=C, item_id=listing, sku="SWEEP-1", synced=True))
+    swept = stack.aws.runtime.invoke("ErrorSweepFunction", scheduled_event(stack, "error-sweep"))
+    run = next(r for r in swept["connections"] if r["connection_id"] == C)
+    assert pack_id in run["sale_ids"] and not set(sales) & set(run["sale_ids"])  # the cart, once, by its pack id
+    assert stack.poller is not None
+    stack.poller.wait_idle(timeout=60)
+    pack = http.get(f"/connections/{C}/packs/{pack_id}").json()
+    assert (pack["outcome"], pack["sale_ids"]) == ("reflected", sales)
+    assert "error_entry" not in pack
+    assert len(records_holding(stack, sales[0])) == 1
