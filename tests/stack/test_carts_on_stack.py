@@ -429,15 +429,29 @@ def test_a_cart_ml_keeps_failing_is_escalated_once_after_three_attempts(
 ) -> None:
     pack_id, sales = fresh_cart(stack, size=2)
     stack.meli.add_fault({"path": f"^/orders/{sales[1]}$", "kind": "status", "status": 503})
-    output = relinked(stack, http, f"/connections/{C}/packs/{pack_id}/relink")
+    # The API asks ML whether it is a cart before it writes anything: ML down answers 503 and nothing is kept.
+    refused = http.post(f"/connections/{C}/packs/{pack_id}/relink")
+    assert (refused.status_code, refused.json()["error"]) == (503, "marketplace_unavailable")
+    assert http.get(f"/connections/{C}/packs/{pack_id}").status_code == 404
+    # A run with the cart's input (the console's): three attempts, then the help desk, once, for the cart.
+    described = stack.run_execution({"connection_id": C, "pack_id": pack_id}, name=f"console-{pack_id}")
+    assert described["status"] == "SUCCEEDED", described
+    output = described["output"]
     assert (output["pack_id"], output["outcome"], output["reason"], output["attempts"]) == (
         pack_id,
         "escalated",
         "retries_exhausted",
         3,
     )
-    state = http.get(f"/connections/{C}/sales/{sales[0]}").json()
-    assert (state["outcome"], state["reason"], state["pack_id"]) == ("escalated", "retries_exhausted", pack_id)
+    pack = http.get(f"/connections/{C}/packs/{pack_id}").json()
+    assert (pack["outcome"], pack["reason"], pack["error_entry"]["escalated"]) == (
+        "escalated",
+        "retries_exhausted",
+        True,
+    )
+    # The cart's orders were never read whole, so the service does not know them as this cart's sales yet (a limit:
+    # the sale's own state is unknown until one read of the cart succeeds).
+    assert http.get(f"/connections/{C}/sales/{sales[0]}").status_code == 404
     pages = [m for m in stack.help_desk_messages() if m.get("sale_id") in (pack_id, *sales)]
     assert [p["sale_id"] for p in pages] == [pack_id]  # one page, for the cart
     listed = http.get(f"/connections/{C}/sale-errors", params={"limit": "100"}).json()["items"]
