@@ -123,13 +123,23 @@ def default_scenario() -> Scenario:
     return load_scenario(DEFAULT_SCENARIO)
 
 
+def is_global_fault(fault: dict[str, Any]) -> bool:
+    """A rule every connection meets (the 20 ms latency, case aa's OAuth 429s on any refresh), not one sale's."""
+    return fault.get("kind") == "latency" or "oauth" in fault.get("path", "")
+
+
+def default_scenario_data() -> dict[str, Any]:
+    """The shipped default scenario as JSON, without its global rules and quota (tests add faults themselves)."""
+    data = json.loads(DEFAULT_SCENARIO.read_text())
+    data["faults"] = [f for f in data.get("faults", []) if not is_global_fault(f)]
+    data.pop("quota", None)
+    return data
+
+
 @pytest.fixture
 def scenario() -> Scenario:
-    """The shipped default scenario, without its global latency and quota (tests add faults themselves)."""
-    data = json.loads(DEFAULT_SCENARIO.read_text())
-    data["faults"] = [f for f in data.get("faults", []) if f.get("kind") != "latency"]
-    data.pop("quota", None)
-    return Scenario.model_validate(data)
+    """The shipped default scenario, without its global rules and quota (tests add faults themselves)."""
+    return Scenario.model_validate(default_scenario_data())
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from devstack.simulator.scenario import Scenario
 from devstack.simulator.server import MeliSimulator
 from tests.api.reads import check, verification
 from tests.bulk.test_bulk import job, queued, run_worker, submit
-from tests.conftest import DEFAULT_SCENARIO, Aws
+from tests.conftest import DEFAULT_SCENARIO, Aws, default_scenario_data
 
 C = "mla-main"
 TEMPLATE = 2000009101000011  # the default scenario's healthy sale: paid, its listing linked
@@ -74,9 +74,7 @@ def _pack(pack_id: int, *order_ids: int) -> dict[str, Any]:
 
 @pytest.fixture
 def scenario() -> Scenario:
-    data = json.loads(DEFAULT_SCENARIO.read_text())
-    data["faults"] = [f for f in data.get("faults", []) if f.get("kind") != "latency"]
-    data.pop("quota", None)
+    data = default_scenario_data()
     data["orders"] += [
         _order(KIT_A, KIT_PACK, LINKED, kit=KIT_LISTING),
         _order(KIT_B, KIT_PACK, KIT_B_LISTING, kit=KIT_LISTING),

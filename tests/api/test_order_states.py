@@ -14,7 +14,6 @@ Sale ids are the default scenario's (scenarios/README.md, cases p to s).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
@@ -23,7 +22,7 @@ from devstack.simulator.scenario import Scenario
 from devstack.simulator.server import MeliSimulator
 from tests.api.reads import check, sale, verification
 from tests.bulk.test_bulk import job, queued, run_worker, submit
-from tests.conftest import DEFAULT_SCENARIO, Aws
+from tests.conftest import Aws, default_scenario_data
 
 C = "mla-main"
 CONFIRMED_APPROVED = "2000009131000016"  # case p: status confirmed, payment approved
@@ -40,9 +39,7 @@ Api = Any
 def scenario() -> Scenario:
     """The default scenario without latency and quota, with cases p and q also in the platform's error list (the
     platform's own import failed), so that a person can resync them."""
-    data = json.loads(DEFAULT_SCENARIO.read_text())
-    data["faults"] = [f for f in data.get("faults", []) if f.get("kind") != "latency"]
-    data.pop("quota", None)
+    data = default_scenario_data()
     data["sale_errors"] += [
         {"connection_id": C, "sale_id": sale, "error_type": "import_failed", "message": "Import failed"}
         for sale in (CONFIRMED_APPROVED, UNFULFILLED)

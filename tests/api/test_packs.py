@@ -27,7 +27,7 @@ from devstack.simulator.scenario import Scenario
 from devstack.simulator.server import MeliSimulator
 from tests.api.reads import check, sale, verification
 from tests.bulk.test_bulk import job, queued, run_worker, submit
-from tests.conftest import DEFAULT_SCENARIO, Aws
+from tests.conftest import DEFAULT_SCENARIO, Aws, default_scenario_data
 
 C = "mla-main"
 OTHER_SELLER = 987654321  # mlb-second's seller
@@ -72,9 +72,7 @@ def _pack(pack_id: int, *order_ids: int, status: str = "released", detail: str |
 
 @pytest.fixture
 def scenario() -> Scenario:
-    data = json.loads(DEFAULT_SCENARIO.read_text())
-    data["faults"] = [f for f in data.get("faults", []) if f.get("kind") != "latency"]
-    data.pop("quota", None)
+    data = default_scenario_data()
     split_old = _order(SPLIT_OLD, SPLIT_PACK)
     split_old["status"] = "cancelled"
     split_old["cancel_detail"] = {"group": None, "code": "pack_splitted", "description": None, "requested_by": None}
