@@ -26,7 +26,7 @@ import pytest
 from devstack.schedules_demo import scheduled_event
 from devstack.simulator.scenario import Scenario
 from devstack.stack import EmbeddedStack
-from tests.conftest import DEFAULT_SCENARIO
+from tests.conftest import DEFAULT_SCENARIO, default_scenario_data
 from tests.stack.support import list_sale, running_stack, wait_for_job
 
 pytestmark = pytest.mark.stack
@@ -87,9 +87,7 @@ def shipment_of(pack_id: int | str) -> int:
 
 
 def _scenario() -> Scenario:
-    data = json.loads(DEFAULT_SCENARIO.read_text())
-    data["faults"] = [f for f in data["faults"] if f["kind"] != "latency" and f.get("status") != 429]
-    data["quota"] = None
+    data = default_scenario_data()
     for name, (pack_id, orders) in CARTS.items():
         status = {"pending_cancel": "pending_cancel", "filling": "filling"}.get(name, "released")
         for n, order_id in enumerate(orders):
