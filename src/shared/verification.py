@@ -509,8 +509,9 @@ class Verifier:
         products: ProductStore | None = None,
         memo: CartMemo | None = None,
     ) -> Verdict:
-        """Verify and build the import in one go, reading the order once. Never writes. ``memo``: the carts the
-        sibling threads of a bulk message read (a cart is read once per message)."""
+        """Verify and build the import in one go, reading the order once. Writes no per-sale state (it remembers a
+        cart's sales, as resolving remembers tracking numbers). ``memo``: the carts the sibling threads of a bulk
+        message read (a cart is read once per message)."""
         try:
             assessment = self.assess(connection_id, sale_id, reflected=False, entry=entry, products=products, memo=memo)
         except ConnectionNeedsReauthorization as refusal:  # the connection's, not the sale's: no ML call was made

@@ -35,7 +35,7 @@ class DynamoAliasStore:
 
     def remember_cart(self, connection_id: str, pack_id: str, sale_ids: list[str]) -> None:
         if not sale_ids or self.cart_of(connection_id, sale_ids[-1]) == (pack_id, list(sale_ids)):
-            return  # known already (the last sale is written last): one read instead of a write per sale
+            return  # known already (its last sale points to it): one read instead of a write per sale
         at = datetime.now(UTC).isoformat()
         with self._table.batch_writer() as batch:
             for sale_id in sale_ids:
