@@ -455,6 +455,32 @@ def test_a_cart_ml_keeps_failing_is_escalated_once_after_three_attempts(
     listed = http.get(f"/connections/{C}/sale-errors", params={"limit": "100"}).json()["items"]
     assert [(e["sale_id"], e["escalated"]) for e in listed if e["sale_id"] in (pack_id, *sales)] == [(pack_id, True)]
     assert records_holding(stack, sales[0]) == []
+    # ML recovers; the help desk resyncs the listed cart by its pack id (the entry's key): reflected whole, delisted.
+    stack.meli.clear_faults()
+    resynced = http.post(f"/connections/{C}/sales/{pack_id}/resync")
+    assert resynced.status_code == 200, resynced.text
+    assert (resynced.json()["outcome"], resynced.json()["sale_ids"]) == ("reflected", sales)
+    state = http.get(f"/connections/{C}/sales/{sales[1]}").json()
+    assert (state["outcome"], state["pack_id"], "error_entry" in state) == ("reflected", pack_id, False)
+    again = http.post(f"/connections/{C}/sales/{sales[0]}/resync")  # a sale of it: the cart's answer
+    assert (again.status_code, again.json()["outcome"], again.json()["pack_id"]) == (200, "already_reflected", pack_id)
+    assert len(records_holding(stack, sales[0])) == 1
+
+
+def test_resync_of_a_sale_of_a_cart_listed_under_its_pack_resyncs_the_cart(
+    stack: EmbeddedStack, http: httpx.Client
+) -> None:
+    pack_id, sales = ids("blocked")  # blocked by its second sale's unsynced product, listed under the pack
+    relinked(stack, http, f"/connections/{C}/packs/{pack_id}/relink")
+    answer = http.post(f"/connections/{C}/sales/{sales[0]}/resync")
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert (body["outcome"], body["reason"], body["pack_id"], body["blocking_sale_id"]) == (
+        "not_reflectable",
+        "product_not_synced",
+        pack_id,
+        sales[1],
+    )
 
 
 def test_the_sweep_heals_a_cart_once_its_blocking_product_is_fixed(stack: EmbeddedStack, http: httpx.Client) -> None:

@@ -35,16 +35,29 @@ class ResyncRequests:
         first = lifecycle.read(connection_id, sale_id)
         if first.reflected:
             return stored(first)
-        if first.entry is None:
-            raise NotInErrorList(connection_id, sale_id)
         request = f"request:{uuid.uuid4().hex}"
         key = f"{request}#resync"
+        if first.entry is None:
+            # A cart's sale is listed through its cart (the entry is keyed by the pack id): resync the cart.
+            cart = ctx.verifier.cart_of(connection_id, sale_id)
+            cart_first = lifecycle.read(connection_id, cart[0]) if cart is not None else None
+            if cart is None or cart_first is None or (cart_first.entry is None and not cart_first.reflected):
+                raise NotInErrorList(connection_id, sale_id)
+            pack_id, sale_ids = cart
+            if cart_first.reflected:
+                return carts.for_sale(stored(cart_first), sale_id, pack_id, sale_ids)
+            cart_verdict = ctx.verifier.attempt(
+                connection_id, pack_id, entry=cart_first.entry, trigger=Trigger.API, attempt_key=key
+            )
+            answer = self._resync(connection_id, pack_id, cart_first, cart_verdict, request)
+            return carts.for_sale(answer, sale_id, pack_id, sale_ids)
         verdict = ctx.verifier.attempt(connection_id, sale_id, entry=first.entry, trigger=Trigger.API, attempt_key=key)
         if verdict.cart is not None and verdict.whole is not None:
             pack_id = verdict.cart
-            whole = self._resync(connection_id, pack_id, lifecycle.read(connection_id, pack_id), verdict.whole, request)
+            cart_seen = lifecycle.read(connection_id, pack_id)
+            answer = self._resync(connection_id, pack_id, cart_seen, verdict.whole, request)
             carts.follow(ctx, connection_id, sale_id, pack_id, actor=Actor.API_RESYNC, settled_by=request)
-            return carts.for_sale(whole, sale_id, pack_id, verdict.cart_sale_ids)
+            return carts.for_sale(answer, sale_id, pack_id, verdict.cart_sale_ids)
         return self._resync(connection_id, sale_id, first, verdict, request)
 
     def _resync(
