@@ -24,7 +24,7 @@ venv: $(STAMP)
 run: $(STAMP)  ## the main job on the embedded default (simulated ML + moto), SCENARIO=path
 	$(PY) -m devstack run --scenario $(SCENARIO)
 
-serve: $(STAMP)  ## the REST API on http://127.0.0.1:3000 over the embedded default, SCENARIO=path
+serve: $(STAMP)  ## the REST API on http://127.0.0.1:3000 (the console at /console/) over the embedded default, SCENARIO=path
 	$(PY) -m devstack serve --scenario $(SCENARIO) --port 3000
 
 lint: $(STAMP)
@@ -62,8 +62,11 @@ browser:
 	    || echo "could not install chromium: tests/ui will fail"; \
 	fi
 
+# Two workers on this 2-core machine, a whole file per worker at a time (--dist loadfile): a file's module-scoped
+# stack is started once. PYTEST_WORKERS=0 runs everything in one process.
+PYTEST_WORKERS ?= 2
 unit: $(STAMP) browser
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
 
 test: lint typecheck cfn-lint checkov unit  ## everything CI runs
 

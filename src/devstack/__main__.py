@@ -1,7 +1,7 @@
 """`python -m devstack run|serve --scenario PATH`: the embedded default (DESIGN §4) on one machine.
 
 run    starts the stack, reprocesses the scenario's failing sales through the REST API, prints the result.
-serve  starts the stack and keeps the REST API up on http://127.0.0.1:PORT until Ctrl-C.
+serve  starts the stack and keeps the REST API (and the console at /console) up on http://127.0.0.1:PORT until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -101,6 +101,7 @@ def _serve(url: str, console: Console) -> int:
         f"  curl -X POST -H 'Content-Type: application/json' {url}/connections/mla-main/reprocessing-jobs "
         """-d '{"sale_ids": "2000009101000021, 2000009101000031"}'\n"""
         f"  open {url}/docs for the API page\n"
+        f"  open {url}/console/ for the recovery console (support staff's screens)\n"
         "Ctrl-C stops."
     )
     try:

@@ -12,6 +12,8 @@ Differences from API Gateway, on purpose:
 * a request that matches no template route is still handed to the API function (when the template has exactly one)
   with ``resource`` = the request path and no ``pathParameters``, so the handler's router answers (Powertools: 404).
   API Gateway itself would answer 403 ``Missing Authentication Token`` without calling the function;
+* ``/console`` serves the recovery console's files (``sales_recovery_cli.console_site``), on the API's origin so
+  its calls need no CORS; in the cloud the operator runs it locally instead (``sales-recovery console``);
 * a handler exception or a malformed response answers 502 ``{"message": "Internal server error"}`` like API Gateway,
   with the traceback in this process's log; an invocation past the function's ``Timeout`` (29 s, API Gateway's
   integration timeout, in the template) answers 504 ``{"message": "Endpoint request timed out"}`` as API Gateway does.
@@ -38,6 +40,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from devstack.lambdas import LambdaTimedOut
 from devstack.template import TEMPLATE_PATH
+from sales_recovery_cli.console_site import ConsoleSite
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -310,8 +313,10 @@ class LocalApiServer:
         runtime: LocalLambdaRuntime | None = None,
         host: str = "127.0.0.1",
         port: int = 3000,
+        console: ConsoleSite | None = None,
     ) -> None:
         self.local_aws = local_aws
+        self.console = console or ConsoleSite()
         self.runtime = runtime or local_aws.runtime
         self.routes = template_routes(local_aws.template_path, local_aws.parameters)
         functions = {r.function for r in self.routes}
@@ -351,6 +356,9 @@ class LocalApiServer:
         self, method: str, raw_path: str, headers: list[tuple[str, str]], body: bytes
     ) -> tuple[int, list[tuple[str, str]], bytes]:
         path = unquote(urlsplit(raw_path).path) or "/"
+        page = self.console.answer(method, path)
+        if page is not None:
+            return page
         found = match_route(self.routes, method, path)
         function = found[0].function if found else self.fallback_function
         if function is None:  # what API Gateway answers for a route it does not have

@@ -49,10 +49,18 @@ park. ``LocalLambdaRuntime(enforce_timeouts=False)``, ``runtime.enforce_timeouts
 ``runtime.stats`` records, per function, the invocations, the timeouts and the longest invocation (held time
 excluded) against the function's timeout; ``runtime.report()`` prints them ("longest invocation X s vs timeout Y s").
 
-Other differences from Lambda, on purpose: handler stdout is not captured into the returned logs, module state
-(including the ``shared`` package, imported once per process) is shared by all functions and concurrent invocations
-(Lambda would use separate sandboxes), reserved concurrency is not enforced, and the function folder is not put on
-``sys.path`` (handlers import from ``shared`` and installed packages only).
+Sandboxes
+---------
+Lambda never runs two invocations in one execution environment, and handler modules keep per-request state at module
+level (Powertools' resolver holds the current event and route arguments on its ``app``). So each function has a pool
+of sandboxes: an invocation takes an idle one or initialises a new one (the handler module imported again under a name
+of its own), and gives it back when it returns. A timed-out invocation's sandbox is never reused (Lambda resets it).
+Two concurrent requests to the API therefore never share a resolver, as in AWS.
+
+Other differences from Lambda, on purpose: handler stdout is not captured into the returned logs, the ``shared``
+package and installed libraries are imported once per process and shared by every sandbox (their module state must
+be safe for concurrent use; the handler module's is per sandbox), reserved concurrency is not enforced, and the
+function folder is not put on ``sys.path`` (handlers import from ``shared`` and installed packages only).
 """
 
 from __future__ import annotations
@@ -556,8 +564,12 @@ class LocalLambdaRuntime:
             parsed = template
         self.specs = function_specs(parsed, self.repo_root)
         self._names: dict[str, str] = {}  # deployed function name -> logical id
-        self._handlers: dict[str, Callable[[Any, Any], Any]] = {}
+        self._handlers: dict[str, Callable[[Any, Any], Any]] = {}  # each function's first sandbox
         self._load_locks = {logical_id: threading.Lock() for logical_id in self.specs}
+        self._intercepts: dict[str, Callable[[Any, Any], Any]] = {}
+        self._idle: dict[str, list[Callable[[Any, Any], Any]]] = {logical_id: [] for logical_id in self.specs}
+        self._sandboxes: dict[str, int] = dict.fromkeys(self.specs, 0)  # sandboxes initialised per function
+        self._pool_lock = threading.Lock()
         self.region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1"
         # Each function's Timeout is enforced unless switched off here (None: DEVSTACK_ENFORCE_TIMEOUTS, default on).
         self.enforce_timeouts = timeouts_default() if enforce_timeouts is None else enforce_timeouts
@@ -633,12 +645,11 @@ class LocalLambdaRuntime:
     ) -> Iterator[None]:
         """Run ``wrap(handler)`` instead of the handler while the block lasts: a test seam to act between two
         state machine tasks (for example, make ML fail right after verification)."""
-        original = self.handler(logical_id)
-        self._handlers[logical_id] = wrap(original)
+        self._intercepts[logical_id] = wrap(self.handler(logical_id))
         try:
             yield
         finally:
-            self._handlers[logical_id] = original
+            del self._intercepts[logical_id]
 
     def handler(self, logical_id: str) -> Callable[[Any, Any], Any]:
         """The handler callable (imported on first use, in the process environment)."""
@@ -706,7 +717,7 @@ class LocalLambdaRuntime:
             **target.environment,
         }
         with environment_overlay(env):  # the init phase: its own limit in Lambda, not part of the invoke timeout
-            handler = self._load(target.spec)
+            handler, pooled = self._acquire(target.spec)
         invocation = Invocation(target.spec.logical_id, target.timeout)
         context = LambdaContext(
             function_name=target.function_name,
@@ -733,7 +744,44 @@ class LocalLambdaRuntime:
                 return run()
             finally:
                 self._record(target, invocation, timed_out=False)
-        return self._run_within_timeout(target, invocation, run)
+                if pooled:
+                    self._give_back(target.spec, handler)
+        try:
+            result = self._run_within_timeout(target, invocation, run)
+        except LambdaTimedOut:
+            raise  # its sandbox still runs the orphan: never reused
+        except BaseException:
+            if pooled:
+                self._give_back(target.spec, handler)
+            raise
+        if pooled:
+            self._give_back(target.spec, handler)
+        return result
+
+    def _acquire(self, spec: FunctionSpec) -> tuple[Callable[[Any, Any], Any], bool]:
+        """An idle sandbox's handler, or a new sandbox's (its init runs here, outside the invoke timeout); and
+        whether it goes back to the pool afterwards (a test's intercepting wrapper does not)."""
+        intercepted = self._intercepts.get(spec.logical_id)
+        if intercepted is not None:
+            return intercepted, False
+        with self._pool_lock:
+            idle = self._idle[spec.logical_id]
+            if idle:
+                return idle.pop(), True
+            number = self._sandboxes[spec.logical_id]
+            self._sandboxes[spec.logical_id] = number + 1
+        if number == 0:
+            return self._load(spec), True
+        return self._load(spec, f"{spec.module_name}__sandbox{number}"), True
+
+    def _give_back(self, spec: FunctionSpec, handler: Callable[[Any, Any], Any]) -> None:
+        with self._pool_lock:
+            self._idle[spec.logical_id].append(handler)
+
+    def sandbox_count(self, logical_id: str) -> int:
+        """How many sandboxes of the function have been initialised (Lambda's concurrent executions, at most)."""
+        with self._pool_lock:
+            return self._sandboxes[logical_id]
 
     def _run_within_timeout(self, target: _Target, invocation: Invocation, run: Callable[[], Any]) -> Any:
         """Run the handler in a thread of its own; wait for it until the invocation's time is up."""
@@ -795,19 +843,20 @@ class LocalLambdaRuntime:
             f"{type(error).__name__}: {error}" if error is not None else "no error",
         )
 
-    def _load(self, spec: FunctionSpec) -> Callable[[Any, Any], Any]:
-        cached = self._handlers.get(spec.logical_id)
+    def _load(self, spec: FunctionSpec, module_name: str | None = None) -> Callable[[Any, Any], Any]:
+        """The handler of the function's first sandbox, or (``module_name``) of another one, imported anew."""
+        cached = self._handlers.get(spec.logical_id) if module_name is None else None
         if cached is not None:
             return cached
-        with self._load_locks[spec.logical_id]:  # one import per function, never held during an invocation
-            cached = self._handlers.get(spec.logical_id)
+        with self._load_locks[spec.logical_id]:  # one import at a time per function, never held during an invocation
+            cached = self._handlers.get(spec.logical_id) if module_name is None else None
             if cached is not None:
                 return cached
             for layer_dir in spec.layer_dirs:
                 if str(layer_dir) not in sys.path:
                     sys.path.append(str(layer_dir))  # after src/, so the package already imported wins
             try:
-                module = _import_by_path(spec.module_name, spec.module_path)
+                module = _import_by_path(module_name or spec.module_name, spec.module_path)
                 fn = getattr(module, spec.function_attr)
             except Exception as exc:
                 module_name = spec.handler.rpartition(".")[0]
@@ -818,7 +867,8 @@ class LocalLambdaRuntime:
                         "stackTrace": traceback.format_tb(exc.__traceback__),
                     }
                 ) from exc
-            self._handlers[spec.logical_id] = fn
+            if module_name is None:
+                self._handlers[spec.logical_id] = fn
             return fn
 
     def _moto_function(self, function_name: str) -> Any | None:

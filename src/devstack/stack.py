@@ -17,6 +17,7 @@ from devstack.seed import seed
 from devstack.simulator.scenario import Scenario, load_scenario
 from devstack.simulator.server import MeliSimulator
 from devstack.sqs_poller import SqsPoller
+from sales_recovery_cli.console_site import ConsoleSite
 from shared.recovery import RecoveryService
 from shared.settings import Settings
 from shared.wiring import build_bulk_service, build_job_store, build_service
@@ -106,7 +107,9 @@ class EmbeddedStack:
         # drives delivery itself, only when it calls deliver_now()).
         self.execution_events = ExecutionEventsDelivery(self.aws).start(poll=self._deliver_events)
         if self._api_port is not None:
-            self.api = LocalApiServer(self.aws, port=self._api_port).start()
+            # The console offers the scenario's connections: the API has no route listing them.
+            console = ConsoleSite(connections=[c.connection_id for c in self.scenario.connections])
+            self.api = LocalApiServer(self.aws, port=self._api_port, console=console).start()
         return self
 
     def stop(self) -> None:

@@ -71,6 +71,12 @@ class ApiClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def send(
+        self, method: str, path: str, *, content: bytes = b"", headers: dict[str, str] | None = None
+    ) -> httpx.Response:
+        """One call as it comes (the console's forwarder): signed like every other, any status returned as is."""
+        return self._http.request(method, path, content=content or None, headers=headers)
+
     def request(
         self,
         method: str,

@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from sales_recovery_cli.auth import is_loopback
 from sales_recovery_cli.client import NOT_OK, OK, USAGE, ApiClient, CliError
 
 DEFAULT_API_URL = "http://127.0.0.1:3000"
@@ -204,6 +205,24 @@ class Cli:
             self.note(f"more: sales-recovery errors --cursor {next_cursor}   (or --all)")
         return OK
 
+    def console(self, api: ApiClient) -> int:
+        from sales_recovery_cli.forwarder import ConsoleForwarder, NotLoopback
+
+        offered = [*self.args.offer, *([self.args.connection] if self.args.connection else [])]
+        try:
+            forwarder = ConsoleForwarder(api, host=self.args.host, port=self.args.port, connections=offered)
+        except NotLoopback as exc:
+            raise CliError(str(exc), code=USAGE) from exc
+        except OSError as exc:
+            raise CliError(f"Cannot listen on {self.args.host}:{self.args.port}: {exc.strerror}.", code=USAGE) from exc
+        signed = "unsigned (a loopback API)" if is_loopback(api.api_url) else "signed with your AWS credentials (SigV4)"
+        self.note(f"Console: {forwarder.url}\nAPI calls go to {api.api_url}, {signed}. Ctrl-C stops.")
+        try:
+            forwarder.serve_forever()
+        finally:
+            forwarder.stop()
+        return OK
+
     # --- shared pieces ---------------------------------------------------------------------------------------------
 
     def _outcome(self, result: dict[str, Any]) -> int:
@@ -379,6 +398,16 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--limit", type=int, default=50, help="entries per page, 1 to 100 (default 50)")
     cmd.add_argument("--cursor", help="the page after this cursor (printed at the end of a page)")
     cmd.add_argument("--all", action="store_true", help="every page")
+    cmd = command(
+        "console",
+        "the recovery console in your browser: served on 127.0.0.1, its API calls signed like the CLI's and sent to "
+        "--api-url",
+    )
+    cmd.add_argument("--port", type=int, default=8765, help="local port (default 8765; 0 picks a free one)")
+    cmd.add_argument("--host", default="127.0.0.1", help="loopback address to listen on (127.0.0.1 or ::1)")
+    cmd.add_argument(
+        "--offer", action="append", default=[], metavar="CONNECTION", help="a connection to offer in the page (repeat)"
+    )
     return parser
 
 

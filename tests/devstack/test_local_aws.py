@@ -135,7 +135,16 @@ class FatalError(Exception):
     pass
 
 
+CURRENT = {}  # per-request state at module level, as Powertools' resolver keeps it
+
+
 def lambda_handler(event, context):
+    if event.get("mode") == "sandbox":  # hold the request until its peers arrive: a sandbox serves one at a time
+        import sys
+
+        CURRENT["id"] = event["id"]
+        sys.modules[event["barrier_module"]].SANDBOX_BARRIER.wait(timeout=10)
+        return {"id": event["id"], "current": CURRENT["id"], "module": __name__}
     if "httpMethod" in event:
         body = {
             "event": event,
@@ -357,6 +366,32 @@ def test_lambda_invoke_api_reports_function_errors(stack: LocalAws) -> None:
     payload = json.loads(response["Payload"].read())
     assert payload["errorType"] == "FatalError"
     assert payload["errorMessage"] == "cannot do fatal-2"
+
+
+SANDBOX_BARRIER = threading.Barrier(3)
+
+
+def test_concurrent_invocations_never_share_a_sandbox(stack: LocalAws) -> None:
+    """Lambda runs one invocation per execution environment: three at once get three sandboxes, each with its own
+    module state (the handler keeps the request's id at module level, then waits for the other two)."""
+    results: dict[str, Any] = {}
+
+    def call(n: int) -> None:
+        event = {"id": f"sandbox-{n}", "mode": "sandbox", "barrier_module": __name__}
+        results[event["id"]] = stack.runtime.invoke("WorkerFunction", event)
+
+    threads = [threading.Thread(target=call, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=20)
+    assert {r["id"]: r["current"] for r in results.values()} == {f"sandbox-{n}": f"sandbox-{n}" for n in range(3)}
+    assert len({r["module"] for r in results.values()}) == 3
+    assert stack.runtime.sandbox_count("WorkerFunction") >= 3
+    # Idle sandboxes are reused: one more invocation initialises nothing new.
+    before = stack.runtime.sandbox_count("WorkerFunction")
+    stack.runtime.invoke("WorkerFunction", {"id": "sandbox-again"})
+    assert stack.runtime.sandbox_count("WorkerFunction") == before
 
 
 def test_direct_invoke_uses_the_deployed_environment(stack: LocalAws) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import traceback
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -138,7 +139,7 @@ def test_concurrent_refreshes_spend_the_refresh_token_once(
     assert count(simulator, "POST", OAUTH, expect=1) == 1, [(r.path, r.status) for r in simulator.requests]
     new_access, new_refresh = simulator.tokens(CONNECTION_ID)
     for result in results:
-        assert not isinstance(result, Exception), repr(result)
+        assert not isinstance(result, Exception), "".join(traceback.format_exception(result))
         assert result.access_token == new_access
         assert result.refresh_token == new_refresh
         assert result.version == 1
@@ -164,7 +165,7 @@ def test_concurrent_401s_from_many_containers_refresh_once(
     assert count(simulator, "POST", OAUTH, status=400, expect=0) == 0
     new_access, _ = simulator.tokens(CONNECTION_ID)
     for result in results:
-        assert not isinstance(result, Exception), repr(result)
+        assert not isinstance(result, Exception), "".join(traceback.format_exception(result))
         assert result.access_token == new_access
     assert count(simulator, "GET", ORDER_PATH, status=200, expect=threads) == threads
 

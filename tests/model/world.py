@@ -161,7 +161,7 @@ class World:
         self.scheduler.install()
         for task in ("VerifyFunction", "RelinkFunction", "ResyncFunction", "EscalateFunction"):
             runtime = self.aws.runtime
-            runtime._handlers[task] = self.scheduler.gate(task)(runtime.handler(task))
+            runtime._intercepts[task] = self.scheduler.gate(task)(runtime.handler(task))  # every invocation, gated
 
     def uninstall(self) -> None:
         self.scheduler.uninstall()

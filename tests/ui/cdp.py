@@ -102,6 +102,17 @@ class Page:
             raise CdpError(f"no element {selector}")
         self.send("Input.insertText", {"text": text})
 
+    def press(self, key: str = "Enter") -> None:
+        """Enter or Tab pressed on the focused element, as a keyboard user would (Enter submits a form)."""
+        codes = {"Enter": 13, "Tab": 9}
+        if key not in codes:
+            raise ValueError(f"press() knows {sorted(codes)}, not {key!r}")
+        for kind in ("keyDown", "keyUp"):
+            params: dict[str, Any] = {"type": kind, "key": key, "code": key, "windowsVirtualKeyCode": codes[key]}
+            if kind == "keyDown" and key == "Enter":
+                params["text"] = "\r"
+            self.send("Input.dispatchKeyEvent", params)
+
     def screenshot(self, path: Path, width: int = 1280) -> None:
         height = int(self.evaluate("Math.ceil(document.documentElement.scrollHeight)") or 800)
         self.send(
