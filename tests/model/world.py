@@ -120,6 +120,7 @@ class World:
         self._console_runs = itertools.count(1)
         self._patches: list[Any] = []
         self.example: Example | None = None
+        self.carts: dict[str, str] = {}  # every cart example's sale -> its pack id
         self.examples = 0
         self.stats: Counter[str] = Counter()  # every committed transition, every crash and page, over all examples
 
@@ -200,6 +201,7 @@ class World:
             products.put(ProductLink(connection_id=connection_id, item_id=listing, sku=f"SKU-{number}"))
             sales.append(str(sale_id))
         if pack_id is not None:
+            self.carts.update(dict.fromkeys(sales, str(pack_id)))
             self.stack.meli.upsert_pack(
                 {"id": pack_id, "orders": [{"id": int(s)} for s in sales], "status": "released", "status_detail": None}
             )
@@ -539,8 +541,10 @@ class World:
                     continue
                 episode = int(item.get("episode", 0))
                 seen = settled.get((sale_id, episode), set())
-                if self.example.pack_id and sale_id in self.example.sales:  # a cart's sale: the cart's outcome
-                    seen = seen | settled.get((self.example.pack_id, episode), set())
+                pack_id = self.carts.get(sale_id)
+                if pack_id is not None:  # a cart's sale: the cart's outcome (an earlier example's cart too: a
+                    # reconciliation of a reused connection finds its paid sales and reflects the cart now)
+                    seen = seen | settled.get((pack_id, episode), set())
                 state = "reflected" if outcome == "already_reflected" else outcome
                 reason = item.get("reason")
                 if not any(s == state and (r.value if r else None) == reason for s, r in seen):
