@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             meli_timeout_seconds=1.0,
             api_port=port,
             log_level="ERROR" if args.command == "run" else "INFO",
+            notifications=True,  # ML's notifications reach the callback; the scenario's new_orders appear
         ).start()
     try:
         assert stack.api is not None
@@ -83,10 +84,12 @@ def main(argv: list[str] | None = None) -> int:
             meli_requests=stack.meli.count(),
         )
         from devstack.main_job import TERMINAL
+        from devstack.notifications_demo import show_notified_sales
         from devstack.schedules_demo import reconcile_unnotified_sale
 
+        notified = show_notified_sales(stack, console)
         reconciled = reconcile_unnotified_sale(stack, console)
-        return 0 if reconciled and all(row.outcome in TERMINAL for row in report.rows) else 1
+        return 0 if notified and reconciled and all(row.outcome in TERMINAL for row in report.rows) else 1
     finally:
         stack.stop()
 
@@ -102,6 +105,11 @@ def _serve(url: str, console: Console) -> int:
         """-d '{"sale_ids": "2000009101000021, 2000009101000031"}'\n"""
         f"  open {url}/docs for the API page\n"
         f"  open {url}/console/ for the recovery console (support staff's screens)\n"
+        f"  curl -X POST -H 'Content-Type: application/json' {url}/notifications/mercadolibre -d "
+        + "'"
+        + '{"_id": "a1", "resource": "/orders/2000009101000021", "user_id": 123456789, "topic": "orders_v2", '
+        + '"application_id": 5503910054141466, "attempts": 1}'
+        + "'   # as ML notifies a sale\n"
         "Ctrl-C stops."
     )
     try:

@@ -9,8 +9,9 @@ response (``statusCode``, ``headers``, ``multiValueHeaders``, ``body``, ``isBase
 Differences from API Gateway, on purpose:
 
 * no authorization (the cloud uses AWS_IAM; this server listens on loopback only) -> ``identity`` carries no caller;
-* a request that matches no template route is still handed to the API function (when the template has exactly one)
-  with ``resource`` = the request path and no ``pathParameters``, so the handler's router answers (Powertools: 404).
+* a request that matches no template route is still handed to the API function (the one serving most routes; the
+  notification callback's function serves one) with ``resource`` = the request path and no ``pathParameters``, so
+  the handler's router answers (Powertools: 404).
   API Gateway itself would answer 403 ``Missing Authentication Token`` without calling the function;
 * ``/console`` serves the recovery console's files (``sales_recovery_cli.console_site``), on the API's origin so
   its calls need no CORS; in the cloud the operator runs it locally instead (``sales-recovery console``);
@@ -128,6 +129,17 @@ def _static_str(value: Any, values: Mapping[str, str]) -> str:
     if isinstance(value, dict) and "Ref" in value:
         return values.get(value["Ref"], str(value["Ref"]))
     return str(value)
+
+
+def fallback_function(routes: Sequence[Route]) -> str | None:
+    """The function unmatched paths go to: the one serving most routes (the REST API's), when one does."""
+    counts: dict[str, int] = {}
+    for route in routes:
+        counts[route.function] = counts.get(route.function, 0) + 1
+    ranked = sorted(counts.items(), key=lambda kv: -kv[1])
+    if not ranked or (len(ranked) > 1 and ranked[0][1] == ranked[1][1]):
+        return None
+    return ranked[0][0]
 
 
 def match_route(routes: Iterable[Route], method: str, path: str) -> tuple[Route, dict[str, str]] | None:
@@ -319,9 +331,7 @@ class LocalApiServer:
         self.console = console or ConsoleSite()
         self.runtime = runtime or local_aws.runtime
         self.routes = template_routes(local_aws.template_path, local_aws.parameters)
-        functions = {r.function for r in self.routes}
-        # Unmatched paths go to the API function when there is exactly one (see the module docstring).
-        self.fallback_function = next(iter(functions)) if len(functions) == 1 else None
+        self.fallback_function = fallback_function(self.routes)
         self.default_stage = self.routes[0].stage if self.routes else "Prod"
         self._api_id = _short_id("api", local_aws.stack_name)
         self._httpd = _Server((host, port), _Handler)

@@ -58,7 +58,7 @@ def add_unnotified_sale(stack: EmbeddedStack) -> str | None:
     )
     for payment in order.get("payments", []):
         payment["order_id"] = UNNOTIFIED_SALE
-    stack.meli.upsert_order(order)
+    stack.meli.upsert_order(order, notify=False)  # ML never notified it (a topic it disabled meanwhile, §8)
     return str(UNNOTIFIED_SALE)
 
 

@@ -14,14 +14,22 @@ from devstack.api_server import LocalApiServer
 from devstack.aws import LocalAws, SnsInbox
 from devstack.execution_events import ExecutionEventsDelivery
 from devstack.seed import seed
-from devstack.simulator.scenario import Scenario, load_scenario
+from devstack.simulator.scenario import DEFAULT_APPLICATION_ID, Scenario, load_scenario
 from devstack.simulator.server import MeliSimulator
 from devstack.sqs_poller import SqsPoller
 from sales_recovery_cli.console_site import ConsoleSite
 from shared.recovery import RecoveryService
 from shared.settings import Settings
-from shared.wiring import build_bulk_service, build_job_store, build_service
+from shared.wiring import (
+    build_bulk_service,
+    build_job_store,
+    build_missed_feeds,
+    build_notification_intake,
+    build_notified_sales,
+    build_service,
+)
 
+CALLBACK_PATH = "/notifications/mercadolibre"  # the template's route for ML's notifications
 TERMINAL_EXECUTION = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
 
 
@@ -43,6 +51,7 @@ class EmbeddedStack:
         deliver_execution_events: bool = True,
         enforce_iam: bool | None = None,
         enforce_timeouts: bool | None = None,
+        notifications: bool = False,
     ) -> None:
         self.scenario = scenario if isinstance(scenario, Scenario) else load_scenario(Path(scenario))
         self.meli = MeliSimulator(self.scenario, timeout_hold_seconds=timeout_hold_seconds)
@@ -58,13 +67,20 @@ class EmbeddedStack:
             "MeliMaxTries": str(meli_max_tries),
             "RelinkFollowSeconds": str(relink_follow_seconds),
             "LogLevel": log_level,
+            # The application whose notifications the callback accepts (the scenario's, or ML's sample app id).
+            "MeliApplicationId": str(
+                self.scenario.notifications.application_id if self.scenario.notifications else DEFAULT_APPLICATION_ID
+            ),
             # Stay under the simulated ML's quota with a margin, as production stays under ML's.
             "MeliRequestsPerSecond": str(round(0.9 * self.scenario.quota.requests_per_second, 3))
             if self.scenario.quota
             else "0",
             **(parameters or {}),
         }
-        self._api_port = api_port
+        # notifications: ML's notifications reach the local callback, and the scenario's new_orders appear (when the
+        # scenario has "notifications"); the callback needs the REST API on loopback, on a free port unless given.
+        self._notifications = notifications and self.scenario.notifications is not None
+        self._api_port = 0 if api_port is None and self._notifications else api_port
         self.api: LocalApiServer | None = None
         self.inbox: SnsInbox | None = None
         self.poller: SqsPoller | None = None
@@ -110,6 +126,9 @@ class EmbeddedStack:
             # The console offers the scenario's connections: the API has no route listing them.
             console = ConsoleSite(connections=[c.connection_id for c in self.scenario.connections])
             self.api = LocalApiServer(self.aws, port=self._api_port, console=console).start()
+        if self._notifications:
+            assert self.api is not None
+            self.meli.start_notifications(f"{self.api.url}{CALLBACK_PATH}")
         return self
 
     def stop(self) -> None:
@@ -121,7 +140,14 @@ class EmbeddedStack:
             self.execution_events.stop()
         self.aws.stop()
         self.meli.stop()
-        for cache in (build_service, build_bulk_service, build_job_store):
+        for cache in (
+            build_service,
+            build_bulk_service,
+            build_job_store,
+            build_notification_intake,
+            build_notified_sales,
+            build_missed_feeds,
+        ):
             cache.cache_clear()  # their clients point at this stack's endpoint
 
     def settings(self) -> Settings:

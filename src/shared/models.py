@@ -189,6 +189,7 @@ class Trigger(StrEnum):
     BULK = "bulk"
     SCHEDULE = "schedule"
     SEED = "seed"
+    NOTIFICATION = "notification"  # Mercado Libre said so: an orders_v2 notification, or one of its missed feeds
 
 
 class Model(BaseModel):

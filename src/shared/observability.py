@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
-from shared.models import RecoveryResult
+if TYPE_CHECKING:
+    from shared.models import RecoveryResult
 
 logger = Logger()
 metrics = Metrics()

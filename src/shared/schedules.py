@@ -35,7 +35,7 @@ from shared.identifiers import validate_connection_id
 from shared.jobs import JobStore
 from shared.lifecycle import moves
 from shared.lifecycle.change import Decision
-from shared.lifecycle.moves import WAITING_FOR_RECONNECTION
+from shared.lifecycle.moves import REQUEUE_REASONS, WAITING_FOR_RECONNECTION
 from shared.lifecycle.row import Snapshot
 from shared.lifecycle.table import TABLE, Actor, State, Transition
 from shared.meli.errors import ConnectionNeedsReauthorization
@@ -48,8 +48,6 @@ from shared.stores.base import ReconcileCursor
 
 HOUR = timedelta(hours=1)
 PAGE_SIZE = 50  # ML's documented default and the most clients use (reference/meli-api.md §2)
-# Settled for reasons ML may take back (it was unpaid, or ML did not know it yet): reconciliation queues it again.
-REQUEUE_REASONS = frozenset({Reason.PAYMENT_NOT_VERIFIED, Reason.SALE_NOT_FOUND, Reason.PACK_NOT_RELEASED})
 
 
 class InvalidScheduleInput(ValueError):

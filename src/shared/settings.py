@@ -27,6 +27,9 @@ class Settings(BaseModel):
     help_desk_topic_arn: str = ""
     relink_state_machine_arn: str = ""
     bulk_queue_url: str = ""
+    # ML's notifications: the queue the callback and the missed-feeds schedule feed, and our application's id.
+    notifications_queue_url: str = ""
+    meli_application_id: str = Field(default="", pattern=r"^[0-9]*$")
     bulk_max_ids: int = Field(default=10_000, ge=1)
     bulk_worker_threads: int = Field(default=8, ge=1, le=64)
     # Messages of one connection on the bulk queue or in a worker at once; the rest wait held (shared.lanes). 0: off.
@@ -51,6 +54,10 @@ class Settings(BaseModel):
     execution_lease_seconds: int = Field(default=14_400 + 300, ge=60)
     start_check_seconds: int = Field(default=300, ge=1)
     page_retry_seconds: int = Field(default=300, ge=1)
+
+    @property
+    def application_id(self) -> int | None:
+        return int(self.meli_application_id) if self.meli_application_id else None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

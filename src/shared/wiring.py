@@ -8,14 +8,17 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
-from shared.recovery import RecoveryService, Stores
 from shared.settings import Settings
 
 if TYPE_CHECKING:
     from shared.bulk import BulkService
     from shared.jobs import JobStore
     from shared.meli.port import MarketplaceClient, MarketplaceClientFactory
+    from shared.missed_feeds import MissedFeedsService
+    from shared.notifications import NotificationIntake
+    from shared.recovery import RecoveryService
     from shared.schedules import ScheduleService
+    from shared.usecases.notified_sales import NotifiedSales
 
 T = TypeVar("T")
 
@@ -103,6 +106,7 @@ def build_service(settings: Settings, *, notifier: bool = False, workflow: bool 
 
     from shared.lifecycle import SaleLifecycle, Timing
     from shared.lifecycle.dynamo import DynamoLifecycleStore
+    from shared.recovery import RecoveryService, Stores
     from shared.stores.aliases import DynamoAliasStore
     from shared.stores.connections import DynamoConnectionStore
     from shared.stores.errors import DynamoErrorStore
@@ -226,6 +230,54 @@ def build_schedule_service(settings: Settings) -> ScheduleService:
 
 
 @lru_cache(maxsize=8)
+def build_notification_intake(settings: Settings) -> NotificationIntake:
+    """The notification callback: a DynamoDB and an SQS client, nothing else (it must answer ML within 500 ms)."""
+    from shared.notification_queue import SqsNotificationQueue
+    from shared.notifications import NotificationIntake
+    from shared.stores.sellers import DynamoSellerDirectory
+
+    application_id = settings.application_id or 0  # 0: no application is ours, every notification is foreign
+    return NotificationIntake(
+        lambda: application_id,
+        DynamoSellerDirectory(_LazyClient("dynamodb"), settings.connections_table),
+        SqsNotificationQueue(_LazyClient("sqs"), settings.notifications_queue_url),
+    )
+
+
+@lru_cache(maxsize=8)
+def build_notified_sales(settings: Settings) -> NotifiedSales:
+    """The notification processing: it reads the service's state and hands work to the bulk path (queue)."""
+    from shared.stores.sale_claims import DynamoSaleClaims
+    from shared.usecases.notified_sales import NotifiedSales
+
+    bulk = build_bulk_service(settings, queue=True)
+    recovery = build_service(settings)
+    return NotifiedSales(
+        recovery.lifecycle,
+        bulk,
+        build_job_store(settings),
+        DynamoSaleClaims(_LazyClient("dynamodb"), settings.idempotency_table),
+        open_item_seconds=settings.reconcile_claim_seconds,
+    )
+
+
+@lru_cache(maxsize=8)
+def build_missed_feeds(settings: Settings) -> MissedFeedsService:
+    """The missed-feeds schedule: ML with each connection's token, the handled ids, the notifications queue."""
+    from shared.missed_feeds import MissedFeedsService
+    from shared.notification_queue import SqsNotificationQueue
+    from shared.stores.handled_feeds import DynamoHandledFeeds
+
+    recovery = build_service(settings, notifier=True)
+    return MissedFeedsService(
+        recovery,
+        DynamoHandledFeeds(_LazyClient("dynamodb"), settings.idempotency_table),
+        SqsNotificationQueue(_LazyClient("sqs"), settings.notifications_queue_url),
+        application_id=settings.application_id,
+    )
+
+
+@lru_cache(maxsize=8)
 def build_job_store(settings: Settings) -> JobStore:
     from shared.stores.jobs import DynamoJobStore
 
@@ -242,7 +294,16 @@ def forget_clients() -> None:
     import boto3
 
     with _BUILD_LOCK:
-        for built in (build_schedule_service, build_bulk_service, build_service, build_job_store, _dynamodb_resource):
+        for built in (
+            build_notification_intake,
+            build_notified_sales,
+            build_missed_feeds,
+            build_schedule_service,
+            build_bulk_service,
+            build_service,
+            build_job_store,
+            _dynamodb_resource,
+        ):
             built.cache_clear()
         old = boto3.DEFAULT_SESSION
         boto3.DEFAULT_SESSION = None  # its credentials and the clients' pools go with it

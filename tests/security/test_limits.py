@@ -34,19 +34,23 @@ def test_the_api_function_stops_when_api_gateway_stops_waiting() -> None:
     assert default(functions()["ApiFunction"]["Timeout"]) <= API_GATEWAY_TIMEOUT_S
 
 
-def test_the_bulk_queue_hides_a_message_six_times_the_workers_timeout() -> None:
+def test_each_queue_hides_a_message_six_times_its_workers_timeout() -> None:
     # Lambda's guidance for SQS event sources: a visibility timeout of at least six times the function's timeout, so
     # a message a throttled or retried batch holds is not delivered twice while it is still being worked on.
-    (queue,) = (r["Properties"] for k, r in resources("AWS::SQS::Queue").items() if k == "BulkQueue")
-    worker = functions()["BulkWorkerFunction"]
-    assert default(queue["VisibilityTimeout"]) >= 6 * default(worker["Timeout"])
-    assert queue["RedrivePolicy"]["maxReceiveCount"] >= 3
+    queues = {k: r["Properties"] for k, r in resources("AWS::SQS::Queue").items()}
+    for queue, worker in (("BulkQueue", "BulkWorkerFunction"), ("NotificationsQueue", "NotificationsFunction")):
+        assert default(queues[queue]["VisibilityTimeout"]) >= 6 * default(functions()[worker]["Timeout"])
+        assert queues[queue]["RedrivePolicy"]["maxReceiveCount"] >= 3
 
 
-def test_the_worker_mapping_stays_within_what_lambda_accepts() -> None:
-    (mapping,) = (r["Properties"] for r in resources("AWS::Lambda::EventSourceMapping").values())
-    assert 1 <= mapping["BatchSize"] <= 10  # up to 10 without a batching window
-    assert 2 <= default(mapping["ScalingConfig"]["MaximumConcurrency"]) <= 1000  # Lambda's range for SQS
+def test_the_worker_mappings_stay_within_what_lambda_accepts() -> None:
+    mappings = [r["Properties"] for r in resources("AWS::Lambda::EventSourceMapping").values()]
+    assert len(mappings) == 2  # the bulk worker and the notification processor
+    for mapping in mappings:
+        window = default(mapping.get("MaximumBatchingWindowInSeconds", 0))
+        # Up to 10 without a batching window; more (to 10,000) only with one of at least a second.
+        assert 1 <= mapping["BatchSize"] <= (10_000 if window >= 1 else 10)
+        assert 2 <= default(mapping["ScalingConfig"]["MaximumConcurrency"]) <= 1000  # Lambda's range for SQS
 
 
 def test_reserved_concurrency_at_the_defaults_leaves_the_accounts_unreserved_minimum() -> None:

@@ -27,7 +27,7 @@ ALLOWED_MANAGED_POLICIES = {
     "AWSXrayWriteOnlyAccess": "xray:PutTraceSegments/PutTelemetryRecords/GetSampling*: X-Ray has no resource ARNs",
     "AWSLambdaSQSQueueExecutionRole": "attached by SAM to the SQS-driven bulk worker only",
 }
-SQS_MANAGED_POLICY_HOLDERS = {"BulkWorkerFunctionRole"}
+SQS_MANAGED_POLICY_HOLDERS = {"BulkWorkerFunctionRole", "NotificationsFunctionRole"}
 # Actions AWS accepts only with Resource "*"; none is granted inline today, and none may be without being listed here.
 ACTIONS_REQUIRING_STAR = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
 
@@ -189,7 +189,14 @@ def test_the_key_rotates_and_its_policy_has_no_wildcards() -> None:
 # --- API: IAM auth on every method ---------------------------------------------------------------------------------
 
 
-def test_every_api_method_requires_aws_iam() -> None:
+def resources_of_the_stack() -> dict[str, Any]:
+    return dict(translated()["Resources"])
+
+
+CALLBACK = ("/notifications/mercadolibre", "POST")  # ML's notifications: ML cannot sign requests
+
+
+def test_every_api_method_requires_aws_iam_but_the_notification_callback() -> None:
     from functions.api.app import ROUTES
 
     (api,) = resources("AWS::ApiGateway::RestApi").values()
@@ -197,10 +204,54 @@ def test_every_api_method_requires_aws_iam() -> None:
     schemes = body["components"]["securitySchemes"]  # OpenAPI 3 (Globals.Api.OpenApiVersion)
     assert schemes["AWS_IAM"]["x-amazon-apigateway-authtype"] == "awsSigv4"
     methods = {(path, m.upper()): op for path, ops in body["paths"].items() for m, op in ops.items()}
-    assert {(p, m) for p, ms in ROUTES.items() for m in ms} == set(methods)  # nothing exposed the handler lacks
+    # Nothing exposed that a handler lacks: the API function's routes, and the callback.
+    assert {(p, m) for p, ms in ROUTES.items() for m in ms} | {CALLBACK} == set(methods)
     for (path, method), operation in methods.items():
-        assert operation.get("security") == [{"AWS_IAM": []}], f"{method} {path}"
+        expected: list[dict[str, list[str]]] = [{"NONE": []}] if (path, method) == CALLBACK else [{"AWS_IAM": []}]
+        assert operation.get("security") == expected, f"{method} {path}"
+    callback = methods[CALLBACK]["x-amazon-apigateway-integration"]["uri"]
+    assert references(callback) - {"AWS::Region"} == {
+        "NotificationsIntakeFunction"
+    }  # its own function, with its own small role
     assert not resources("AWS::ApiGateway::Method")  # none outside the OpenAPI body, which is checked above
+
+
+def test_the_notification_callback_is_throttled_and_limited_to_the_configured_sources() -> None:
+    (api,) = resources("AWS::ApiGateway::RestApi").values()
+    policy = api["Properties"]["Body"]["x-amazon-apigateway-policy"]
+    statements = {s["Effect"]: s for s in policy["Statement"]}
+    assert set(statements) == {"Allow", "Deny"}
+    for statement in statements.values():  # about the callback only: every other route stays AWS_IAM alone
+        assert statement["Resource"] == "execute-api:/*/POST/notifications/mercadolibre"
+    # SAM resolves the parameter (here to its default) and CloudFormation splits the list.
+    default = translated()["Parameters"]["NotificationSourceIps"]["Default"]
+    assert statements["Deny"]["Condition"]["NotIpAddress"]["aws:SourceIp"] in (
+        {"Fn::Split": [",", {"Ref": "NotificationSourceIps"}]},
+        {"Fn::Split": [",", default]},
+    )
+    (stage,) = resources("AWS::ApiGateway::Stage").values()
+    (setting,) = stage["Properties"]["MethodSettings"]
+    assert setting["ResourcePath"] == "/~1notifications~1mercadolibre" and setting["HttpMethod"] == "POST"
+    assert setting["ThrottlingRateLimit"] == {"Ref": "NotificationsThrottleRate"}
+    assert setting["ThrottlingBurstLimit"] == {"Ref": "NotificationsThrottleBurst"}
+
+
+def test_the_notification_callbacks_role_may_only_find_sellers_and_queue() -> None:
+    granted = [
+        (action, resource)
+        for owner, statement in policy_statements()
+        if owner.startswith("NotificationsIntakeFunctionRole")
+        for action in as_list(statement["Action"])
+        for resource in as_list(statement["Resource"])
+        if not action.startswith(("kms:", "logs:", "xray:"))
+    ]
+    actions = {action for action, _ in granted}
+    assert actions <= {"dynamodb:Query", "sqs:SendMessage*"}, actions  # SAM's SQSSendMessagePolicy
+    for action, resource in granted:
+        named = references(resource) & set(resources_of_the_stack())
+        assert named == ({"ConnectionsTable"} if action == "dynamodb:Query" else {"NotificationsQueue"}), action
+    query = next(r for a, r in granted if a == "dynamodb:Query")
+    assert json.dumps(query).endswith('/index/SellerIndex"}')  # the index only, never the table's items
 
 
 def test_api_access_logs_go_to_an_encrypted_log_group() -> None:
@@ -254,7 +305,11 @@ def test_every_function_has_reserved_concurrency() -> None:
 
 def test_the_bulk_worker_reserves_what_its_queue_may_drive() -> None:
     worker = resources("AWS::Lambda::Function")["BulkWorkerFunction"]["Properties"]
-    (mapping,) = resources("AWS::Lambda::EventSourceMapping").values()
+    (mapping,) = (
+        m
+        for m in resources("AWS::Lambda::EventSourceMapping").values()
+        if references(m["Properties"]["FunctionName"]) == {"BulkWorkerFunction"}
+    )
     assert mapping["Properties"]["ScalingConfig"]["MaximumConcurrency"] == worker["ReservedConcurrentExecutions"]
 
 
@@ -274,6 +329,7 @@ def test_the_alarms_watch_the_dlq_escalations_worker_errors_and_failed_execution
     watched = {(a["Namespace"], a["MetricName"], subject(a)) for a in alarms().values()}
     assert watched == {
         ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "BulkDeadLetterQueue"),
+        ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "NotificationsDeadLetterQueue"),
         ("SalesRecovery", "SalesEscalated", "sales-recovery"),
         ("AWS/Lambda", "Errors", "BulkWorkerFunction"),
         ("AWS/States", "ExecutionsFailed", "RelinkStateMachine"),

@@ -174,6 +174,53 @@ class Quota(_Strict):
     requests_per_second: float = Field(gt=0)
 
 
+# The application id of ML's own notification sample (reference/meli-api.md §8); the local stack's app is this one.
+DEFAULT_APPLICATION_ID = 5503910054141466
+# ML tries a notification eight times within an hour, "at exponential intervals" (§8): the seven waits between tries.
+ML_RETRY_SECONDS = (10.0, 30.0, 60.0, 180.0, 300.0, 900.0, 2100.0)
+
+
+class Outage(_Strict):
+    """A window, in seconds after the notifications start, in which the callback cannot be reached (every try in it
+    fails as a refused connection would, and no request reaches the callback)."""
+
+    from_seconds: float = Field(ge=0)
+    to_seconds: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _order(self) -> Self:
+        if self.to_seconds <= self.from_seconds:
+            raise ValueError("'to_seconds' must be after 'from_seconds'")
+        return self
+
+
+class Notifications(_Strict):
+    """ML's notifications to the application's callback URL (topic orders_v2): one per order created or changed."""
+
+    application_id: int = Field(default=DEFAULT_APPLICATION_ID, gt=0)
+    topic: str = "orders_v2"
+    callback_url: str | None = None  # default: the local stack's POST /notifications/mercadolibre
+    copies: int = Field(default=1, ge=1, le=20)  # notifications per change: ML sends duplicates (5 for one order)
+    retry_seconds: list[float] = Field(default_factory=lambda: list(ML_RETRY_SECONDS), max_length=20)
+    timeout_ms: float = Field(default=500.0, gt=0)  # ML wants the 200 within 500 ms
+    outages: list[Outage] = Field(default_factory=list)
+
+    @field_validator("retry_seconds")
+    @classmethod
+    def _waits(cls, value: list[float]) -> list[float]:
+        if any(w < 0 for w in value):
+            raise ValueError("'retry_seconds' are waits in seconds, none negative")
+        return value
+
+
+class NewOrder(_Strict):
+    """An order that appears in ML ``after_seconds`` after the notifications start (and is notified then)."""
+
+    after_seconds: float = Field(ge=0)
+    order: Order
+    copies: int | None = Field(default=None, ge=1, le=20)  # this order's notifications (default: notifications.copies)
+
+
 class Scenario(_Strict):
     connections: list[Connection] = Field(default_factory=list)
     products: list[Product] = Field(default_factory=list)
@@ -184,6 +231,9 @@ class Scenario(_Strict):
     sale_errors: list[SaleError] = Field(default_factory=list)
     faults: list[Fault] = Field(default_factory=list)
     quota: Quota | None = None
+    # Additive (the notifications issue): without them no notification is sent and no order appears over time.
+    notifications: Notifications | None = None
+    new_orders: list[NewOrder] = Field(default_factory=list)
 
     @classmethod
     def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Self:
@@ -209,6 +259,13 @@ class Scenario(_Strict):
                 if value in seen:
                     problems.append(f"{kind}[{i}].{key} {value!r} repeats {kind}[{seen[value]}]")
                 seen.setdefault(value, i)
+        if self.new_orders and self.notifications is None:
+            problems.append("new_orders need 'notifications' (they appear when the notifications start)")
+        order_ids = {o["id"] for o in self.orders}
+        for i, new in enumerate(self.new_orders):
+            if new.order["id"] in order_ids:
+                problems.append(f"new_orders[{i}].order.id {new.order['id']} is already one of the orders")
+            order_ids.add(new.order["id"])
         for kind, objects in (("orders", self.orders), ("packs", self.packs), ("shipments", self.shipments)):
             seen.clear()
             for i, obj in enumerate(objects):

@@ -26,6 +26,7 @@ from random import Random
 from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import parse_qs, urlsplit
 
+from devstack.simulator.notifications import Notifier
 from devstack.simulator.scenario import Fault, Scenario, check_order, check_pack, check_shipment, load_scenario
 
 if TYPE_CHECKING:
@@ -272,6 +273,17 @@ class MeliSimulator:
             )
             for c in scenario.connections
         }
+        # ML's notifications to the callback (scenario "notifications"; none without it), from start_notifications on.
+        self.notifier: Notifier | None = (
+            Notifier(
+                scenario.notifications,
+                scenario.new_orders,
+                upsert_order=lambda order, notify, copies: self.upsert_order(order, notify=notify, copies=copies),
+                stopping=self._stopping,
+            )
+            if scenario.notifications is not None
+            else None
+        )
         # Every token ever issued -> its connection, so the log can name the caller even for a stale token.
         self._token_owner: dict[str, str] = {}
         for t in self._tokens.values():
@@ -308,7 +320,9 @@ class MeliSimulator:
         server, self._server = self._server, None
         if server is None:
             return
-        self._stopping.set()  # releases requests held by timeout faults
+        self._stopping.set()  # releases requests held by timeout faults (and notifications waiting for a retry)
+        if self.notifier is not None:
+            self.notifier.stop()
         server.shutdown()
         server.server_close()
         with self._lock:
@@ -389,8 +403,10 @@ class MeliSimulator:
             t = self._tokens[connection_id]
             return t.access_token, t.refresh_token
 
-    def upsert_order(self, order: Mapping[str, Any]) -> None:
-        """Add or replace an order (e.g. paid -> cancelled in a test). Stored and served as given."""
+    def upsert_order(self, order: Mapping[str, Any], *, notify: bool = True, copies: int | None = None) -> None:
+        """Add or replace an order (e.g. paid -> cancelled in a test). Stored and served as given. Once notifications
+        have started, ML notifies the change (``copies`` times; ``notify=False``: a change whose notification ML never
+        sent, as when it has disabled the topic)."""
         o = check_order(dict(order))
         with self._lock:
             previous = self._orders.get(o["id"])
@@ -398,6 +414,14 @@ class MeliSimulator:
                 self._pack_orders.get(previous["pack_id"], set()).discard(o["id"])
             self._orders[o["id"]] = o
             self._index_pack(o)
+        if notify and self.notifier is not None:
+            self.notifier.notify(o, copies)
+
+    def start_notifications(self, callback_url: str) -> None:
+        """Notifications go to ``callback_url`` from now on, and the scenario's ``new_orders`` start to appear."""
+        if self.notifier is None:
+            raise RuntimeError("the scenario has no 'notifications'")
+        self.notifier.start(callback_url)
 
     def _index_pack(self, order: dict[str, Any]) -> None:
         if _is_id(order.get("pack_id")):
@@ -519,6 +543,7 @@ class MeliSimulator:
             ("GET", r"/packs/([^/]+)", self._get_pack),
             ("GET", r"/shipments/([^/]+)", self._get_shipment),
             ("GET", r"/shipments/([^/]+)/items", self._get_shipment_items),
+            ("GET", r"/missed_feeds", lambda t, _: self._missed_feeds(t, req.query)),
         ]
         if req.method == "POST" and path == "/oauth/token":
             return self._oauth_token(_form(req.body))
@@ -688,6 +713,25 @@ class MeliSimulator:
                 for line in o.get("order_items") or []
             ]
             return _Answer(200, items)
+
+    def _missed_feeds(self, token: _TokenState, query: dict[str, list[str]]) -> _Answer:
+        """GET /missed_feeds?app_id=..[&topic=..][&offset=..&limit=..]: the application's notifications never answered
+        200, of the token's user (whether ML filters by user is not documented; serving only the token's is the
+        narrower reading). Default page 10 (reference/meli-api.md §8)."""
+        q = {k: v[-1] for k, v in query.items()}
+        app_id = q.get("app_id", "")
+        if not (app_id.isascii() and app_id.isdigit()):
+            return _Answer(400, ml_error(400, "The parameter app_id is required and must be a number", "bad_request"))
+        if self.notifier is None or int(app_id) != self.notifier.settings.application_id:
+            return _Answer(403, ml_error(403, "The caller is not authorized to access this resource", "forbidden"))
+        try:
+            offset, limit = int(q.get("offset", "0")), int(q.get("limit", "10"))
+        except ValueError:
+            return _Answer(400, ml_error(400, "offset and limit must be integer numbers", "bad_request"))
+        if offset < 0 or not 1 <= limit <= 50:
+            return _Answer(400, ml_error(400, "offset must be >= 0 and limit between 1 and 50", "bad_request"))
+        messages = self.notifier.missed_feeds(user_id=token.seller_id, topic=q.get("topic"), offset=offset, limit=limit)
+        return _Answer(200, {"messages": messages})
 
     def _search(self, token: _TokenState, query: dict[str, list[str]]) -> _Answer:
         q = {k: v[-1] for k, v in query.items()}

@@ -30,6 +30,9 @@ from shared.models import (
 WAITING_FOR_PRODUCT = frozenset({Reason.PRODUCT_NOT_FOUND, Reason.PRODUCT_INACTIVE, Reason.PRODUCT_NOT_SYNCED})
 # Blocked sales that stay in the error list until the seller reconnects (the sweep retries them once it is active).
 WAITING_FOR_RECONNECTION = frozenset({Reason.CONNECTION_NEEDS_REAUTHORIZATION})
+# Settled for reasons ML may take back (it was unpaid, or ML did not know it yet): reconciliation and notifications
+# relink such a sale again.
+REQUEUE_REASONS = frozenset({Reason.PAYMENT_NOT_VERIFIED, Reason.SALE_NOT_FOUND, Reason.PACK_NOT_RELEASED})
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from shared.meli.models import (
     MeliPack,
     MeliShipment,
     MeliShipmentItems,
+    MissedFeedsPage,
     OAuthTokens,
     OrderSearchPage,
 )
@@ -61,6 +62,7 @@ logger = Logger(child=True)
 M = TypeVar("M", bound=BaseModel)
 
 _DIGITS = re.compile(r"[0-9]{1,20}")
+MAX_MISSED_FEEDS_LIMIT = 50  # not documented; ML's default page is 10 (reference/meli-api.md §8)
 MAX_SEARCH_LIMIT = 50  # ML's documented default and the assumed maximum (reference/meli-api.md §2)
 
 
@@ -182,6 +184,12 @@ class HttpMeliClient:
         if updated_to is not None:
             params["order.date_last_updated.to"] = format_meli_datetime(updated_to)
         return self._get_model("/orders/search", OrderSearchPage, params=params)
+
+    def missed_feeds(self, *, app_id: int, topic: str, offset: int = 0, limit: int = 10) -> MissedFeedsPage:
+        if offset < 0 or not 1 <= limit <= MAX_MISSED_FEEDS_LIMIT:
+            raise MeliBadRequest(f"offset must be >= 0 and limit 1..{MAX_MISSED_FEEDS_LIMIT}", error="invalid_paging")
+        params: dict[str, str | int] = {"app_id": app_id, "topic": topic, "offset": offset, "limit": limit}
+        return self._get_model("/missed_feeds", MissedFeedsPage, params=params)
 
     # --- Transport ----------------------------------------------------------------------------------------------------
 

@@ -177,6 +177,13 @@ class OrderSearchPage(MeliModel):
     paging: MeliPaging = Field(default_factory=MeliPaging)
 
 
+class MissedFeedsPage(MeliModel):
+    """GET /missed_feeds: the notifications ML could not deliver (eight tries in an hour), kept two days (§8). Each
+    message is ML's notification plus ``request`` / ``response`` of its last try; the caller validates each."""
+
+    messages: list[dict[str, Any]] = Field(default_factory=list)
+
+
 class OAuthTokens(BaseModel):
     """A connection's OAuth pair as stored in Secrets Manager. Never logged: repr hides the secrets."""
 

@@ -11,6 +11,7 @@ from shared.meli.models import (
     MeliPack,
     MeliShipment,
     MeliShipmentItems,
+    MissedFeedsPage,
     OrderSearchPage,
 )
 
@@ -49,6 +50,10 @@ class MarketplaceClient(Protocol):
         limit: int = 50,
     ) -> OrderSearchPage:
         """GET /orders/search?seller=..&order.status=..&order.date_last_updated.from/.to (hour granularity)."""
+        ...
+
+    def missed_feeds(self, *, app_id: int, topic: str, offset: int = 0, limit: int = 10) -> MissedFeedsPage:
+        """GET /missed_feeds?app_id=..&topic=..&offset=..&limit=.. (ML's default page is 10)."""
         ...
 
 

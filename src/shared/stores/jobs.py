@@ -166,8 +166,9 @@ class DynamoJobStore:
 
     def create(self, job: Job, sale_ids: list[str], *, held: list[LaneMessage] | None = None) -> None:
         expires = expires_at(job)
-        # Schedules' jobs go first in their lane: a sweep's retries are few and have waited already.
-        priority = 0 if job.trigger is Trigger.SCHEDULE else 1
+        # Schedules' jobs go first in their lane: a sweep's retries are few and have waited already; so do
+        # notifications' (one or a few sales each, and the buyer is waiting for them now).
+        priority = 0 if job.trigger in (Trigger.SCHEDULE, Trigger.NOTIFICATION) else 1
         messages = [
             held_message_item(m, priority=priority, created_at=job.created_at, expires_at=expires) for m in held or []
         ]

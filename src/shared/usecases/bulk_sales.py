@@ -23,12 +23,16 @@ from shared.lifecycle.change import Decision, JobWrite
 from shared.lifecycle.dynamo import JobItemMoved
 from shared.lifecycle.row import Snapshot, execution_name
 from shared.lifecycle.table import Actor, State
-from shared.models import ExecutionRef, Reason, RecoveryResult, Trigger
+from shared.models import ExecutionRef, Outcome, Reason, RecoveryResult, Trigger
 from shared.stores.base import ProductStore
 from shared.usecases import carts
-from shared.usecases.context import Context, stored
+from shared.usecases.context import Context, result, stored
 from shared.usecases.escalations import Escalations
 from shared.verification import CartMemo, Verdict
+
+# What an order's ML status says about a sale not paid (yet), or not the seller's: a notification job writes nothing
+# for such an order the service never saw.
+NOT_A_SALE_YET = frozenset({Reason.PAYMENT_NOT_VERIFIED, Reason.SALE_CANCELLED, Reason.SALE_NOT_FOUND})
 
 
 @dataclass(frozen=True)
@@ -64,7 +68,7 @@ class BulkSales:
             # Settled since the sweep queued it (a person's resync, an execution): an automatic retry never reruns a
             # settled sale; the job's item takes the sale's outcome.
             return stored(seen, by=me)
-        trigger = Trigger.SCHEDULE if job.trigger is Trigger.SCHEDULE else Trigger.BULK
+        trigger = job.trigger if job.trigger in (Trigger.SCHEDULE, Trigger.NOTIFICATION) else Trigger.BULK
         known = memo.cart_of(sale_id) if memo is not None else None
         if known is not None and known[0] != sale_id:
             return self._cart_sale(job, sale_id, seen, *known, me=me, trigger=trigger)
@@ -202,6 +206,26 @@ class BulkSales:
                 _Next(), moves.reflect(snap, Actor.BULK_WORKER, record=verdict.record, attempts=1, settled_by=me)
             )
         if verdict.blocking is not None:
+            if (
+                job.trigger is Trigger.NOTIFICATION
+                and snap.state is State.NEVER_SEEN
+                and (verdict.blocking.reason in NOT_A_SALE_YET)
+            ):
+                # ML notifies every order it creates or changes, unpaid and cancelled ones too: one the service never
+                # saw and that is not a paid sale gets no row and no error-list entry (the job's item says why). Its
+                # next notification, once paid, relinks it.
+                blocking = verdict.blocking
+                return Decision(
+                    _Next(
+                        answer=result(
+                            job.connection_id,
+                            snap.sale_id,
+                            Outcome.NOT_REFLECTABLE,
+                            reason=blocking.reason,
+                            detail=blocking.detail,
+                        )
+                    )
+                )
             event = moves.blocked_event(verdict.blocking, trigger, key)
             # A blocked sale took no import attempt (the seller must act first): attempts stay 0.
             change = moves.block(
