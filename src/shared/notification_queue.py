@@ -18,15 +18,16 @@ class SqsNotificationQueue:
         self._sqs = sqs_client
         self._url = queue_url
 
-    def send(self, notifications: list[QueuedNotification]) -> None:
+    def send(self, notifications: list[QueuedNotification], *, delay_seconds: int = 0) -> None:
+        delay = {"DelaySeconds": delay_seconds} if delay_seconds else {}
         if len(notifications) == 1:  # the callback's case: one call, the cheapest
-            self._sqs.send_message(QueueUrl=self._url, MessageBody=notifications[0].model_dump_json())
+            self._sqs.send_message(QueueUrl=self._url, MessageBody=notifications[0].model_dump_json(), **delay)
             return
         for start in range(0, len(notifications), BATCH):
             batch = notifications[start : start + BATCH]
             answer = self._sqs.send_message_batch(
                 QueueUrl=self._url,
-                Entries=[{"Id": str(i), "MessageBody": n.model_dump_json()} for i, n in enumerate(batch)],
+                Entries=[{"Id": str(i), "MessageBody": n.model_dump_json(), **delay} for i, n in enumerate(batch)],
             )
             failed = answer.get("Failed", [])
             if failed:

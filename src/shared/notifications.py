@@ -30,6 +30,10 @@ MAX_NOTIFICATION_BYTES = 4096  # ML's are ~250 bytes; anything near this is not 
 # orders_v2 is the topic ML recommends; "orders" is its legacy name, with the same resource (reference §8).
 ORDER_TOPICS = frozenset({"orders_v2", "orders"})
 ORDER_RESOURCE = re.compile(r"/orders/(\d{1,20})")
+# A notification of a sale some job or execution holds comes back after 1, 2, 4, ... 15 minutes, 8 times (~75 min, past
+# the hourly reconciliation, which finds anything still missing after that).
+MAX_DEFERRALS = 8
+MAX_DEFER_SECONDS = 900  # SQS DelaySeconds' limit
 
 
 class NotificationSource(StrEnum):
@@ -96,6 +100,9 @@ class QueuedNotification(BaseModel):
     notification_id: str = Field(min_length=1, max_length=64)
     source: NotificationSource = NotificationSource.CALLBACK
     sent: str | None = Field(default=None, max_length=64)  # ML's "sent", as ML wrote it
+    # How many times the processing put it back because a job or an execution held its sale (shared.usecases
+    # .notified_sales): the news may be newer than what that holder read.
+    deferrals: int = Field(default=0, ge=0, le=MAX_DEFERRALS)
 
 
 class IntakeAnswer(BaseModel):
@@ -109,8 +116,8 @@ class IntakeAnswer(BaseModel):
 
 
 class NotificationQueue(Protocol):
-    def send(self, notifications: list[QueuedNotification]) -> None:
-        """Queue every notification (batched); raises if any could not be queued."""
+    def send(self, notifications: list[QueuedNotification], *, delay_seconds: int = 0) -> None:
+        """Queue every notification (batched), visible after ``delay_seconds``; raises if any could not be queued."""
         ...
 
 

@@ -30,6 +30,8 @@ class Settings(BaseModel):
     # ML's notifications: the queue the callback and the missed-feeds schedule feed, and our application's id.
     notifications_queue_url: str = ""
     meli_application_id: str = Field(default="", pattern=r"^[0-9]*$")
+    # A notification of a sale a job or an execution holds comes back after this, doubling each time (max 900 s).
+    notification_defer_seconds: int = Field(default=60, ge=0, le=900)
     bulk_max_ids: int = Field(default=10_000, ge=1)
     bulk_worker_threads: int = Field(default=8, ge=1, le=64)
     # Messages of one connection on the bulk queue or in a worker at once; the rest wait held (shared.lanes). 0: off.

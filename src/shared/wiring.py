@@ -247,6 +247,7 @@ def build_notification_intake(settings: Settings) -> NotificationIntake:
 @lru_cache(maxsize=8)
 def build_notified_sales(settings: Settings) -> NotifiedSales:
     """The notification processing: it reads the service's state and hands work to the bulk path (queue)."""
+    from shared.notification_queue import SqsNotificationQueue
     from shared.stores.sale_claims import DynamoSaleClaims
     from shared.usecases.notified_sales import NotifiedSales
 
@@ -258,6 +259,8 @@ def build_notified_sales(settings: Settings) -> NotifiedSales:
         build_job_store(settings),
         DynamoSaleClaims(_LazyClient("dynamodb"), settings.idempotency_table),
         open_item_seconds=settings.reconcile_claim_seconds,
+        requeue=SqsNotificationQueue(_LazyClient("sqs"), settings.notifications_queue_url),
+        defer_seconds=settings.notification_defer_seconds,
     )
 
 

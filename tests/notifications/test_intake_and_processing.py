@@ -14,10 +14,13 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
+from devstack.simulator.server import MeliSimulator
 from devstack.template import queue_attributes
+from shared.models import Trigger
 from shared.settings import Settings
 from shared.wiring import build_bulk_service, build_notification_intake, build_notified_sales
-from tests.conftest import Aws, lambda_context, load_event
+from tests.bulk.test_bulk import queued, run_worker
+from tests.conftest import Aws, build_service_for_tests, lambda_context, load_event
 
 APP_ID = 5503910054141466
 SELLER = 123456789  # mla-main
@@ -190,3 +193,55 @@ def test_a_record_that_is_not_a_queued_notification_fails_alone(queues: dict[str
     assert _process(event) == {"batchItemFailures": [{"itemIdentifier": event["Records"][0]["messageId"]}]}
     (message,) = _drain(queues["bulk"])
     assert message["sale_ids"] == ["2000009101000021"]
+
+
+def test_a_held_sales_notification_comes_back_and_relinks_what_its_holder_read_unpaid(
+    queues: dict[str, str], aws: Aws, meli: MeliSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race a skip alone loses: a person's job holds the sale and reads the order before ML's "paid" change; the
+    "paid" notification, processed while the job held the sale, is put back (delayed) instead of dropped, and when it
+    comes back after the job settled the sale unpaid, it relinks it."""
+    monkeypatch.setenv("NOTIFICATION_DEFER_SECONDS", "0")  # the cloud waits 60 s, then 120 s, ...
+    build_notified_sales.cache_clear()
+    sale_id = 2000009305000019
+    order = copy.deepcopy(meli.order(2000009101000011))
+    assert order is not None
+    order.update(id=sale_id, pack_id=None, status="payment_required")
+    for payment in order["payments"]:
+        payment.update(order_id=sale_id, status="pending", status_detail="pending_waiting_payment")
+    meli.upsert_order(order, notify=False)
+    bulk = build_bulk_service(Settings.from_env(), queue=True)
+    person = bulk.submit_ids("mla-main", [str(sale_id)], trigger=Trigger.BULK)
+    notification = {"connection_id": "mla-main", "sale_id": str(sale_id), "notification_id": "paid-1"}
+
+    assert _process(_sqs_event(notification)) == {"batchItemFailures": []}  # the job holds the sale
+    (back,) = _drain(queues["notifications"])
+    assert back["sale_id"] == str(sale_id) and back["deferrals"] == 1
+    run_worker(aws, queued(aws))  # the person's job read the order before ML's change: unpaid
+    assert bulk.job_items(person.job_id).items[0].reason == "payment_not_verified"
+
+    paid = copy.deepcopy(meli.order(2000009101000011))
+    assert paid is not None
+    paid.update(id=sale_id, pack_id=None)
+    for payment in paid["payments"]:
+        payment["order_id"] = sale_id
+    meli.upsert_order(paid, notify=False)
+    assert _process(_sqs_event(back)) == {"batchItemFailures": []}  # it comes back: the sale is free now
+    (message,) = queued(aws)
+    assert json.loads(message["Body"])["sale_ids"] == [str(sale_id)]
+    run_worker(aws, [message])
+    state, _ = build_service_for_tests().views.sale_state("mla-main", str(sale_id))
+    assert state.outcome == "reflected"
+    assert _drain(queues["notifications"]) == []  # nothing held it this time: nothing put back
+
+
+def test_a_notification_held_through_every_deferral_is_left_to_reconciliation(
+    queues: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NOTIFICATION_DEFER_SECONDS", "0")
+    build_notified_sales.cache_clear()
+    bulk = build_bulk_service(Settings.from_env(), queue=True)
+    bulk.submit_ids("mla-main", ["2000009101000031"], trigger=Trigger.BULK)  # holds the sale, never processed here
+    last = {"connection_id": "mla-main", "sale_id": "2000009101000031", "notification_id": "n", "deferrals": 8}
+    assert _process(_sqs_event(last)) == {"batchItemFailures": []}
+    assert _drain(queues["notifications"]) == []

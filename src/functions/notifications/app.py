@@ -46,5 +46,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             continue
         metrics.add_metric(name="NotifiedSalesEnqueued", unit=MetricUnit.Count, value=len(report.enqueued))
         metrics.add_metric(name="NotifiedSalesSkipped", unit=MetricUnit.Count, value=sum(report.skipped.values()))
+        metrics.add_metric(name="NotifiedSalesDeferred", unit=MetricUnit.Count, value=len(report.deferred))
         logger.info("notifications processed", extra=report.model_dump(mode="json", exclude_none=True))
     return {"batchItemFailures": failures}

@@ -6,7 +6,10 @@ service's own state and without calling ML:
 
 - reflected: nothing to do, and nothing is written (a cancellation after the import is the seller's to handle in
   the platform; a notification never un-reflects a sale);
-- an execution or a job holds it already (a person's relink or bulk request, an earlier notification): left to it;
+- an execution or a job holds it already (a person's relink or bulk request, an earlier notification): left to it,
+  and the notification put back on the queue for later (1, 2, 4 ... 15 minutes, ``MAX_DEFERRALS`` times): the holder
+  may have read the order before the change ML notifies (a job that found it unpaid settles it
+  ``payment_not_verified``; the "paid" notification that raced it relinks it when it comes back);
 - with the help desk, in the error list with automatic retries (the error sweep owns it), or blocked by its product
   or by itself for a reason ML does not take back: left alone, as reconciliation leaves it;
 - anything else (never seen, or settled as unpaid / not found, which ML may take back): relinked through the bulk
@@ -36,7 +39,7 @@ from shared.lifecycle.moves import REQUEUE_REASONS
 from shared.lifecycle.row import Snapshot
 from shared.lifecycle.table import State
 from shared.models import Trigger
-from shared.notifications import QueuedNotification
+from shared.notifications import MAX_DEFER_SECONDS, MAX_DEFERRALS, NotificationQueue, QueuedNotification
 
 
 class Skip(StrEnum):
@@ -57,6 +60,8 @@ class ConnectionReport(BaseModel):
     sales: int  # distinct sales among them
     enqueued: list[str] = Field(default_factory=list)
     skipped: dict[str, int] = Field(default_factory=dict)
+    deferred: list[str] = Field(default_factory=list)  # held sales whose notification comes back later
+    given_up: list[str] = Field(default_factory=list)  # held through every deferral: reconciliation's now
     job_id: str | None = None
     note: str | None = None
 
@@ -79,8 +84,12 @@ class NotifiedSales:
         claims: SaleClaims,
         *,
         open_item_seconds: int,
+        requeue: NotificationQueue | None = None,
+        defer_seconds: int = 60,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
+        self._requeue = requeue
+        self._defer_seconds = defer_seconds
         self._lifecycle = lifecycle
         self._bulk = bulk
         self._jobs = jobs
@@ -98,6 +107,8 @@ class NotifiedSales:
 
     def process_connection(self, connection_id: str, notifications: list[QueuedNotification]) -> ConnectionReport:
         sale_ids = list(dict.fromkeys(n.sale_id for n in notifications))
+        latest = {n.sale_id: n for n in sorted(notifications, key=lambda n: n.deferrals)}  # the most deferred
+        held: list[QueuedNotification] = []
         report = ConnectionReport(connection_id=connection_id, notifications=len(notifications), sales=len(sale_ids))
         snapshots = self._lifecycle.read_many(connection_id, sale_ids)
         now = self._now()
@@ -113,6 +124,9 @@ class NotifiedSales:
                 wanted.append(sale_id)
             else:
                 report.skipped[skip.value] = report.skipped.get(skip.value, 0) + 1
+                if skip is Skip.HELD:
+                    held.append(latest[sale_id])
+        self._defer(held, report)
         if not wanted:
             return report
         try:
@@ -127,6 +141,21 @@ class NotifiedSales:
         report.enqueued = wanted
         report.job_id = job.job_id
         return report
+
+    def _defer(self, held: list[QueuedNotification], report: ConnectionReport) -> None:
+        """Put the held sales' notifications back for later, one per sale, each after its own backoff."""
+        if self._requeue is None:
+            return
+        by_delay: dict[int, list[QueuedNotification]] = {}
+        for n in held:
+            if n.deferrals >= MAX_DEFERRALS:
+                report.given_up.append(n.sale_id)
+                continue
+            delay = min(self._defer_seconds * 2**n.deferrals, MAX_DEFER_SECONDS)
+            by_delay.setdefault(delay, []).append(n.model_copy(update={"deferrals": n.deferrals + 1}))
+        for delay, batch in by_delay.items():
+            self._requeue.send(batch, delay_seconds=delay)  # raises: the connection's records come back, collapsed
+            report.deferred += [n.sale_id for n in batch]
 
     @staticmethod
     def _skip(snap: Snapshot, now: datetime) -> Skip | None:
