@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from shared.connection_state import ConnectionView
 from shared.jobs import Job, JobItem, JobStatus, RejectedId
-from shared.models import ErrorEntry, Outcome, Reason, RecoveryResult, SaleState, VerificationReport
+from shared.models import ErrorEntry, Outcome, PackState, Reason, RecoveryResult, SaleState, VerificationReport
 
 
 def _public(model: type[BaseModel], name: str, doc: str, hidden: set[str], **extra: Any) -> type[BaseModel]:
@@ -46,6 +46,31 @@ class RelinkAnswer(BaseModel):
     execution_id: str | None = Field(default=None, description="The state machine execution's ARN")
     execution_name: str | None = None
     status_url: str | None = None
+    pack_id: str | None = Field(default=None, description="A cart's sale: the cart (its pack) is relinked whole")
+    sale_ids: list[str] | None = Field(default=None, description="A cart's sale: every sale of the cart")
+
+
+class PackRelinkAnswer(BaseModel):
+    """202: the relink state machine runs for the whole cart (started now, or already running); follow
+    ``status_url``. 200: nothing started: the cart is already in the platform, or the request's Idempotency-Key maps
+    to an episode that is settled (its outcome and reason)."""
+
+    model_config = ConfigDict(defer_build=True)
+
+    connection_id: str
+    pack_id: str
+    sale_ids: list[str] = Field(default_factory=list)
+    outcome: Outcome
+    reason: Reason | None = None
+    seller_action: str | None = None
+    episode: int | None = None
+    execution_id: str | None = Field(default=None, description="The state machine execution's ARN")
+    execution_name: str | None = None
+    status_url: str | None = None
+
+
+class PackAnswer(PackState):
+    """Where a cart stands: one outcome for all its sales; ``sale_id`` names the sale that blocks it."""
 
 
 class SaleAnswer(SaleState):

@@ -39,6 +39,7 @@ from shared.models import Outcome, Reason, RecoveryResult, Trigger
 from shared.recovery import RecoveryService
 from shared.stores.base import Page
 from shared.stores.memo import ProductLinkMemo
+from shared.verification import CartMemo
 
 logger = Logger(child=True)
 
@@ -417,6 +418,7 @@ class BulkService:
         if todo:
             products = ProductLinkMemo(recovery.stores.products)
             settler = _Settler(self._jobs, header)
+            memo = CartMemo()  # several sales of one cart in the message: the cart is read once
             deadline = None
             if remaining is not None and self._queue is not None:
                 deadline = Deadline(remaining, per_id=self._seconds_per_id)
@@ -428,7 +430,7 @@ class BulkService:
                         left.add(sale_id)
                     return
                 started = time.monotonic()
-                result = recovery.bulk_sales.process(header, sale_id, snapshots[sale_id], products)
+                result = recovery.bulk_sales.process(header, sale_id, snapshots[sale_id], products, memo)
                 if deadline is not None:
                     deadline.took(time.monotonic() - started)
                 if result is not None:

@@ -1,7 +1,8 @@
 """The help article's checks (DESIGN §1), as pure functions over ML's order and the platform's product links.
 
 Seed step 1: every line's product exists, is active and is synced in the connection where the sale happened.
-Seed step 2: the sale is not cancelled and its payment is verified. Cart sales follow another procedure.
+Seed step 2: the sale is not cancelled and its payment is verified. Cart sales follow another procedure: here, the
+whole cart is checked (the pack released, every sale of it passing every check) and reflected as one.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ SPLIT_CANCEL_CODE = "pack_splitted"
 # pending_cancel (an unrecoverable error: being cancelled), cancelled (status_detail "splitted" after a split).
 CANCELLED_PACK_STATUSES = frozenset({"cancelled", "pending_cancel"})
 PACK_IN_ERROR = "error"
+PACK_RELEASED = "released"
 
 
 def listing_keys(order: MeliOrder) -> list[ListingKey]:
@@ -119,31 +121,52 @@ def check_pack(order: MeliOrder, pack: MeliPack | None) -> Check | None:
     return Check(name="pack_not_cancelled", ok=True, detail=f"Pack {pack.id} status is {pack.status or 'unknown'}.")
 
 
-def check_not_cart(order: MeliOrder, pack: MeliPack | None, kit_order_ids: set[str] | None = None) -> Check:
-    """A cart is a pack with more than one sale. Every order has a pack id nowadays, so only the pack tells.
+def cart_detail(order: MeliOrder, pack: MeliPack | None, kit_order_ids: set[str] | None = None) -> str | None:
+    """Why the sale is part of a cart, or None when it is not. A cart is a pack with more than one sale. Every order
+    has a pack id nowadays, so only the pack tells.
 
     A kit sold creates one order per component, all in one pack (tag ``bundle_component``; GET /orders/{id}/bundle
     lists them as ``kit_orders``). Only those sibling orders are exempt: a pack that also holds other orders is a
     cart (reference/meli-api.md §13, kits)."""
     if pack is None or len(pack.order_ids) <= 1:
-        detail = "Single sale." if order.pack_id is None else f"Pack {order.pack_id} holds only this sale."
-        return Check(name="not_cart_sale", ok=True, detail=detail)
+        return None
     siblings = (kit_order_ids or set()) | {str(order.id)} if is_kit_component(order) else {str(order.id)}
     others = [i for i in pack.order_ids if i not in siblings]
     if not others:
-        return Check(
-            name="not_cart_sale",
-            ok=True,
-            detail=f"Kit component in pack {pack.id}: the pack holds only this kit's orders.",
-        )
+        return None
     kit_orders = len(siblings & set(pack.order_ids)) if is_kit_component(order) else 1
     besides = f"besides this kit's {kit_orders} orders" if kit_orders > 1 else "besides this one"
-    return Check(
-        name="not_cart_sale",
-        ok=False,
-        detail=f"Cart sale: pack {pack.id} holds {len(pack.order_ids)} sales ({', '.join(others)} {besides}).",
-        reason=Reason.CART_SALE,
+    return (
+        f"Cart sale: pack {pack.id} holds {len(pack.order_ids)} sales ({', '.join(others)} {besides}); "
+        "the whole cart is reprocessed as one."
     )
+
+
+def check_not_cart(order: MeliOrder, pack: MeliPack | None, kit_order_ids: set[str] | None = None) -> Check:
+    """A single sale (not part of a cart). A cart sale's report carries the cart's checks instead (``cart``)."""
+    if pack is not None and len(pack.order_ids) > 1 and is_kit_component(order):
+        detail = f"Kit component in pack {pack.id}: the pack holds only this kit's orders."
+    else:
+        detail = "Single sale." if order.pack_id is None else f"Pack {order.pack_id} holds only this sale."
+    return Check(name="not_cart_sale", ok=True, detail=detail)
+
+
+def check_pack_released(pack: MeliPack) -> Check:
+    """A cart is reflected only from a released pack (ML releases it once its orders and shipment are paid):
+    cancelled or pending_cancel (an unrecoverable error) never will be; filling, filled or error not yet."""
+    detail = f"Pack {pack.id} status is {pack.status or 'unknown'}"
+    if pack.status_detail:
+        detail += f" ({pack.status_detail})"
+    if pack.status in CANCELLED_PACK_STATUSES:
+        return Check(name="pack_released", ok=False, detail=detail + ".", reason=Reason.PACK_CANCELLED)
+    if pack.status != PACK_RELEASED:
+        return Check(
+            name="pack_released",
+            ok=False,
+            detail=detail + ": Mercado Libre has not released it (its sales or shipment are not all paid).",
+            reason=Reason.PACK_NOT_RELEASED,
+        )
+    return Check(name="pack_released", ok=True, detail=detail + ".")
 
 
 def check_products(order: MeliOrder, links: dict[ListingKey, ProductLink]) -> tuple[Check, list[ProductLineCheck]]:

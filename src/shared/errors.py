@@ -38,3 +38,24 @@ class NotASaleId(ValueError):
             + (f"Its sale ids: {', '.join(resolution.sale_ids)}." if resolution.sale_ids else "")
         )
         self.resolution = resolution
+
+
+class NotACart(ValueError):
+    """A pack route given an id that is not the pack of a cart (a single sale's pack, a sale, a shipment...)."""
+
+    def __init__(self, resolution: IdentifierResolution) -> None:
+        what = "a single sale's pack" if resolution.kind.value == "pack" else f"a {resolution.kind.value} id"
+        super().__init__(
+            f"'{resolution.identifier}' is not the pack of a cart of this connection ({what}). "
+            + (resolution.detail or "")
+            + (f" Use its sale ids: {', '.join(resolution.sale_ids)}." if resolution.sale_ids else "")
+        )
+        self.resolution = resolution
+
+
+class PackNeverSeen(LookupError):
+    def __init__(self, connection_id: str, pack_id: str) -> None:
+        super().__init__(
+            f"The service has never reprocessed pack {pack_id} in connection {connection_id}. Relink the cart with "
+            f"POST /connections/{connection_id}/packs/{pack_id}/relink."
+        )

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 
 from shared.meli.errors import MeliForbidden, MeliNotFound
-from shared.meli.models import MeliOrder
+from shared.meli.models import MeliOrder, MeliPack
 from shared.meli.port import MarketplaceClient
 from shared.models import IdentifierKind, IdentifierResolution, Reason
 from shared.stores.base import AliasStore
@@ -89,6 +89,7 @@ class Resolution:
     identifier: IdentifierResolution
     order: MeliOrder | None = None  # set when the identifier is a sale of this connection
     not_found: bool = False  # numeric, but ML knows no sale, pack or shipment with it for this seller
+    pack: MeliPack | None = None  # set when the identifier is a pack id
 
     @property
     def is_sale(self) -> bool:
@@ -139,7 +140,8 @@ def resolve(client: MarketplaceClient, aliases: AliasStore, connection_id: str, 
                 kind=IdentifierKind.PACK,
                 sale_ids=pack.order_ids,
                 detail=f"This is a pack (cart) id with {len(pack.order_ids)} sale(s).",
-            )
+            ),
+            pack=pack,
         )
     except (MeliNotFound, MeliForbidden):
         pass

@@ -69,14 +69,25 @@ class Settlement(Model):
 
     @classmethod
     def of(cls, result: RecoveryResult) -> Settlement:
+        detail = result.seller_action or result.detail
+        if result.pack_id is not None and result.sale_ids:
+            detail = cart_note(result.pack_id, result.sale_ids, result.blocking_sale_id, detail)
         return cls(
             sale_id=result.sale_id,
             outcome=result.outcome,
             reason=result.reason,
             attempts=result.attempts,
-            detail=result.seller_action or result.detail,
+            detail=detail,
             episode=result.episode,
         )
+
+
+def cart_note(pack_id: str, sale_ids: list[str], blocking_sale_id: str | None, detail: str | None) -> str:
+    """A job item's detail for a sale of a cart: the cart's outcome, and the sale that blocks it."""
+    note = f"Cart {pack_id} ({len(sale_ids)} sales)"
+    if blocking_sale_id is not None:
+        note += f", blocked by sale {blocking_sale_id}"
+    return f"{note}: {detail}" if detail else note + "."
 
 
 class Job(Model):

@@ -40,6 +40,8 @@ class Reason(StrEnum):
 
     SALE_CANCELLED = "sale_cancelled"
     PAYMENT_NOT_VERIFIED = "payment_not_verified"
+    # Legacy: before carts were reprocessed whole, a cart sale was settled with this reason. No longer written; rows
+    # stored with it still read.
     CART_SALE = "cart_sale"
     NOT_A_SALE_ID = "not_a_sale_id"
     SALE_NOT_FOUND = "sale_not_found"
@@ -53,6 +55,8 @@ class Reason(StrEnum):
     SALE_SUPERSEDED_BY_SPLIT = "sale_superseded_by_split"
     # The sale's pack is cancelled (or pending_cancel: an unrecoverable error), whatever the order still shows.
     PACK_CANCELLED = "pack_cancelled"
+    # A cart's pack is not released yet (ML releases it once its orders and shipment are paid; filling, error, ...).
+    PACK_NOT_RELEASED = "pack_not_released"
     # Escalation reasons: a person at the help desk must look.
     RETRIES_EXHAUSTED = "retries_exhausted"
     RESYNC_FAILED = "resync_failed"
@@ -68,7 +72,7 @@ SELLER_ACTIONS: dict[Reason, str] = {
         "Mercado Libre does not show the sale as paid yet (only status paid counts; a confirmed sale may be unpaid or "
         "marked not completed); retry once it shows paid."
     ),
-    Reason.CART_SALE: "This is a cart sale (a pack with several sales); reprocess it with the cart procedure.",
+    Reason.CART_SALE: "This is a cart sale: relink it (or its pack) and the whole cart is reprocessed.",
     Reason.NOT_A_SALE_ID: "Use the sale id (the order id), not a pack, shipment or tracking number.",
     Reason.SALE_NOT_FOUND: "Mercado Libre does not know this id for this connection; check the id and the connection.",
     Reason.PRODUCT_NOT_FOUND: "Create the product and link the listing in this Mercado Libre connection, then retry.",
@@ -86,6 +90,10 @@ SELLER_ACTIONS: dict[Reason, str] = {
     Reason.PACK_CANCELLED: (
         "The sale's pack is cancelled in Mercado Libre (or being cancelled after an unrecoverable error); "
         "its sales are never reflected."
+    ),
+    Reason.PACK_NOT_RELEASED: (
+        "Mercado Libre has not released the cart's pack yet (it does once every sale and the shipment are paid); "
+        "relink the cart once the pack shows released."
     ),
     Reason.RETRIES_EXHAUSTED: "Three relink attempts failed; the help desk has been notified.",
     Reason.RESYNC_FAILED: "The resync failed again; the help desk has been notified.",
@@ -108,6 +116,7 @@ BLOCKING_REASONS = frozenset(
         Reason.CONNECTION_NEEDS_REAUTHORIZATION,
         Reason.SALE_SUPERSEDED_BY_SPLIT,
         Reason.PACK_CANCELLED,
+        Reason.PACK_NOT_RELEASED,
     }
 )
 
@@ -148,6 +157,7 @@ class ErrorType(StrEnum):
     CONNECTION_NEEDS_REAUTHORIZATION = "connection_needs_reauthorization"
     SALE_SUPERSEDED_BY_SPLIT = "sale_superseded_by_split"
     PACK_CANCELLED = "pack_cancelled"
+    PACK_NOT_RELEASED = "pack_not_released"
     IMPORT_FAILED = "import_failed"
 
     @property
@@ -234,6 +244,7 @@ class Connection(Model):
 
 class SaleLine(Model):
     item_id: str
+    sale_id: str | None = None  # in a cart's record: the order (sale) the line belongs to
     variation_id: int | None = None
     title: str | None = None
     sku: str | None = None
@@ -254,6 +265,9 @@ class ReflectedSale(Model):
     currency_id: str | None = None
     buyer_id: int | None = None
     pack_id: str | None = None
+    # A cart (a pack of several sales) is one record keyed by its pack id (``sale_id`` is the pack id) holding every
+    # sale of this seller in it; None for a single sale.
+    sale_ids: list[str] | None = None
     shipment_id: str | None = None
     lines: list[SaleLine] = Field(default_factory=list)
     imported_at: datetime = Field(default_factory=utc_now)
@@ -308,6 +322,9 @@ class ErrorEntry(Model):
     # The latest attempts that wrote here (execution#attempt, job#relink, ...): a retried task writes nothing twice.
     # Internal: not in API answers; bounded like the history.
     attempt_keys: list[str] = Field(default_factory=list, exclude=True)
+    # A cart's entry (keyed by its pack id: a failed cart is listed once): the pack and its sales.
+    pack_id: str | None = None
+    sale_ids: list[str] | None = None
 
 
 class ExecutionRef(Model):
@@ -317,6 +334,7 @@ class ExecutionRef(Model):
     status: str = "RUNNING"
     episode: int | None = None  # the sale's episode this execution owns (None: not known, e.g. a console run)
     start_attempts: int = 0  # relink attempts already spent when it started (a bulk hand-over: 1)
+    cart: bool = False  # started for a whole cart: its input is {connection_id, pack_id}
 
 
 class SaleState(Model):
@@ -330,11 +348,31 @@ class SaleState(Model):
     identifier_kind: IdentifierKind | None = None
     sale_ids: list[str] | None = None  # what a non-sale identifier holds, or the sales of a cart's pack
     pack_id: str | None = None  # a cart sale's pack
+    blocking_sale_id: str | None = None  # a cart blocked by one of its sales: that sale
     attempts: int = 0
     episode: int = 0  # 1 for the first request about the sale; every rerun of a settled sale adds one
     updated_at: datetime = Field(default_factory=utc_now)
     latest_execution: ExecutionRef | None = None
     record: ReflectedSale | None = None
+
+
+class PackState(Model):
+    """Where a cart stands (GET /connections/{c}/packs/{p}): reprocessed whole, one outcome for all its sales."""
+
+    connection_id: str
+    pack_id: str
+    sale_ids: list[str] = Field(default_factory=list)
+    outcome: Outcome
+    reason: Reason | None = None
+    sale_id: str | None = None  # the sale that blocks the cart
+    detail: str | None = None
+    seller_action: str | None = None
+    attempts: int = 0
+    episode: int = 0
+    updated_at: datetime = Field(default_factory=utc_now)
+    latest_execution: ExecutionRef | None = None
+    record: ReflectedSale | None = None
+    error_entry: ErrorEntry | None = None
 
 
 # --- Verification -----------------------------------------------------------------------------------------------
@@ -368,6 +406,27 @@ class Check(Model):
     reason: Reason | None = None
 
 
+class CartOrderReport(Model):
+    """One sale of a cart, checked as a single sale would be."""
+
+    sale_id: str
+    checks: list[Check]
+    lines: list[ProductLineCheck] = Field(default_factory=list)
+    reason: Reason | None = None
+
+
+class CartReport(Model):
+    """A cart (a pack of several sales), checked whole: the pack's status and every sale of this seller in it."""
+
+    pack_id: str
+    status: str | None = None
+    shipment_id: str | None = None
+    sale_ids: list[str]  # this seller's sales in the pack
+    other_sellers_sale_ids: list[str] = Field(default_factory=list)  # listed by ML, not this seller's: left out
+    orders: list[CartOrderReport] = Field(default_factory=list)
+    blocking_sale_id: str | None = None
+
+
 class VerificationReport(Model):
     connection_id: str
     sale_id: str
@@ -382,6 +441,7 @@ class VerificationReport(Model):
     seller_action: str | None = None
     pack_id: str | None = None
     pack_sale_ids: list[str] | None = None
+    cart: CartReport | None = None  # a cart sale (or a cart's pack id): the whole cart's checks
 
     @property
     def blocked(self) -> bool:
@@ -403,6 +463,7 @@ class RecoveryResult(Model):
     identifier_kind: IdentifierKind | None = None
     sale_ids: list[str] | None = None
     pack_id: str | None = None
+    blocking_sale_id: str | None = None  # a cart blocked by one of its sales: that sale
     attempts: int = 0
     retryable: bool = False
     error_type: str | None = None
@@ -419,7 +480,19 @@ class RecoveryResult(Model):
         }
         if self.reason is not None:
             out["reason"] = self.reason.value
+        if self.is_cart:
+            # An execution started with {connection_id, pack_id}: the cart's shape (DESIGN §3.1).
+            del out["sale_id"]
+            out["pack_id"] = self.pack_id
+            out["sale_ids"] = self.sale_ids or []
+            if self.blocking_sale_id is not None:
+                out["sale_id"] = self.blocking_sale_id
         return out
+
+    @property
+    def is_cart(self) -> bool:
+        """The answer is about a whole cart (its subject is the pack)."""
+        return self.pack_id is not None and self.pack_id == self.sale_id
 
     def to_public(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True, exclude={"record", "retryable"})

@@ -21,7 +21,7 @@ from shared.lifecycle import SaleLifecycle
 from shared.lifecycle.moves import WAITING_FOR_PRODUCT
 from shared.meli.errors import ConnectionNeedsReauthorization
 from shared.meli.port import MarketplaceClientFactory
-from shared.models import Connection, VerificationReport
+from shared.models import Connection, ErrorEntry, VerificationReport
 from shared.stores.base import AliasStore, ConnectionStore, ErrorStore, ProductStore
 from shared.usecases.bulk_sales import BulkSales
 from shared.usecases.context import Context
@@ -109,8 +109,15 @@ class RecoveryService:
         self.connection(connection_id)
         sale_id = parse_identifier(sale_id).raw  # junk: 400 before anything is read
         snap = self.lifecycle.read(connection_id, sale_id)
+
+        def cart_state(pack_id: str) -> tuple[bool, ErrorEntry | None]:
+            cart = self.lifecycle.read(connection_id, pack_id)
+            return cart.reflected, cart.entry
+
         try:
-            return self.verifier.assess(connection_id, sale_id, reflected=snap.reflected, entry=snap.entry).report
+            return self.verifier.assess(
+                connection_id, sale_id, reflected=snap.reflected, entry=snap.entry, state_of=cart_state
+            ).report
         except ConnectionNeedsReauthorization as refusal:
             return reauthorization_report(connection_id, sale_id, refusal, reflected=snap.reflected, entry=snap.entry)
 

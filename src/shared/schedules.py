@@ -9,9 +9,10 @@
   active again, the sales that waited for it are retried.
 - **Reconciliation**: pages through ML's ``orders/search`` (status paid, ``order.date_last_updated`` in hour
   slices) for each connection's seller and relinks, through the bulk path, every paid sale the platform has not
-  reflected, not listed and not settled. A per-connection lease keeps two runs apart, a sale that a job already
-  holds (an open item, found through the jobs table's open-items index) is not queued again, and a per-connection
-  cursor (watermark + offset) on the connection's row makes runs resumable.
+  reflected, not listed and not settled (a cart's sale: its cart, keyed by the pack id). A per-connection lease
+  keeps two runs apart, a sale that a job already holds (an open item, found through the jobs table's open-items
+  index) is not queued again, and a per-connection cursor (watermark + offset) on the connection's row makes runs
+  resumable.
 - **Reaper** (first, in every sweep): sales whose owner's execution ended or never started, and escalations whose
   page is still due (``shared.usecases.reaper``).
 
@@ -495,6 +496,14 @@ class ScheduleService:
         snap = self._lifecycle.read(connection_id, sale_id)
         if snap.entry is not None:
             return  # the error sweep owns listed sales
+        if snap.state is State.NEVER_SEEN and order.pack_id is not None and order.pack_id != order.id:
+            cart = self._lifecycle.read(connection_id, str(order.pack_id))
+            if moves.is_cart_row(cart.row):
+                # A cart's sale stands where its cart stands (reprocessed whole, keyed by the pack id): a cart
+                # reflected, in progress or blocked is not queued again for each of its sales.
+                snap = cart
+                if snap.entry is not None:
+                    return
         state = snap.state
         if state is State.REFLECTED or snap.owner_live(self._now()) or state is State.ESCALATED:
             return  # reflected, being worked on, or with the help desk

@@ -52,6 +52,9 @@ class TaskInput(BaseModel):
     execution_id: str = Field(min_length=1, max_length=256)  # the execution's ARN ($$.Execution.Id)
     attempts: int = Field(default=0, ge=0, le=100)
     attempt: int | None = Field(default=None, ge=1, le=100)
+    # An execution started with {connection_id, pack_id}: the state machine passes the pack id as sale_id (the
+    # subject: the cart's row is keyed by it) and sets cart.
+    cart: bool = False
     reason: Reason | None = None
     last_error: dict[str, Any] | None = None
 
@@ -60,7 +63,9 @@ def parse_task(event: Any) -> TaskInput:
     try:
         return TaskInput.model_validate(event)
     except ValidationError as exc:
-        raise InvalidTaskInput(f"execution input must be {{'connection_id', 'sale_id'}}: {exc}") from exc
+        raise InvalidTaskInput(
+            f"execution input must be {{'connection_id', 'sale_id'}} or {{'connection_id', 'pack_id'}}: {exc}"
+        ) from exc
 
 
 @contextmanager

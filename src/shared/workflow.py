@@ -17,8 +17,9 @@ CLOSED = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"})
 
 
 def start_payload(connection_id: str, sale_id: str, execution: ExecutionRef) -> dict[str, Any]:
-    """The execution's input (DESIGN §3): the same for every start of one name, as Step Functions requires."""
-    payload: dict[str, Any] = {"connection_id": connection_id, "sale_id": sale_id}
+    """The execution's input (DESIGN §3): the same for every start of one name, as Step Functions requires. A cart's
+    execution (its subject is the pack id) takes ``pack_id`` instead of ``sale_id`` (DESIGN §3.1)."""
+    payload: dict[str, Any] = {"connection_id": connection_id, "pack_id" if execution.cart else "sale_id": sale_id}
     if execution.start_attempts:
         payload["attempts"] = execution.start_attempts
     return payload

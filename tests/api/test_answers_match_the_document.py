@@ -11,13 +11,23 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from tests.api.test_single_sale import ALREADY_REFLECTED, CANCELLED, LISTED_TIMEOUT, SHIPMENT, UNKNOWN_ID
+from tests.api.test_single_sale import (
+    ALREADY_REFLECTED,
+    CANCELLED,
+    CART_PACK,
+    CART_SALE,
+    LISTED_TIMEOUT,
+    SHIPMENT,
+    SINGLE_ORDER_PACK,
+    UNKNOWN_ID,
+)
 from tests.bulk.test_bulk import queued, run_worker
 from tests.conftest import Aws
 
 C = "mla-main"
 HEALTHY = "2000009101000011"  # default scenario: paid, linked products, never imported
 SALE = f"/connections/{C}/sales"
+PACKS = f"/connections/{C}/packs"
 
 
 def _schema_for(doc: dict[str, Any], method: str, path: str, status: int) -> dict[str, Any]:
@@ -58,6 +68,14 @@ REQUESTS: list[tuple[str, str, str | None, int]] = [
     ("GET", f"{SALE}/{ALREADY_REFLECTED}", None, 200),
     ("GET", f"{SALE}/{HEALTHY}", None, 200),  # relinked above: in progress, with its execution
     ("GET", f"{SALE}/{UNKNOWN_ID}", None, 404),
+    # A cart (issue 15): its pack's relink, where it stands, a cart sale's relink and state, a pack that is no cart.
+    ("GET", f"{PACKS}/{CART_PACK}", None, 404),  # never seen
+    ("POST", f"{PACKS}/{CART_PACK}/relink", None, 202),
+    ("GET", f"{PACKS}/{CART_PACK}", None, 200),
+    ("POST", f"{SALE}/{CART_SALE}/relink", None, 202),  # the same execution, with the cart's pack and sales
+    ("GET", f"{SALE}/{CART_SALE}", None, 200),
+    ("POST", f"{PACKS}/{SINGLE_ORDER_PACK}/relink", None, 422),
+    ("POST", f"{PACKS}/{CART_PACK}/relink", "[1]", 400),
     ("GET", f"/connections/{C}/sale-errors", None, 200),
     ("GET", f"/connections/{C}", None, 200),
     ("GET", "/connections/nope", None, 404),

@@ -129,13 +129,14 @@ def test_a_kit_alone_in_its_pack_is_not_a_cart_and_its_product_may_be_the_kit_li
 @pytest.mark.parametrize("sale_id", [MIXED_KIT_A, MIXED_PLAIN])
 def test_a_pack_holding_a_kit_and_another_order_is_a_cart(call_api: Api, sale_id: int) -> None:
     report = verification(call_api, sale_id)
-    assert (report["next_action"], report["reason"]) == ("blocked", "cart_sale")
-    cart = check(report, "not_cart_sale")
-    assert cart["ok"] is False and str(MIXED_PLAIN if sale_id != MIXED_PLAIN else MIXED_KIT_A) in cart["detail"]
+    assert (report["next_action"], report.get("reason")) == ("relink", None)  # the cart, reprocessed whole
+    cart = check(report, "cart")
+    assert cart["ok"] is True and str(MIXED_PLAIN if sale_id != MIXED_PLAIN else MIXED_KIT_A) in cart["detail"]
     assert sorted(report["pack_sale_ids"]) == sorted(map(str, (MIXED_KIT_A, MIXED_KIT_B, MIXED_PLAIN)))
+    assert [o["sale_id"] for o in report["cart"]["orders"]] == [str(MIXED_KIT_A), str(MIXED_KIT_B), str(MIXED_PLAIN)]
 
 
-def test_bulk_imports_a_kit_and_refuses_a_kit_in_a_cart(call_api: Api, aws: Aws) -> None:
+def test_bulk_imports_a_kit_alone_and_a_cart_holding_a_kit_as_one_record(call_api: Api, aws: Aws) -> None:
     ids = [str(s) for s in (KIT_A, KIT_B, MIXED_KIT_A, MIXED_KIT_B, MIXED_PLAIN)]
     _, submitted = submit(call_api, ids)
     assert run_worker(aws, queued(aws)) == {"batchItemFailures": []}
@@ -144,12 +145,21 @@ def test_bulk_imports_a_kit_and_refuses_a_kit_in_a_cart(call_api: Api, aws: Aws)
     assert outcomes == {
         str(KIT_A): ("reflected", None),
         str(KIT_B): ("reflected", None),
-        **dict.fromkeys(map(str, (MIXED_KIT_A, MIXED_KIT_B, MIXED_PLAIN)), ("not_reflectable", "cart_sale")),
+        **dict.fromkeys(map(str, (MIXED_KIT_A, MIXED_KIT_B, MIXED_PLAIN)), ("reflected", None)),
     }
     status, state, _ = call_api("GET", f"/connections/{C}/sales/{KIT_B}")
     assert status == 200, state
     line = state["record"]["lines"][0]
     assert (line["item_id"], line["sku"]) == (KIT_B_LISTING, "KIT-AUR-2")  # linked through the kit listing
+    # The cart with a kit inside: one record keyed by the pack id, holding the kit's components and the other order.
+    status, pack, _ = call_api("GET", f"/connections/{C}/packs/{MIXED_PACK}")
+    assert status == 200, pack
+    assert (pack["outcome"], pack["sale_ids"]) == ("reflected", [str(MIXED_KIT_A), str(MIXED_KIT_B), str(MIXED_PLAIN)])
+    record = pack["record"]
+    assert (record["sale_id"], record["pack_id"]) == (str(MIXED_PACK), str(MIXED_PACK))
+    assert [line["sale_id"] for line in record["lines"]] == [str(MIXED_KIT_A), str(MIXED_KIT_B), str(MIXED_PLAIN)]
+    rows = [r for r in aws.table("SALES_TABLE").scan()["Items"] if r.get("record")]
+    assert sum(str(MIXED_PLAIN) in str(r["record"]) for r in rows) == 1  # one record holds the cart
 
 
 # --- 8. shipments -----------------------------------------------------------------------------------------------------

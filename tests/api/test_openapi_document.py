@@ -13,6 +13,8 @@ CONTRACT = {  # DESIGN §3: the seven routes, and §3.1's connection state; noth
     "/connections/{connection_id}/sales/{sale_id}/verification": {"get"},
     "/connections/{connection_id}/sales/{sale_id}/resync": {"post"},
     "/connections/{connection_id}/sales/{sale_id}/relink": {"post"},
+    "/connections/{connection_id}/packs/{pack_id}/relink": {"post"},
+    "/connections/{connection_id}/packs/{pack_id}": {"get"},
     "/connections/{connection_id}/sales/{sale_id}": {"get"},
     "/connections/{connection_id}/sale-errors": {"get"},
     "/connections/{connection_id}/reprocessing-jobs": {"post"},

@@ -85,7 +85,6 @@ def test_an_already_reflected_sale_needs_nothing(call_api: Api) -> None:
         (CONFIRMED_APPROVED, "payment_not_verified", "payment_verified"),
         (UNFULFILLED, "sale_cancelled", "sale_not_cancelled"),
         (FRAUD_RISK, "sale_cancelled", "sale_not_cancelled"),
-        (CART_SALE, "cart_sale", "not_cart_sale"),
         (NO_PRODUCT, "product_not_found", "products"),
         (INACTIVE, "product_inactive", "products"),
         (NOT_SYNCED, "product_not_synced", "products"),
@@ -109,6 +108,25 @@ def test_a_cart_sale_lists_the_other_sales_of_its_pack(call_api: Api) -> None:
     assert sorted(report["pack_sale_ids"]) == sorted([CART_SALE, CART_OTHER])
 
 
+@pytest.mark.parametrize("identifier", [CART_SALE, CART_OTHER, CART_PACK])
+def test_a_cart_is_checked_whole_and_relinked_whole(call_api: Api, identifier: str) -> None:
+    """A cart sale (or the cart's pack id) is no longer blocked as cart_sale: the report checks the pack and every
+    sale of it, each with the seed's checks, and says relink (the whole cart)."""
+    report = verification(call_api, identifier)
+    assert (report["next_action"], report.get("reason")) == ("relink", None)
+    assert checks(report)["pack_released"] is True and checks(report)["cart_sales"] is True
+    cart = report["cart"]
+    assert (cart["pack_id"], cart["status"], cart["shipment_id"]) == (CART_PACK, "released", CART_SHIPMENT)
+    assert [o["sale_id"] for o in cart["orders"]] == sorted([CART_SALE, CART_OTHER])
+    for order in cart["orders"]:
+        assert {c["name"]: c["ok"] for c in order["checks"]} == {
+            "sale_not_cancelled": True,
+            "payment_verified": True,
+            "products": True,
+        }
+        assert order["lines"]
+
+
 def test_a_pack_holding_a_single_sale_is_not_a_cart(call_api: Api) -> None:
     report = verification(call_api, SINGLE_ORDER_PACK_SALE)
     assert checks(report)["not_cart_sale"] is True
@@ -118,7 +136,6 @@ def test_a_pack_holding_a_single_sale_is_not_a_cart(call_api: Api) -> None:
 @pytest.mark.parametrize(
     ("identifier", "kind", "sale_ids"),
     [
-        (CART_PACK, "pack", [CART_SALE, CART_OTHER]),
         (SINGLE_ORDER_PACK, "pack", [SINGLE_ORDER_PACK_SALE]),
         (SHIPMENT, "shipment", [REFLECTABLE]),
         (CART_SHIPMENT, "shipment", [CART_SALE, CART_OTHER]),

@@ -102,7 +102,9 @@ def test_escalate_for_an_execution_that_does_not_own_the_sale_pages_nobody(aws: 
 @pytest.mark.parametrize("path", sorted((EVENTS / "statemachine").glob("*.json")), ids=lambda p: p.name)
 def test_state_machine_inputs_have_the_contract_shape(path: Path) -> None:
     data = json.loads(path.read_text())
-    assert {"connection_id", "sale_id"} <= set(data) <= {"connection_id", "sale_id", "attempts"}
+    # {connection_id, sale_id} or, for a cart (DESIGN §3.1), {connection_id, pack_id}; attempts optional.
+    subject = "pack_id" if "pack_id" in data else "sale_id"
+    assert {"connection_id", subject} <= set(data) <= {"connection_id", subject, "attempts"}
 
 
 def test_execution_failed_event_settles_the_sale_its_execution_owned(aws: Aws) -> None:

@@ -43,14 +43,15 @@ def test_every_readme_row_reads_back_as_the_rule() -> None:
 
 def test_the_table_keeps_the_promises() -> None:
     """What the design promises, read off the table: nothing leaves reflected; only claim puts a sale in progress;
-    the ones that settle in progress do it through reflect, block or escalate; escalation only by its owner's side
+    the ones that settle in progress do it through reflect, block or escalate, or (a cart's sale) by taking its settled
+    cart's outcome (follow_cart); escalation only by its owner's side
     (the escalate task, the reaper), the sweep, a person's resync or the worker; nothing else writes a page."""
     for rule in RULES:
         assert State.REFLECTED not in rule.sources, rule.transition
         if State.IN_PROGRESS in rule.targets and State.IN_PROGRESS not in rule.sources:
             assert rule.transition is Transition.CLAIM
     settles = {r.transition for r in RULES if r.targets & SETTLED and State.IN_PROGRESS in r.sources}
-    assert settles == {Transition.REFLECT, Transition.BLOCK, Transition.ESCALATE}
+    assert settles == {Transition.REFLECT, Transition.BLOCK, Transition.ESCALATE, Transition.FOLLOW_CART}
     assert TABLE[Transition.ESCALATE].actors == {
         Actor.ESCALATE_TASK,
         Actor.REAPER,

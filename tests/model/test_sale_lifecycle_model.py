@@ -81,9 +81,10 @@ def world() -> Iterator[World]:
 class SaleLifecycleModel(RuleBasedStateMachine):
     world: ClassVar[World]
 
-    @initialize(modes=st.tuples(ML_MODE, ML_MODE))
-    def a_connection_and_two_sales(self, modes: tuple[str, str]) -> None:
-        example = self.world.start_example()
+    @initialize(modes=st.tuples(ML_MODE, ML_MODE), cart=st.booleans())
+    def a_connection_and_two_sales(self, modes: tuple[str, str], cart: bool) -> None:
+        """Two sales of their own, or (``cart``) one cart of both: every rule then reaches the cart through them."""
+        example = self.world.start_example(cart=cart)
         self.sales = example.sales
         for sale, mode in zip(self.sales, modes, strict=True):
             if mode != "healthy":

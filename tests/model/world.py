@@ -3,7 +3,9 @@ ASL executed, the simulated Mercado Libre), with the scheduler of ``harness.py``
 invariants of issue #11 checked against what is stored.
 
 Each example gets its own connection (a seller of its own) and two fresh sales with listings of their own, so an
-example's sweep, reconciliation and due index see nothing but its sales.
+example's sweep, reconciliation and due index see nothing but its sales. In a cart example (issue 15) the two sales
+are one cart (a released pack of both): the cart's row, keyed by the pack id, is checked like a sale's, each job item
+of a cart sale must carry the cart's settled outcome, and the sales' own rows (when a path wrote one) must follow it.
 """
 
 from __future__ import annotations
@@ -82,6 +84,12 @@ class Example:
     seller_id: int
     sales: list[str]
     modes: dict[str, str] = field(default_factory=dict)
+    pack_id: str | None = None  # a cart example: the two sales are one cart
+
+    @property
+    def subjects(self) -> list[str]:
+        """Every key a row of the example may have: its sales, and its cart's pack id."""
+        return [*self.sales, self.pack_id] if self.pack_id else list(self.sales)
 
 
 class World:
@@ -112,6 +120,7 @@ class World:
         self._console_runs = itertools.count(1)
         self._patches: list[Any] = []
         self.example: Example | None = None
+        self.carts: dict[str, str] = {}  # every cart example's sale -> its pack id
         self.examples = 0
         self.stats: Counter[str] = Counter()  # every committed transition, every crash and page, over all examples
 
@@ -161,8 +170,9 @@ class World:
             patch.stop()
         clock.reset()
 
-    def start_example(self) -> Example:
-        """A connection of its own and two fresh healthy sales, each with a listing and product link of its own."""
+    def start_example(self, *, cart: bool = False) -> Example:
+        """A connection of its own and two fresh healthy sales, each with a listing and product link of its own (a
+        cart: both in one released pack)."""
         clock.reset()
         self.stack.meli.clear_faults()
         slot = next(self._slots)
@@ -172,13 +182,14 @@ class World:
         assert template is not None
         sales = []
         products = self.stack.service().stores.products
+        pack_id = 2_000_096_000_000_000 + next(self._sale_numbers) if cart else None
         for _ in range(2):
             number = next(self._sale_numbers)
             sale_id = 2_000_097_000_000_000 + number
             order = copy.deepcopy(template)
             now = datetime.now(UTC).astimezone(ART)
             order.update(
-                id=sale_id, pack_id=None, shipping={"id": None}, last_updated=f"{now:%Y-%m-%dT%H:%M:%S}.000-03:00"
+                id=sale_id, pack_id=pack_id, shipping={"id": None}, last_updated=f"{now:%Y-%m-%dT%H:%M:%S}.000-03:00"
             )
             order["seller"] = {**order["seller"], "id": seller_id}
             listing = f"MLA97{number:08d}"
@@ -189,7 +200,14 @@ class World:
             self.stack.meli.upsert_order(order)
             products.put(ProductLink(connection_id=connection_id, item_id=listing, sku=f"SKU-{number}"))
             sales.append(str(sale_id))
-        self.example = Example(connection_id, seller_id, sales, dict.fromkeys(sales, "healthy"))
+        if pack_id is not None:
+            self.carts.update(dict.fromkeys(sales, str(pack_id)))
+            self.stack.meli.upsert_pack(
+                {"id": pack_id, "orders": [{"id": int(s)} for s in sales], "status": "released", "status_detail": None}
+            )
+        self.example = Example(
+            connection_id, seller_id, sales, dict.fromkeys(sales, "healthy"), str(pack_id) if pack_id else None
+        )
         self.examples += 1
         with self._lock:
             self.commits.clear()
@@ -398,7 +416,7 @@ class World:
             if not failed:
                 self.pending.pop(message_id, None)
         assert self.example is not None
-        sales = set(self.example.sales)
+        sales = set(self.example.subjects)
         self.pages = [p for p in self.stack.help_desk_messages() if p.get("sale_id") in sales]
 
     # --- the invariants -----------------------------------------------------------------------------------------------
@@ -410,8 +428,9 @@ class World:
         with self._lock:
             commits = list(self.commits)
             page_checks = list(self.page_checks)
-        for sale_id in self.example.sales:
+        for sale_id in self.example.subjects:
             problems += self._check_sale(sale_id, [c for c in commits if c.sale_id == sale_id], at_rest=at_rest)
+        problems += self._check_cart()
         per_episode = Counter((p["sale_id"], p["episode"]) for p in self.pages)
         problems += [
             f"{sale} paged {n} times for episode {episode}" for (sale, episode), n in per_episode.items() if n > 1
@@ -471,6 +490,23 @@ class World:
             problems.append(f"{sale_id}: its page is still due at rest")
         return problems
 
+    def _check_cart(self) -> list[str]:
+        """A cart: its record (written once: ``_check_sale`` on the cart's row) holds both sales, and a sale's own row
+        never holds a record of its own."""
+        assert self.example is not None
+        pack_id = self.example.pack_id
+        if pack_id is None:
+            return []
+        problems: list[str] = []
+        cart = self.row(self.connection_id, pack_id)
+        if cart.record is not None and sorted(cart.record.sale_ids or []) != sorted(self.example.sales):
+            problems.append(f"cart {pack_id}: its record holds {cart.record.sale_ids}, not both sales")
+        for sale_id in self.example.sales:
+            row = self.row(self.connection_id, sale_id)
+            if row.record is not None:
+                problems.append(f"{sale_id}: a cart's sale holds a record of its own")
+        return problems
+
     def _check_owner(self, sale_id: str, row: Any) -> list[str]:
         """In progress implies a live owner: its execution runs, or its claim was not started yet (a request, a
         redelivered message or the reaper starts it), or it ended badly and its status event is on the way."""
@@ -505,6 +541,10 @@ class World:
                     continue
                 episode = int(item.get("episode", 0))
                 seen = settled.get((sale_id, episode), set())
+                pack_id = self.carts.get(sale_id)
+                if pack_id is not None:  # a cart's sale: the cart's outcome (an earlier example's cart too: a
+                    # reconciliation of a reused connection finds its paid sales and reflects the cart now)
+                    seen = seen | settled.get((pack_id, episode), set())
                 state = "reflected" if outcome == "already_reflected" else outcome
                 reason = item.get("reason")
                 if not any(s == state and (r.value if r else None) == reason for s, r in seen):
@@ -580,7 +620,7 @@ class World:
 
     def at_rest(self) -> bool:
         assert self.example is not None
-        rows = [self.row(self.connection_id, s) for s in self.example.sales]
+        rows = [self.row(self.connection_id, s) for s in self.example.subjects]
         return (
             not self.pending
             and not self.scheduler.parked()
@@ -591,7 +631,7 @@ class World:
 
     def rest_report(self) -> str:
         assert self.example is not None
-        rows = {s: self.row(self.connection_id, s) for s in self.example.sales}
+        rows = {s: self.row(self.connection_id, s) for s in self.example.subjects}
         return json.dumps(
             {
                 "pending_messages": len(self.pending),

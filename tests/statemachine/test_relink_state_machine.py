@@ -151,9 +151,8 @@ def test_three_transient_failures_escalate_once_with_the_history(
     [
         (CANCELLED, "sale_cancelled"),
         (PAYMENT_REQUIRED, "payment_not_verified"),
-        (CART_SALE, "cart_sale"),
         (NO_PRODUCT, "product_not_found"),
-        (CART_PACK, "not_a_sale_id"),
+        ("2000006114000011", "not_a_sale_id"),  # a single sale's pack (a cart's pack is the cart: below)
         ("2000009999999999", "sale_not_found"),
     ],
 )
@@ -173,13 +172,25 @@ def test_blocked_sales_end_without_attempts_or_escalation(stack: EmbeddedStack, 
 
 
 def test_a_cart_sale_is_answered_with_its_pack_and_the_pack_s_sales(stack: EmbeddedStack) -> None:
+    """A console run by one sale id of a cart reprocesses the whole cart (its attempt writes the cart's row, keyed by
+    the pack id) and the sale follows the cart; a run by the pack id then finds the cart reflected."""
+    cart_sales = sorted([CART_SALE, "2000009105000028"])
     result = run(stack, CART_SALE)
-    assert result["output"]["reason"] == "cart_sale"
+    assert result["status"] == "SUCCEEDED"
+    assert (result["output"]["sale_id"], result["output"]["outcome"]) == (CART_SALE, "reflected")
     assert stack.api is not None
     state = httpx.get(f"{stack.api.url}/connections/{C}/sales/{CART_SALE}", timeout=10).json()
-    assert (state["outcome"], state["reason"], state["pack_id"]) == ("not_reflectable", "cart_sale", CART_PACK)
-    assert sorted(state["sale_ids"]) == sorted([CART_SALE, "2000009105000028"])
-    assert "cart procedure" in state["seller_action"]
+    assert (state["outcome"], state["pack_id"], sorted(state["sale_ids"])) == ("reflected", CART_PACK, cart_sales)
+    assert state["record"]["sale_id"] == CART_PACK  # the cart's one record
+    by_pack = stack.run_execution({"connection_id": C, "pack_id": CART_PACK}, name=f"t-{uuid.uuid4().hex[:12]}")
+    assert by_pack["status"] == "SUCCEEDED"
+    output = by_pack["output"]
+    assert (output["pack_id"], sorted(output["sale_ids"]), output["outcome"]) == (
+        CART_PACK,
+        cart_sales,
+        "already_reflected",
+    )
+    assert task_names(stack, by_pack["executionArn"]) == ["Verify"]
 
 
 def test_a_listed_sale_is_resynced_once_then_escalated(stack: EmbeddedStack, new_sale: Callable[[], str]) -> None:

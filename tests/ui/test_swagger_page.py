@@ -20,12 +20,14 @@ from tests.ui.cdp import CdpError, Page, chromium_page, find_chromium
 
 pytestmark = pytest.mark.stack
 ARTIFACT = ROOT / "test-artifacts" / "swagger.png"
-CONTRACT = {  # DESIGN §3 and §3.1's connection state: path -> method
+CONTRACT = {  # DESIGN §3 and §3.1's connection state and packs: path -> method
     "/connections/{connection_id}": "GET",
     "/connections/{connection_id}/sales/{sale_id}/verification": "GET",
     "/connections/{connection_id}/sales/{sale_id}/resync": "POST",
     "/connections/{connection_id}/sales/{sale_id}/relink": "POST",
     "/connections/{connection_id}/sales/{sale_id}": "GET",
+    "/connections/{connection_id}/packs/{pack_id}/relink": "POST",  # §3.1: a cart reprocessed whole
+    "/connections/{connection_id}/packs/{pack_id}": "GET",
     "/connections/{connection_id}/sale-errors": "GET",
     "/connections/{connection_id}/reprocessing-jobs": "POST",
     "/connections/{connection_id}/reprocessing-jobs/{job_id}": "GET",

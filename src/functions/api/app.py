@@ -28,6 +28,8 @@ from shared.answers import (
     ConnectionAnswer,
     JobAccepted,
     JobView,
+    PackAnswer,
+    PackRelinkAnswer,
     RecoveryAnswer,
     RelinkAnswer,
     SaleAnswer,
@@ -36,7 +38,7 @@ from shared.answers import (
     documented,
 )
 from shared.bulk_errors import NOT_QUEUED, NOT_QUEUED_MESSAGE, NoSaleIds, NoValidSaleIds, QueueSendError, TooManyIds
-from shared.errors import ConnectionNotFound, NotASaleId, NotInErrorList, SaleNeverSeen
+from shared.errors import ConnectionNotFound, NotACart, NotASaleId, NotInErrorList, PackNeverSeen, SaleNeverSeen
 from shared.identifiers import InvalidConnectionId, InvalidIdentifier
 from shared.jobs import RejectedId
 from shared.meli.errors import MeliError, MeliTransientError
@@ -60,12 +62,15 @@ API_DESCRIPTION = (
 )
 
 SALE = "/connections/<connection_id>/sales/<sale_id>"
+PACK = "/connections/<connection_id>/packs/<pack_id>"
 ROUTES = {  # path template -> methods; used to tell a wrong method (405) from an unknown path (404)
     "/connections/{connection_id}": {"GET"},
     "/connections/{connection_id}/sales/{sale_id}/verification": {"GET"},
     "/connections/{connection_id}/sales/{sale_id}/resync": {"POST"},
     "/connections/{connection_id}/sales/{sale_id}/relink": {"POST"},
     "/connections/{connection_id}/sales/{sale_id}": {"GET"},
+    "/connections/{connection_id}/packs/{pack_id}/relink": {"POST"},
+    "/connections/{connection_id}/packs/{pack_id}": {"GET"},
     "/connections/{connection_id}/sale-errors": {"GET"},
     "/connections/{connection_id}/reprocessing-jobs": {"POST"},
     "/connections/{connection_id}/reprocessing-jobs/{job_id}": {"GET"},
@@ -180,12 +185,11 @@ def post_resync(connection_id: str, sale_id: str) -> Response[str]:
 )
 def post_relink(connection_id: str, sale_id: str) -> Response[str]:
     _optional_json_object_body()
-    request_key = (app.current_event.get_header_value("Idempotency-Key", case_sensitive=False) or "").strip() or None
-    if request_key is not None and len(request_key) > 128:
-        raise BadRequestBody("The Idempotency-Key header is longer than 128 characters.")
-    started = service().relinks.start(connection_id, sale_id, request_key=request_key)
+    started = service().relinks.start(connection_id, sale_id, request_key=_request_key())
     sale_id = sale_id.strip()
     body: dict[str, Any] = {"connection_id": connection_id, "sale_id": sale_id, "outcome": started.outcome.value}
+    if started.pack_id is not None:  # a cart's sale: the whole cart was relinked
+        body |= {"pack_id": started.pack_id, "sale_ids": started.sale_ids or []}
     if started.settled is not None:  # the request's episode is settled: its outcome, nothing started
         body |= started.settled.model_dump(
             mode="json", include={"reason", "seller_action", "episode"}, exclude_none=True
@@ -197,6 +201,57 @@ def post_relink(connection_id: str, sale_id: str) -> Response[str]:
     body["status_url"] = f"/connections/{connection_id}/sales/{sale_id}"
     status = 202 if started.outcome is Outcome.IN_PROGRESS else 200
     return _json(status, body)
+
+
+def _request_key() -> str | None:
+    request_key = (app.current_event.get_header_value("Idempotency-Key", case_sensitive=False) or "").strip() or None
+    if request_key is not None and len(request_key) > 128:
+        raise BadRequestBody("The Idempotency-Key header is longer than 128 characters.")
+    return request_key
+
+
+@app.post(
+    f"{PACK}/relink",
+    responses={
+        **documented(
+            202,
+            PackRelinkAnswer,
+            "The relink state machine runs for the whole cart; follow status_url",
+            e422="The id is not the pack of a cart of this connection (its kind and sale ids are given)",
+            **BODY_ERRORS,
+        ),
+        200: {
+            "description": "Already in the platform: nothing started",
+            "content": {"application/json": {"model": PackRelinkAnswer}},
+        },
+    },
+)
+def post_pack_relink(connection_id: str, pack_id: str) -> Response[str]:
+    _optional_json_object_body()
+    started = service().relinks.start_pack(connection_id, pack_id, request_key=_request_key())
+    pack_id = pack_id.strip()
+    body: dict[str, Any] = {
+        "connection_id": connection_id,
+        "pack_id": pack_id,
+        "sale_ids": started.sale_ids or [],
+        "outcome": started.outcome.value,
+    }
+    if started.settled is not None:
+        body |= started.settled.model_dump(
+            mode="json", include={"reason", "seller_action", "episode"}, exclude_none=True
+        )
+    if started.outcome is Outcome.ALREADY_REFLECTED:
+        return _json(200, body)
+    if started.execution is not None:
+        body |= {"execution_id": started.execution.execution_arn, "execution_name": started.execution.name}
+    body["status_url"] = f"/connections/{connection_id}/packs/{pack_id}"
+    return _json(202 if started.outcome is Outcome.IN_PROGRESS else 200, body)
+
+
+@app.get(PACK, responses=documented(200, PackAnswer, "Where the cart stands"))
+def get_pack(connection_id: str, pack_id: str) -> Response[str]:
+    state = service().views.pack_state(connection_id, pack_id)
+    return _json(200, state.model_dump(mode="json", exclude_none=True))
 
 
 @app.get(SALE, responses=documented(200, SaleAnswer, "Where the sale stands"))
@@ -514,6 +569,17 @@ def _unknown_connection(exc: ConnectionNotFound) -> Response[str]:
 @app.exception_handler(SaleNeverSeen)
 def _never_seen(exc: SaleNeverSeen) -> Response[str]:
     return _error(404, "sale_not_seen", str(exc))
+
+
+@app.exception_handler(PackNeverSeen)
+def _pack_never_seen(exc: PackNeverSeen) -> Response[str]:
+    return _error(404, "pack_not_seen", str(exc))
+
+
+@app.exception_handler(NotACart)
+def _not_a_cart(exc: NotACart) -> Response[str]:
+    ident = exc.resolution
+    return _error(422, "not_a_cart", str(exc).strip(), identifier_kind=ident.kind.value, sale_ids=ident.sale_ids)
 
 
 @app.exception_handler(NotInErrorList)

@@ -31,6 +31,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             reason=task.reason or Reason.RETRIES_EXHAUSTED,
             attempts=task.attempts,
             last_error=task.last_error,
+            cart=task.cart,
         )
     logger.info("escalation decided", extra={"outcome": result.outcome, "reason": result.reason})
     return result.to_output()

@@ -26,7 +26,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     logger.append_keys(connection_id=task.connection_id, sale_id=task.sale_id, attempt=attempt)
     with workflow_errors():
         answer = build_service(Settings.from_env()).tasks.relink_attempt(
-            task.connection_id, task.sale_id, execution_arn=task.execution_id, attempt=attempt
+            task.connection_id, task.sale_id, execution_arn=task.execution_id, attempt=attempt, cart=task.cart
         )
     result = answer.result
     if answer.failed:

@@ -20,7 +20,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     logger.append_keys(connection_id=task.connection_id, sale_id=task.sale_id, execution_id=task.execution_id)
     with workflow_errors():
         answer = build_service(Settings.from_env()).tasks.resync(
-            task.connection_id, task.sale_id, execution_arn=task.execution_id, attempts=task.attempts
+            task.connection_id, task.sale_id, execution_arn=task.execution_id, attempts=task.attempts, cart=task.cart
         )
     result = answer.result
     if answer.failed:

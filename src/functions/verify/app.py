@@ -24,7 +24,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     logger.append_keys(connection_id=task.connection_id, sale_id=task.sale_id, execution_id=task.execution_id)
     with workflow_errors():
         triage = build_service(Settings.from_env()).tasks.triage(
-            task.connection_id, task.sale_id, execution_arn=task.execution_id, attempts=task.attempts
+            task.connection_id, task.sale_id, execution_arn=task.execution_id, attempts=task.attempts, cart=task.cart
         )
     answer: dict[str, Any] = {"next_action": triage.route.value}
     if triage.result is not None:

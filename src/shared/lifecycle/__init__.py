@@ -15,9 +15,9 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from shared import clock
-from shared.jobs import Settlement
+from shared.jobs import Settlement, cart_note
 from shared.lifecycle import moves, pause
-from shared.lifecycle.change import Change, Decision, EntryWrite
+from shared.lifecycle.change import Change, Decision, EntryWrite, waiting_item
 from shared.lifecycle.dynamo import DynamoLifecycleStore, JobsGone, RowMoved
 from shared.lifecycle.row import MAX_WAITING_JOBS, Snapshot
 from shared.lifecycle.table import RERUNNERS, TABLE, Actor, State, Transition
@@ -104,6 +104,8 @@ class SaleLifecycle:
         settlements: list[tuple[str, Settlement]] = []
         if target.settled:
             detail = SELLER_ACTIONS.get(row.reason) if row.reason is not None else None
+            if row.pack_id is not None and row.sale_ids:  # a cart (or a sale following it): say which
+                detail = cart_note(row.pack_id, row.sale_ids, row.blocking_sale_id, detail or row.detail)
             settlement = Settlement(
                 sale_id=seen.sale_id,
                 outcome=row.outcome,
@@ -112,15 +114,21 @@ class SaleLifecycle:
                 detail=detail or row.detail,
                 episode=row.episode,
             )
-            settlements = [(job_id, settlement) for job_id in waiting]
+            # A cart's sale waiting on its cart (``job@sale``) is settled under its own sale id.
+            settlements = [
+                (ref, settlement.model_copy(update={"sale_id": waiting_item(ref, seen.sale_id)[1]})) for ref in waiting
+            ]
             waiting = []
-        elif change.job is not None and change.job.job_id not in waiting:
-            waiting.append(change.job.job_id)
+        elif change.job is not None and change.job.waiting_ref not in waiting:
+            waiting.append(change.job.waiting_ref)
             if len(waiting) > MAX_WAITING_JOBS:
                 raise TooManyWaiting(f"{len(waiting)} jobs would wait on sale {seen.sale_id}; try again later")
         _check_shape(row.state, row.owner, row.lease_until)
         row = row.model_copy(update={"version": seen.row.version + 1, "updated_at": now, "waiting_jobs": waiting})
-        written = Change(change.transition, change.actor, row, change.entry, change.entry_write, change.job)
+        entry_after = change.entry
+        if entry_after is not None and moves.is_cart_row(row):  # a cart's entry says which pack and sales it is
+            entry_after = entry_after.model_copy(update={"pack_id": row.pack_id, "sale_ids": row.sale_ids})
+        written = Change(change.transition, change.actor, row, entry_after, change.entry_write, change.job)
         pause.before_write(change.transition.value, seen.connection_id, seen.sale_id)
         for _ in range(MAX_WAITING_JOBS + 1):
             try:
@@ -132,7 +140,7 @@ class SaleLifecycle:
                 settlements = [(job_id, s) for job_id, s in settlements if job_id not in gone.job_ids]
         entry = seen.entry
         if change.entry_write is EntryWrite.PUT:
-            entry = change.entry
+            entry = entry_after
         elif change.entry_write is EntryWrite.DELETE:
             entry = None
         return Snapshot(row=row, entry=entry)

@@ -35,6 +35,18 @@ class JobWrite:
     detail: str | None = None
     retry_at: datetime | None = None
     deferred: bool = False
+    item: str | None = None  # the job's item when it is not the row's sale: a cart's sale waiting on its cart
+
+    @property
+    def waiting_ref(self) -> str:
+        """How the row's waiting_jobs names this item: the job id, or ``job_id@sale_id`` for a cart's sale."""
+        return self.job_id if self.item is None else f"{self.job_id}@{self.item}"
+
+
+def waiting_item(ref: str, sale_id: str) -> tuple[str, str]:
+    """(job id, item key) of a waiting_jobs entry of the row of ``sale_id``."""
+    job_id, _, item = ref.partition("@")
+    return job_id, item or sale_id
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from shared.jobs import Settlement
-from shared.lifecycle.change import Change, EntryWrite
+from shared.lifecycle.change import Change, EntryWrite, waiting_item
 from shared.lifecycle.row import SaleRow, Snapshot
 from shared.stores.base import StateWriteFailed
 from shared.stores.dynamo import (
@@ -133,7 +133,7 @@ class DynamoLifecycleStore:
             items += hand_over_writes(
                 self._jobs,
                 job.job_id,
-                seen.sale_id,
+                job.item or seen.sale_id,
                 attempts=job.attempts,
                 episode=change.row.episode,
                 execution_arn=job.execution_arn,
@@ -142,8 +142,8 @@ class DynamoLifecycleStore:
                 deferred=job.deferred,
             )
         waiting_at = len(items)
-        for job_id, settlement in waiting:
-            items += settle_waiting_writes(self._jobs, job_id, settlement)
+        for ref, settlement in waiting:
+            items += settle_waiting_writes(self._jobs, waiting_item(ref, seen.sale_id)[0], settlement)
         if len(items) == 1:
             self._put_row(items[0]["Put"])
             return

@@ -32,7 +32,7 @@ WAITING_FOR_PRODUCT = frozenset({Reason.PRODUCT_NOT_FOUND, Reason.PRODUCT_INACTI
 WAITING_FOR_RECONNECTION = frozenset({Reason.CONNECTION_NEEDS_REAUTHORIZATION})
 # Settled for reasons ML may take back (it was unpaid, or ML did not know it yet): reconciliation and notifications
 # relink such a sale again.
-REQUEUE_REASONS = frozenset({Reason.PAYMENT_NOT_VERIFIED, Reason.SALE_NOT_FOUND})
+REQUEUE_REASONS = frozenset({Reason.PAYMENT_NOT_VERIFIED, Reason.SALE_NOT_FOUND, Reason.PACK_NOT_RELEASED})
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,7 @@ class Blocking:
     sale_ids: list[str] | None = None
     pack_id: str | None = None
     listings: list[ListingRef] | None = None  # the product links that block it (self-heal watches them)
+    blocking_sale_id: str | None = None  # a cart blocked by one of its sales: that sale
 
 
 @dataclass(frozen=True)
@@ -137,16 +138,19 @@ def with_failure(
 
 
 def _settled(snap: Snapshot, outcome: Outcome, *, settled_by: str, attempts: int, **fields: object) -> SaleRow:
-    """The row of a settled episode: outcome and reason, no owner, nothing due (unless a page)."""
+    """The row of a settled episode: outcome and reason, no owner, nothing due (unless a page). A cart's row (keyed
+    by its pack id) keeps saying which pack and sales it is."""
+    cart = is_cart_row(snap.row)
     base = snap.row.model_copy(
         update={
             "episode": snap.next_episode,
             "outcome": outcome,
             "reason": None,
             "detail": None,
-            "identifier_kind": None,
-            "sale_ids": None,
-            "pack_id": None,
+            "identifier_kind": IdentifierKind.PACK if cart else None,
+            "sale_ids": snap.row.sale_ids if cart else None,
+            "pack_id": snap.row.pack_id if cart else None,
+            "blocking_sale_id": None,
             "attempts": attempts,
             "owner": None,
             "lease_until": None,
@@ -156,6 +160,11 @@ def _settled(snap: Snapshot, outcome: Outcome, *, settled_by: str, attempts: int
         }
     )
     return base.model_copy(update=fields)
+
+
+def is_cart_row(row: SaleRow) -> bool:
+    """The row of a cart reprocessed whole: keyed by its pack id."""
+    return row.pack_id is not None and row.pack_id == row.sale_id
 
 
 def claim(
@@ -170,16 +179,23 @@ def claim(
     job: JobWrite | None = None,
     failure: Failure | None = None,
     backoff: Backoff | None = None,
+    cart_sale_ids: list[str] | None = None,
 ) -> Change:
-    """The execution becomes the owner of the sale's episode (a new one unless the sale was pending)."""
+    """The execution becomes the owner of the sale's episode (a new one unless the sale was pending). A cart's claim
+    (``cart_sale_ids``: the row is keyed by the pack id) marks the row as the cart's."""
     episode = snap.claim_episode
     keys = remember_key(snap.row.request_keys, request_key, episode) if request_key else snap.row.request_keys
+    cart: dict[str, object] = {}
+    if cart_sale_ids is not None:
+        cart = {"identifier_kind": IdentifierKind.PACK, "pack_id": snap.sale_id, "sale_ids": list(cart_sale_ids)}
     row = snap.row.model_copy(
         update={
+            **cart,
             "episode": episode,
             "outcome": Outcome.IN_PROGRESS,
             "reason": None,
             "detail": None,
+            "blocking_sale_id": None,
             "attempts": execution.start_attempts,
             "owner": execution.name,
             "lease_until": now + lease,
@@ -219,7 +235,10 @@ def note_failure(snap: Snapshot, actor: Actor, *, failure: Failure, attempts: in
 
 
 def reflect(snap: Snapshot, actor: Actor, *, record: ReflectedSale, attempts: int, settled_by: str) -> Change:
-    row = _settled(snap, Outcome.REFLECTED, settled_by=settled_by, attempts=attempts, record=record)
+    cart: dict[str, object] = {}
+    if record.sale_ids is not None:  # a cart's record, keyed by its pack id
+        cart = {"identifier_kind": IdentifierKind.PACK, "pack_id": record.pack_id, "sale_ids": record.sale_ids}
+    row = _settled(snap, Outcome.REFLECTED, settled_by=settled_by, attempts=attempts, record=record, **cart)
     return Change(Transition.REFLECT, actor, row, None, EntryWrite.DELETE)
 
 
@@ -236,6 +255,7 @@ def block(
         identifier_kind=blocking.identifier_kind,
         sale_ids=blocking.sale_ids,
         pack_id=blocking.pack_id,
+        blocking_sale_id=blocking.blocking_sale_id,
     )
     if snap.entry is None and blocking.reason not in WAITING_FOR_PRODUCT | WAITING_FOR_RECONNECTION:
         return Change(Transition.BLOCK, actor, row)
@@ -302,7 +322,9 @@ def page_sent(snap: Snapshot, actor: Actor) -> Change:
     return Change(Transition.PAGE_SENT, actor, row)
 
 
-def defer(snap: Snapshot, actor: Actor, *, job_id: str, failure: Failure, backoff: Backoff) -> Change:
+def defer(
+    snap: Snapshot, actor: Actor, *, job_id: str, failure: Failure, backoff: Backoff, item: str | None = None
+) -> Change:
     """A sweep job's retry failed transiently: the sale waits for the next sweep, and so does the job's item."""
     episode = snap.next_episode
     entry = with_failure(snap, failure, episode=episode, backoff=backoff)
@@ -322,6 +344,7 @@ def defer(snap: Snapshot, actor: Actor, *, job_id: str, failure: Failure, backof
         retry_at=entry.next_retry_at,
         deferred=True,
         detail=f"Still failing ({entry.error_type}); the error sweep retries it after its backoff.",
+        item=item,
     )
     return Change(Transition.DEFER, actor, row, entry, EntryWrite.PUT, job)
 
@@ -360,3 +383,22 @@ def list_error(snap: Snapshot, actor: Actor, *, entry: ErrorEntry) -> Change:
         }
     )
     return Change(Transition.LIST_ERROR, actor, row, entry.model_copy(update={"episode": episode}), EntryWrite.PUT)
+
+
+def follow_cart(snap: Snapshot, actor: Actor, *, cart: SaleRow, settled_by: str) -> Change:
+    """A sale of a cart takes the cart's settled outcome: the cart is reprocessed and stored whole under its pack id,
+    so the sale keeps no record and no error entry of its own (the cart's entry is keyed by the pack)."""
+    assert cart.outcome is not None and cart.outcome.terminal
+    row = _settled(
+        snap,
+        cart.outcome,
+        settled_by=settled_by,
+        attempts=cart.attempts,
+        reason=cart.reason,
+        detail=cart.detail,
+        identifier_kind=IdentifierKind.SALE,
+        sale_ids=cart.sale_ids,
+        pack_id=cart.sale_id,
+        blocking_sale_id=cart.blocking_sale_id,
+    )
+    return Change(Transition.FOLLOW_CART, actor, row, None, EntryWrite.DELETE)

@@ -43,6 +43,7 @@ class SaleRow(Model):
     identifier_kind: IdentifierKind | None = None
     sale_ids: list[str] | None = None
     pack_id: str | None = None
+    blocking_sale_id: str | None = None  # a cart's row (keyed by its pack id) blocked by one of its sales
     attempts: int = 0
     owner: str | None = None  # in progress: the execution (name) that owns the episode
     lease_until: datetime | None = None  # in progress: the owner is live until then (its execution's time limit)
@@ -71,6 +72,7 @@ class SaleRow(Model):
             identifier_kind=self.identifier_kind,
             sale_ids=self.sale_ids,
             pack_id=self.pack_id,
+            blocking_sale_id=self.blocking_sale_id,
             attempts=self.attempts,
             episode=self.episode,
             updated_at=self.updated_at,

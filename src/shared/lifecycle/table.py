@@ -56,6 +56,7 @@ class Transition(StrEnum):
     RENEW = "renew"
     PAGE_SENT = "page_sent"
     LIST_ERROR = "list_error"
+    FOLLOW_CART = "follow_cart"
 
 
 @dataclass(frozen=True)
@@ -180,6 +181,18 @@ RULES: tuple[Rule, ...] = (
         frozenset({Actor.PLATFORM}),
         "the platform's own import of the sale failed (not_reflectable: for a reason the seller must fix)",
         "the entry opened",
+    ),
+    Rule(
+        Transition.FOLLOW_CART,
+        frozenset({State.PENDING, State.IN_PROGRESS, State.NOT_REFLECTABLE, State.ESCALATED}),
+        frozenset({State.REFLECTED, State.NOT_REFLECTABLE, State.ESCALATED}),
+        frozenset(
+            {Actor.API_RESYNC, Actor.BULK_WORKER, Actor.VERIFY_TASK, Actor.RELINK_TASK, Actor.RESYNC_TASK},
+        ),
+        "the sale is part of a cart whose row (keyed by its pack id) is settled; in progress: only its owner",
+        "the row takes the cart's outcome and names the pack (no record of its own: the cart's is the one); the "
+        "entry removed (a cart's is keyed by its pack); every waiting job's item settled; the owner's lease "
+        "released; a new episode if settled",
     ),
 )
 

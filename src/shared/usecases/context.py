@@ -64,6 +64,8 @@ def stored(snap: Snapshot, *, by: str | None = None, import_key: str | None = No
             row.sale_id,
             outcome,
             record=row.record,
+            pack_id=row.record.pack_id if row.record.sale_ids is not None else None,
+            sale_ids=row.record.sale_ids,
             attempts=row.attempts,
             episode=row.episode,
             detail=None if mine else "Already in the platform.",
@@ -77,6 +79,7 @@ def stored(snap: Snapshot, *, by: str | None = None, import_key: str | None = No
         identifier_kind=row.identifier_kind,
         sale_ids=row.sale_ids,
         pack_id=row.pack_id,
+        blocking_sale_id=row.blocking_sale_id,
         attempts=row.attempts,
         episode=row.episode,
     )

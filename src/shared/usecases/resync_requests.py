@@ -2,7 +2,8 @@
 
 Reflected or blocked, the answer settles the sale, whoever owned it (an import or a verdict about ML is a fact).
 Still failing: the help desk (seed step 3), unless a relink execution owns the sale, which escalates on its own
-if it keeps failing; the failure is recorded either way.
+if it keeps failing; the failure is recorded either way. A listed sale of a cart resyncs its whole cart (the cart's
+row, keyed by the pack id) and then follows the cart's outcome: its entry leaves the list.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from shared.lifecycle.change import Decision
 from shared.lifecycle.row import Snapshot
 from shared.lifecycle.table import Actor
 from shared.models import Outcome, Reason, RecoveryResult, Trigger
+from shared.usecases import carts
 from shared.usecases.context import Context, result, stored
 from shared.usecases.escalations import Escalations
+from shared.verification import Verdict
 
 
 class ResyncRequests:
@@ -32,11 +35,39 @@ class ResyncRequests:
         first = lifecycle.read(connection_id, sale_id)
         if first.reflected:
             return stored(first)
-        if first.entry is None:
-            raise NotInErrorList(connection_id, sale_id)
         request = f"request:{uuid.uuid4().hex}"
         key = f"{request}#resync"
+        if first.entry is None:
+            # A cart's sale is listed through its cart (the entry is keyed by the pack id): resync the cart.
+            cart = ctx.verifier.cart_of(connection_id, sale_id)
+            cart_first = lifecycle.read(connection_id, cart[0]) if cart is not None else None
+            if cart is None or cart_first is None or (cart_first.entry is None and not cart_first.reflected):
+                raise NotInErrorList(connection_id, sale_id)
+            pack_id, sale_ids = cart
+            if cart_first.reflected:
+                return carts.for_sale(stored(cart_first), sale_id, pack_id, sale_ids)
+            cart_verdict = ctx.verifier.attempt(
+                connection_id, pack_id, entry=cart_first.entry, trigger=Trigger.API, attempt_key=key
+            )
+            answer = self._resync(connection_id, pack_id, cart_first, cart_verdict, request)
+            return carts.for_sale(answer, sale_id, pack_id, sale_ids)
         verdict = ctx.verifier.attempt(connection_id, sale_id, entry=first.entry, trigger=Trigger.API, attempt_key=key)
+        if verdict.cart is not None and verdict.whole is not None:
+            pack_id = verdict.cart
+            cart_seen = lifecycle.read(connection_id, pack_id)
+            answer = self._resync(connection_id, pack_id, cart_seen, verdict.whole, request)
+            carts.follow(ctx, connection_id, sale_id, pack_id, actor=Actor.API_RESYNC, settled_by=request)
+            return carts.for_sale(answer, sale_id, pack_id, verdict.cart_sale_ids)
+        return self._resync(connection_id, sale_id, first, verdict, request)
+
+    def _resync(
+        self, connection_id: str, sale_id: str, first: Snapshot, verdict: Verdict, request: str
+    ) -> RecoveryResult:
+        """One resync write on the subject's row (a sale, or a cart keyed by its pack id); still failing: escalated."""
+        ctx, lifecycle = self._ctx, self._ctx.lifecycle
+        key = f"{request}#resync"
+        if first.reflected:
+            return stored(first)
         failure = verdict.failure
 
         def decide(snap: Snapshot) -> Decision[RecoveryResult | None]:

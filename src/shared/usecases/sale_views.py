@@ -2,14 +2,17 @@
 
 A sale shown in progress always has a live owner behind it: when the owner's execution is found closed while the
 sale still says in progress (its status event not handled yet), the read settles it first (the reaper's rule).
+A sale of a cart stands where its cart stands (the row keyed by the pack id): its answer is the cart's, with the
+pack id and the cart's sale ids.
 """
 
 from __future__ import annotations
 
-from shared.errors import SaleNeverSeen
+from shared.errors import PackNeverSeen, SaleNeverSeen
+from shared.lifecycle.moves import is_cart_row
 from shared.lifecycle.row import Snapshot
 from shared.lifecycle.table import State
-from shared.models import ErrorEntry, RecoveryResult, SaleState
+from shared.models import SELLER_ACTIONS, ErrorEntry, PackState, RecoveryResult, SaleState
 from shared.stores.base import Page
 from shared.usecases.context import Context, stored
 from shared.usecases.reaper import ENDED_BADLY, Reaper
@@ -25,10 +28,53 @@ class SaleViews:
         ctx.verifier.connections.get(connection_id)
         sale_id = ctx.verifier.require_sale_id(connection_id, sale_id)
         snap = ctx.lifecycle.read(connection_id, sale_id)
+        if not snap.reflected and not is_cart_row(snap.row):
+            cart = ctx.verifier.cart_of(connection_id, sale_id)
+            if cart is not None:
+                cart_snap = ctx.lifecycle.read(connection_id, cart[0])
+                if cart_snap.state is not State.NEVER_SEEN:
+                    cart_snap = self._with_execution_status(cart_snap)
+                    view = cart_snap.row.view().model_copy(
+                        update={
+                            "sale_id": sale_id,
+                            "identifier_kind": None,
+                            "pack_id": cart[0],
+                            "sale_ids": cart_snap.row.sale_ids or cart[1],
+                        }
+                    )
+                    return view, cart_snap.entry
         if snap.state is State.NEVER_SEEN:
             raise SaleNeverSeen(connection_id, sale_id)
         snap = self._with_execution_status(snap)
         return snap.row.view(), snap.entry
+
+    def pack_state(self, connection_id: str, pack_id: str) -> PackState:
+        """GET .../packs/{p}: where the cart stands (its row, keyed by the pack id)."""
+        ctx = self._ctx
+        ctx.verifier.connections.get(connection_id)
+        pack_id = ctx.verifier.require_sale_id(connection_id, pack_id)
+        snap = ctx.lifecycle.read(connection_id, pack_id)
+        if snap.state is State.NEVER_SEEN:
+            raise PackNeverSeen(connection_id, pack_id)
+        snap = self._with_execution_status(snap)
+        row = snap.row
+        assert row.outcome is not None
+        return PackState(
+            connection_id=connection_id,
+            pack_id=pack_id,
+            sale_ids=row.sale_ids or (row.record.sale_ids if row.record else None) or [],
+            outcome=row.outcome,
+            reason=row.reason,
+            sale_id=row.blocking_sale_id,
+            detail=row.detail,
+            seller_action=SELLER_ACTIONS.get(row.reason) if row.reason else None,
+            attempts=row.attempts,
+            episode=row.episode,
+            updated_at=row.updated_at,
+            latest_execution=row.latest_execution,
+            record=row.record,
+            error_entry=snap.entry,
+        )
 
     def _with_execution_status(self, snap: Snapshot) -> Snapshot:
         execution = snap.row.latest_execution
