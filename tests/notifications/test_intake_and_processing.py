@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -245,3 +246,28 @@ def test_a_notification_held_through_every_deferral_is_left_to_reconciliation(
     last = {"connection_id": "mla-main", "sale_id": "2000009101000031", "notification_id": "n", "deferrals": 8}
     assert _process(_sqs_event(last)) == {"batchItemFailures": []}
     assert _drain(queues["notifications"]) == []
+
+
+def test_the_callback_answers_from_a_restored_snapshot_with_its_own_clients(queues: dict[str, str]) -> None:
+    """SnapStart (template.yaml): the hooks the callback registers warm what every sandbox may share, and a restored
+    sandbox makes its own clients before it answers ML."""
+    import gc
+
+    import snapshot_restore_py
+
+    from functions.notifications_intake import app
+
+    assert app._before_snapshot in [hook for hook, _, _ in snapshot_restore_py.get_before_snapshot()]
+    assert app._after_restore in [hook for hook, _, _ in snapshot_restore_py.get_after_restore()]
+    assert _post(json.dumps(_notification()))[0] == 200  # a request served before the snapshot: clients built
+    built = build_notification_intake(Settings.from_env())
+    try:
+        app._before_snapshot()
+        assert [m for m in app.INTAKE_LAZY_MODULES if m not in sys.modules] == []
+        app._after_restore()
+    finally:
+        gc.unfreeze()
+    assert build_notification_intake(Settings.from_env()) is not built  # the sandbox's own, with new clients
+    status, body = _post(json.dumps(_notification(_id="after-restore")))
+    assert status == 200 and body["status"] == "queued"
+    assert [m["sale_id"] for m in _drain(queues["notifications"])] == ["2000009101000011"] * 2

@@ -1,5 +1,6 @@
-"""SnapStart on the API function, as CloudFormation receives it (SAM's translation, offline), within SnapStart's
-documented limits; and the local stack still deploys, routes and polices the function behind its alias."""
+"""SnapStart on the API function and ML's notification callback, as CloudFormation receives it (SAM's translation,
+offline), within SnapStart's documented limits; and the local stack still deploys, routes and polices the function
+behind its alias."""
 
 from __future__ import annotations
 
@@ -16,22 +17,28 @@ from tests.stack.support import C, running_stack, stack_scenario
 
 SNAPSTART = {"ApplyOn": "PublishedVersions"}
 ALIAS = "live"
+# The functions that answer someone who will not wait: people on the API, ML's callback (500 ms).
+SNAPSTART_FUNCTIONS = {"ApiFunction", "NotificationsIntakeFunction"}
+CALLBACK_PATH = "/notifications/mercadolibre"
 
 
 def sam_functions() -> dict[str, dict[str, Any]]:
     return {k: r for k, r in load_template()["Resources"].items() if r["Type"] == "AWS::Serverless::Function"}
 
 
-def test_snapstart_is_on_the_api_function_only() -> None:
-    # The API answers people; the tasks, the worker and the schedules answer machines that wait anyway.
+def test_snapstart_is_on_the_functions_that_answer_someone_who_does_not_wait() -> None:
+    # The API answers people and the callback answers ML within 500 ms; the tasks, the worker and the schedules
+    # answer machines that wait anyway.
     with_snapstart = {k for k, r in sam_functions().items() if "SnapStart" in r["Properties"]}
-    assert with_snapstart == {"ApiFunction"}
-    assert resources("AWS::Lambda::Function")["ApiFunction"]["Properties"]["SnapStart"] == SNAPSTART
+    assert with_snapstart == SNAPSTART_FUNCTIONS
+    for function in SNAPSTART_FUNCTIONS:
+        assert resources("AWS::Lambda::Function")[function]["Properties"]["SnapStart"] == SNAPSTART
 
 
-def test_the_api_function_runs_within_snapstarts_limits() -> None:
+@pytest.mark.parametrize("function", sorted(SNAPSTART_FUNCTIONS))
+def test_each_snapstart_function_runs_within_snapstarts_limits(function: str) -> None:
     template = load_template()
-    props = sam_functions()["ApiFunction"]["Properties"]
+    props = sam_functions()[function]["Properties"]
     runtime = props.get("Runtime", template["Globals"]["Function"]["Runtime"])
     assert runtime.startswith("python3.") and int(runtime.split(".")[1]) >= 12  # Python SnapStart: 3.12 and later
     assert "ProvisionedConcurrencyConfig" not in props  # not both on one function
@@ -41,35 +48,34 @@ def test_the_api_function_runs_within_snapstarts_limits() -> None:
 
 def test_a_version_is_published_behind_the_alias_and_api_gateway_invokes_the_alias() -> None:
     # SnapStart applies to published versions only: $LATEST would start every sandbox from scratch.
-    assert sam_functions()["ApiFunction"]["Properties"]["AutoPublishAlias"] == ALIAS
+    for function in SNAPSTART_FUNCTIONS:
+        assert sam_functions()[function]["Properties"]["AutoPublishAlias"] == ALIAS
     versions = resources("AWS::Lambda::Version")
     aliases = resources("AWS::Lambda::Alias")
-    assert {v["Properties"]["FunctionName"]["Ref"] for v in versions.values()} == {"ApiFunction"}
-    assert list(aliases) == ["ApiFunctionAliaslive"]
-    alias = aliases["ApiFunctionAliaslive"]["Properties"]
-    assert alias["Name"] == ALIAS
-    assert alias["FunctionVersion"]["Fn::GetAtt"][0] in versions
+    assert {v["Properties"]["FunctionName"]["Ref"] for v in versions.values()} == SNAPSTART_FUNCTIONS
+    assert sorted(aliases) == sorted(f"{f}Aliaslive" for f in SNAPSTART_FUNCTIONS)
+    for alias in aliases.values():
+        assert alias["Properties"]["Name"] == ALIAS
+        assert alias["Properties"]["FunctionVersion"]["Fn::GetAtt"][0] in versions
 
     body = resources("AWS::ApiGateway::RestApi")["SalesRecoveryApi"]["Properties"]["Body"]
-    integrations = [
-        operation["x-amazon-apigateway-integration"]
+    integrations = {
+        (name, method): operation["x-amazon-apigateway-integration"]
         for name, path in body["paths"].items()
-        if name != "/notifications/mercadolibre"  # ML's callback: a function of its own (no SnapStart)
-        for operation in path.values()
+        for method, operation in path.items()
         if isinstance(operation, dict) and "x-amazon-apigateway-integration" in operation
-    ]
-    assert len(integrations) == len(sam_functions()["ApiFunction"]["Properties"]["Events"])
-    for integration in integrations:
-        assert references(integration["uri"]) >= {"ApiFunctionAliaslive"}
-        assert "ApiFunction" not in references(integration["uri"])
+    }
+    assert len(integrations) == sum(len(sam_functions()[f]["Properties"]["Events"]) for f in SNAPSTART_FUNCTIONS)
+    for (name, _), integration in integrations.items():
+        function = "NotificationsIntakeFunction" if name == CALLBACK_PATH else "ApiFunction"
+        assert references(integration["uri"]) >= {f"{function}Aliaslive"}
+        assert function not in references(integration["uri"])
     permissions = [
         p["Properties"]
         for p in resources("AWS::Lambda::Permission").values()
         if p["Properties"]["Principal"] == "apigateway.amazonaws.com"
-        and p["Properties"]["FunctionName"] != {"Ref": "NotificationsIntakeFunction"}
     ]
-    assert permissions
-    assert all(p["FunctionName"] == {"Ref": "ApiFunctionAliaslive"} for p in permissions)
+    assert {p["FunctionName"]["Ref"] for p in permissions} == {f"{f}Aliaslive" for f in SNAPSTART_FUNCTIONS}
 
 
 def published_versions(code: dict[str, str]) -> list[str]:
@@ -93,7 +99,7 @@ def test_a_new_shared_layer_or_handler_publishes_a_new_version() -> None:
     # Most of the API's code is the shared layer: a layer-only change must publish (and snapshot) a new version too,
     # or the alias would keep serving the old snapshot.
     first = published_versions({})
-    assert len(first) == 1
+    assert len(first) == len(SNAPSTART_FUNCTIONS)
     assert published_versions({"SharedLayer": "s3://artifacts/SharedLayer-2.zip"}) != first
     assert published_versions({"ApiFunction": "s3://artifacts/ApiFunction-2.zip"}) != first
     assert published_versions({}) == first  # nothing changed: no new version

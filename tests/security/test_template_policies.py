@@ -210,9 +210,8 @@ def test_every_api_method_requires_aws_iam_but_the_notification_callback() -> No
         expected: list[dict[str, list[str]]] = [{"NONE": []}] if (path, method) == CALLBACK else [{"AWS_IAM": []}]
         assert operation.get("security") == expected, f"{method} {path}"
     callback = methods[CALLBACK]["x-amazon-apigateway-integration"]["uri"]
-    assert references(callback) - {"AWS::Region"} == {
-        "NotificationsIntakeFunction"
-    }  # its own function, with its own small role
+    # Its own function (its published version's alias: SnapStart), with its own small role.
+    assert references(callback) - {"AWS::Region"} == {"NotificationsIntakeFunctionAliaslive"}
     assert not resources("AWS::ApiGateway::Method")  # none outside the OpenAPI body, which is checked above
 
 
