@@ -43,6 +43,7 @@ from shared.meli.errors import (
     MeliRateLimited,
     MeliTimeout,
     MeliTransientError,
+    MeliUnavailable,
     TokenRefreshError,
 )
 from shared.meli.models import MeliOrder, MeliPack
@@ -425,7 +426,8 @@ class Verifier:
         known: dict[str, MeliOrder] | None = None,
     ) -> Cart | None:
         """The pack checked whole, or None when it is no cart (one sale of this seller, or one kit's components).
-        Reads every order of the pack; another seller's (403, or another seller id) is left out."""
+        Reads every order of the pack; another seller's (403 ``not_owned_order``, or another seller id) is left out,
+        and an order ML lists but cannot find (404) fails the read: transient, never half a cart."""
         seller_id = self.connections.get(connection_id).seller_id
         orders: list[MeliOrder] = []
         others: list[str] = []
@@ -434,9 +436,18 @@ class Verifier:
             if order is None:
                 try:
                     order = client.get_order(order_id)
-                except (MeliNotFound, MeliForbidden):  # a multi-seller pack: ML shows only this seller's orders
+                except MeliForbidden:  # not_owned_order: a multi-seller pack's order of another seller
                     others.append(order_id)
                     continue
+                except MeliNotFound as exc:
+                    # ML lists the order in the pack yet says it does not exist: reading it later may succeed, and a
+                    # cart is never reflected without one of its orders (half a cart), so the attempt fails.
+                    raise MeliUnavailable(
+                        f"Mercado Libre lists order {order_id} in pack {pack.id} but answers 404 for it; the cart "
+                        "is not reflected without it. Retried.",
+                        status=404,
+                        path=exc.path,
+                    ) from exc
             if order.seller.id is not None and order.seller.id != seller_id:
                 others.append(order_id)
                 continue

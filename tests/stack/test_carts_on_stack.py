@@ -510,3 +510,20 @@ def test_the_sweep_heals_a_cart_once_its_blocking_product_is_fixed(stack: Embedd
     assert (pack["outcome"], pack["sale_ids"]) == ("reflected", sales)
     assert "error_entry" not in pack
     assert len(records_holding(stack, sales[0])) == 1
+
+
+def test_an_order_the_pack_lists_but_ml_cannot_find_is_never_left_out_of_the_cart(
+    stack: EmbeddedStack, http: httpx.Client
+) -> None:
+    """Only 403 not_owned_order makes an order another seller's. A 404 for an order the pack lists (ML's own data not
+    yet consistent) fails the attempt instead: the cart is retried, never reflected without one of its orders."""
+    pack_id, sales = fresh_cart(stack, size=3)
+    stack.meli.add_fault({"path": f"^/orders/{sales[2]}$", "kind": "status", "status": 404, "times": 3})
+    described = stack.run_execution({"connection_id": C, "pack_id": pack_id}, name=f"console-404-{pack_id}")
+    assert described["status"] == "SUCCEEDED", described
+    output = described["output"]
+    assert (output["outcome"], output["sale_ids"]) == ("reflected", sales)  # every order, once ML found the third
+    assert output["attempts"] >= 2  # the read that met the 404 was an attempt that failed
+    record = http.get(f"/connections/{C}/packs/{pack_id}").json()["record"]
+    assert record["sale_ids"] == sales and "other_sellers_sale_ids" not in record
+    assert len(records_holding(stack, sales[2])) == 1
