@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from shared.models import IdentifierResolution
+from shared.meli.errors import MeliTransientError
+from shared.models import ErrorType, IdentifierResolution
 
 
 class ConnectionNotFound(LookupError):
@@ -59,3 +60,23 @@ class PackNeverSeen(LookupError):
             f"The service has never reprocessed pack {pack_id} in connection {connection_id}. Relink the cart with "
             f"POST /connections/{connection_id}/packs/{pack_id}/relink."
         )
+
+
+class MarketplacePartialOrder(MeliTransientError):
+    """ML answered the order with 206 Partial Content: the sections named by ``X-Content-Missing`` (buyer, shipping,
+    feedback, mediations, seller) could not be fetched (reference/meli-api.md §1.2). A sale is imported only whole, so
+    this is a transient failure: a later read (the next relink attempt, the error sweep) gets the whole order."""
+
+    def __init__(self, sale_id: str, missing: list[str]) -> None:
+        sections = ", ".join(missing)
+        super().__init__(
+            f"Mercado Libre could not fetch the {sections} of sale {sale_id} (HTTP 206, X-Content-Missing: "
+            f"{sections}); a sale is imported only complete, so it is retried later",
+            status=206,
+            error=ErrorType.MARKETPLACE_PARTIAL_ORDER.value,
+            path=f"/orders/{sale_id}",
+        )
+        self.missing = list(missing)
+
+    def __str__(self) -> str:
+        return self.message

@@ -31,7 +31,7 @@ from shared.checks import (
     is_kit_component,
     listing_keys,
 )
-from shared.errors import ConnectionNotFound, NotASaleId
+from shared.errors import ConnectionNotFound, MarketplacePartialOrder, NotASaleId
 from shared.identifiers import Resolution, parse_identifier, resolve, validate_connection_id
 from shared.importer import build_cart_record, build_record
 from shared.lifecycle.moves import WAITING_FOR_PRODUCT, Blocking, Failure, reauthorization_blocking
@@ -70,26 +70,6 @@ from shared.models import (
 from shared.stores.base import AliasStore, ConnectionStore, ProductStore
 
 CONNECTION_CACHE_SECONDS = 60.0
-
-
-class MarketplacePartialOrder(MeliTransientError):
-    """ML answered the order with 206 Partial Content: the sections named by ``X-Content-Missing`` (buyer, shipping,
-    feedback, mediations, seller) could not be fetched (reference/meli-api.md §1.2). A sale is imported only whole, so
-    this is a transient failure: a later read (the next relink attempt, the error sweep) gets the whole order."""
-
-    def __init__(self, sale_id: str, missing: list[str]) -> None:
-        sections = ", ".join(missing)
-        super().__init__(
-            f"Mercado Libre could not fetch the {sections} of sale {sale_id} (HTTP 206, X-Content-Missing: "
-            f"{sections}); a sale is imported only complete, so it is retried later",
-            status=206,
-            error=ErrorType.MARKETPLACE_PARTIAL_ORDER.value,
-            path=f"/orders/{sale_id}",
-        )
-        self.missing = list(missing)
-
-    def __str__(self) -> str:
-        return self.message
 
 
 class MarketplacePackInError(MeliTransientError):

@@ -38,21 +38,28 @@ from shared.answers import (
     documented,
 )
 from shared.bulk_errors import NOT_QUEUED, NOT_QUEUED_MESSAGE, NoSaleIds, NoValidSaleIds, QueueSendError, TooManyIds
-from shared.errors import ConnectionNotFound, NotACart, NotASaleId, NotInErrorList, PackNeverSeen, SaleNeverSeen
+from shared.errors import (
+    ConnectionNotFound,
+    MarketplacePartialOrder,
+    NotACart,
+    NotASaleId,
+    NotInErrorList,
+    PackNeverSeen,
+    SaleNeverSeen,
+)
 from shared.identifiers import InvalidConnectionId, InvalidIdentifier
 from shared.jobs import RejectedId
 from shared.meli.errors import MeliError, MeliTransientError
 from shared.models import Outcome, Reason
 from shared.observability import logger, metrics, record_outcome, tracer
-from shared.recovery import RecoveryService
 from shared.settings import Settings
 from shared.snapstart import LAZY_MODULES, after_restore, warm
 from shared.stores.dynamo import InvalidCursor
-from shared.verification import MarketplacePartialOrder
 from shared.wiring import build_bulk_service, build_service
 
 if TYPE_CHECKING:
     from shared.bulk import BulkService
+    from shared.recovery import RecoveryService
 
 app = APIGatewayRestResolver(enable_validation=True)
 API_TITLE, API_VERSION = "sales-recovery", "0.1.0"
