@@ -4,6 +4,7 @@ Each measurement runs in a fresh interpreter (one Lambda sandbox), N times, inte
 The first invocation is real: AWS is moto's server and Mercado Libre the simulator, both started here, on loopback.
 
     .venv/bin/python benchmarks/cold_start.py [--runs 5] [--functions api verify ...] [--tracing on|off]
+        [--layer makefile|pip-builder|source]
 
 For a function with SnapStart in template.yaml (the API), it also emulates a restored sandbox in one process: import,
 the before-snapshot hooks (what Lambda runs when it publishes the version), then the after-restore hooks and the first
@@ -18,8 +19,13 @@ What the child looks like, on purpose:
 - Only what Lambda has is importable: the runtime's boto3 and the layer's requirements (``src/layer/requirements.txt``)
   with their dependencies; the dev venv's other packages (rich, click, moto, ...) are hidden, because some libraries
   import them when present (httpx imports rich and click for its CLI).
-- The function folder first on ``sys.path`` (``/var/task``), then ``src`` (the layer's ``shared``); no bytecode is
-  written, as ``/var/task`` and ``/opt`` are read-only in Lambda.
+- The function folder first on ``sys.path`` (``/var/task``), then the layer (``/opt/python``), built for this
+  machine's Python and platform by the deploy's own script (``src/layer/build_layer.py``) into a scratch folder:
+  ``--layer makefile`` (the default) as ``sam build`` builds it now, with unchecked-hash bytecode for every module;
+  ``--layer pip-builder`` the same files without bytecode, as SAM's Python builder shipped it; ``--layer source`` the
+  dev tree (the venv's packages, with pip's bytecode, and ``src/shared``, compiled on import), as earlier rounds
+  measured. The runtime's ``boto3`` of the baseline is the venv's, compiled, as the managed runtime ships it. No
+  bytecode is written, as ``/var/task`` and ``/opt`` are read-only in Lambda.
 - Timings are taken inside the child (``perf_counter`` around the import and the handler call), so interpreter start-up
   is left out of the function and of the baseline alike. "CPU ms" is the child's own CPU time over the same span: it
   leaves out waiting on moto, the simulator and other processes, so it moves less on a busy machine.
@@ -132,6 +138,8 @@ else:
     sys.path.insert(0, function_dir)
     import app
 t1 = time.perf_counter()
+# Where the layer's packages came from: the parent checks they are the layer it built, not the dev tree.
+origins = {name: getattr(sys.modules.get(name), "__file__", None) for name in ("shared", "pydantic", "boto3")}
 snapshot_ms = restore_ms = 0.0
 if mode == "restore":
     # What Lambda does with a SnapStart version: the before-snapshot hooks (last registered first) when it publishes
@@ -160,6 +168,7 @@ with open(result_file, "w") as out:
             "total_cpu_ms": (c2 - c0) * 1000,
             "rss_kb": peak_rss_kb(),
             "answer": answer,
+            "origins": origins,
         },
         out,
         default=str,
@@ -329,13 +338,15 @@ def aws_env(endpoint: str) -> dict[str, str]:
     }
 
 
-def lambda_env(function: str, app_env: dict[str, str], endpoint: str, *, tracing: bool) -> dict[str, str]:
+def lambda_env(
+    function: str, app_env: dict[str, str], endpoint: str, *, tracing: bool, layer: Path = SRC
+) -> dict[str, str]:
     """What Lambda sets for a python3.12 function with ``Tracing: Active``, plus the template's variables."""
     name = f"sales-recovery-{STAGE}-{function}"
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "LANG": "C.UTF-8",
-        "PYTHONPATH": str(SRC),
+        "PYTHONPATH": str(layer),
         "PYTHONDONTWRITEBYTECODE": "1",
         "LAMBDA_TASK_ROOT": str(SRC / "functions" / function),
         "_HANDLER": "app.lambda_handler",
@@ -382,7 +393,13 @@ def event_for(function: str) -> dict[str, Any]:
 
 
 def run_child(
-    mode: str, function: str | None, env: dict[str, str], hidden: list[str], *, importtime: bool = False
+    mode: str,
+    function: str | None,
+    env: dict[str, str],
+    hidden: list[str],
+    *,
+    importtime: bool = False,
+    layer: Path | None = None,
 ) -> tuple[Sample, str]:
     """One fresh interpreter; returns its sample and its stderr."""
     with tempfile.TemporaryDirectory(prefix="cold-start-") as tmp:
@@ -399,6 +416,10 @@ def run_child(
             tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])
             raise RuntimeError(f"{mode} {function or ''} failed (exit {proc.returncode}):\n{tail}")
         data = json.loads(result_file.read_text())
+    if layer is not None:  # a function's child: its packages must be the layer's
+        strays = {m: f for m, f in data["origins"].items() if f is not None and not f.startswith(str(layer))}
+        if strays:
+            raise RuntimeError(f"{function}: imported from outside the layer {layer}: {strays}")
     sample = Sample(
         data["import_ms"], data["total_ms"], data["total_cpu_ms"], data["rss_kb"] / 1024, summarize(data["answer"])
     )
@@ -474,11 +495,51 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tracing", choices=["on", "off"], default="on", help="on = Lambda's Tracing: Active")
     parser.add_argument("--no-importtime", action="store_true", help="skip the -X importtime breakdown")
     parser.add_argument("--no-import-only", action="store_true", help=f"skip the import of {', '.join(IMPORT_ONLY)}")
+    parser.add_argument(
+        "--layer",
+        choices=list(LAYERS),
+        default="makefile",
+        help="makefile: as sam build builds it (bytecode); pip-builder: as SAM's Python builder did (none); "
+        "source: the dev tree",
+    )
     args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="cold-start-layer-") as scratch:
+        layer = build_bench_layer(args.layer, Path(scratch) / "python")
+        return measure(args, layer)
+
+
+# How the functions' layer is laid out in the children (see the module's docstring).
+LAYERS = {
+    "makefile": "the layer as `sam build` builds it (src/layer/Makefile): pinned wheels and `shared`, unchecked-hash "
+    "bytecode for every module",
+    "pip-builder": "the layer as SAM's Python builder built it: the same files, no bytecode (every module compiled on "
+    "import)",
+    "source": "the dev tree: the venv's packages (pip's bytecode) and src/shared (compiled on import)",
+}
+
+
+def build_bench_layer(kind: str, target: Path) -> Path | None:
+    """The layer for this machine's Python and platform, by the deploy's script; None for the dev tree."""
+    if kind == "source":
+        return None
+    from layer.build_layer import build
+
+    with progress(f"building the layer ({kind})"):
+        build(
+            target,
+            python_version=f"{sys.version_info.major}.{sys.version_info.minor}",
+            platform="native",
+            bytecode=kind == "makefile",
+        )
+    return target
+
+
+def measure(args: argparse.Namespace, layer: Path | None) -> int:
     tracing = args.tracing == "on"
+    path = layer or SRC
 
     stale = sorted({str(p.parent.relative_to(ROOT)) for p in SRC.rglob("__pycache__/*.pyc")})
-    if stale:
+    if stale and layer is None:
         print(
             f"note: bytecode caches under src/ ({', '.join(stale[:3])}, ...) make the imports look faster than "
             "in Lambda; delete them for the honest number",
@@ -501,29 +562,31 @@ def main(argv: list[str] | None = None) -> int:
                 for mode, series in baseline.items():
                     series.samples.append(run_child(mode, None, base_env, hidden)[0])
                 for function in args.functions:
-                    env = lambda_env(function, stack.provision(function), stack.url, tracing=tracing)
-                    imports[function].samples.append(run_child("import", function, env, hidden)[0])
+                    env = lambda_env(function, stack.provision(function), stack.url, tracing=tracing, layer=path)
+                    imports[function].samples.append(run_child("import", function, env, hidden, layer=layer)[0])
                     before = len(stack.meli.requests)
-                    sample, _ = run_child("invoke", function, env, hidden)
+                    sample, _ = run_child("invoke", function, env, hidden, layer=layer)
                     sample.ml_requests = len(stack.meli.requests) - before
                     invokes[function].samples.append(sample)
                     if function in restores:
-                        env = lambda_env(function, stack.provision(function), stack.url, tracing=tracing)
+                        env = lambda_env(function, stack.provision(function), stack.url, tracing=tracing, layer=path)
                         env["AWS_LAMBDA_INITIALIZATION_TYPE"] = "snap-start"
                         before = len(stack.meli.requests)
-                        sample, _ = run_child("restore", function, env, hidden)
+                        sample, _ = run_child("restore", function, env, hidden, layer=layer)
                         sample.ml_requests = len(stack.meli.requests) - before
                         restores[function].samples.append(sample)
                 for function, series in import_only.items():
-                    env = lambda_env(function, {}, stack.url, tracing=tracing)  # nothing is called: no state
-                    series.samples.append(run_child("import", function, env, hidden)[0])
+                    # Nothing is called: no state.
+                    env = lambda_env(function, {}, stack.url, tracing=tracing, layer=path)
+                    series.samples.append(run_child("import", function, env, hidden, layer=layer)[0])
         if not args.no_importtime:
             with progress("-X importtime"):
                 for function in args.functions:
-                    env = lambda_env(function, stack.provision(function), stack.url, tracing=tracing)
-                    _, stderr = run_child("invoke", function, env, hidden, importtime=True)
+                    env = lambda_env(function, stack.provision(function), stack.url, tracing=tracing, layer=path)
+                    _, stderr = run_child("invoke", function, env, hidden, importtime=True, layer=layer)
                     breakdown[function] = parse_importtime(stderr)
 
+    print(f"\nLayer: {LAYERS[args.layer]}.")
     report(args.runs, tracing, baseline, imports, invokes, breakdown, hidden)
     if import_only:
         report_import_only(baseline, import_only)
