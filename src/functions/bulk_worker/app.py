@@ -26,7 +26,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType, async_process_partial_response
 from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import Json
+from pydantic import ConfigDict, Json
 
 from shared.bulk import BulkMessage, MessageReport
 from shared.observability import logger, metrics, tracer
@@ -38,6 +38,9 @@ _metrics_lock = threading.Lock()  # the records' threads add to one metric set
 
 
 class BulkRecord(SqsRecordModel):
+    # Built by the first record parsed, as every model of shared/ and the handlers (README, cold start).
+    model_config = ConfigDict(defer_build=True)
+
     body: Json[BulkMessage]
 
 
