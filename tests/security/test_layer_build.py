@@ -2,7 +2,8 @@
 
 - The template builds the layer with its Makefile, for the template's runtime and architecture.
 - The deploy's own build (``make build-SharedLayer``, as ``sam build`` runs it) gives arm64 wheels for python3.12 and
-  an unchecked-hash ``.pyc`` of that version for every module, named by its path in Lambda (``/opt/python/...``).
+  an unchecked-hash ``.pyc`` of that version for every module, named by its path in Lambda (``/opt/python/...``),
+  and stays within Lambda's 250 MB unzipped for a function and its layers.
 - Every handler, imported in a fresh interpreter from such a layer whose files all carry SAM's 1980 zip date, compiles
   no module of the layer; the same check does see the compiling once the bytecode is taken away (so it can fail).
 
@@ -97,6 +98,13 @@ def test_the_deploy_build_ships_unchecked_hash_bytecode_of_the_runtimes_python(t
     )
     assert report["problems"] == []
     assert report["checked"] > 500  # the packages and shared, not a handful
+
+    # Lambda: a function and its layers take at most 250 MB unzipped (the largest function folder is a few KB).
+    unzipped = sum(p.stat().st_size for p in site.rglob("*") if p.is_file())
+    largest_function = max(
+        sum(p.stat().st_size for p in folder.rglob("*.py")) for folder in (ROOT / "src" / "functions").iterdir()
+    )
+    assert unzipped + largest_function < 250 * 1000 * 1000, unzipped
 
 
 def test_building_bytecode_with_another_python_than_the_runtimes_is_refused(tmp_path: Path) -> None:
