@@ -26,6 +26,7 @@ from shared.stores.dynamo import (
     from_dynamo,
     get_sale_row,
     iso,
+    key_condition,
     retry_conflicts,
     sale_rows,
     to_dynamo,
@@ -97,12 +98,10 @@ class DynamoLifecycleStore:
 
     def due(self, connection_id: str, until: datetime, *, limit: int) -> list[str]:
         """Sales of the connection whose ``due_at`` is not later than ``until`` (oldest first)."""
-        from boto3.dynamodb.conditions import Key
-
         found: list[str] = []
         kwargs: dict[str, Any] = {
             "IndexName": DUE_INDEX,
-            "KeyConditionExpression": Key("connection_id").eq(connection_id) & Key("due_at").lte(iso(until)),
+            **key_condition("connection_id", connection_id, "due_at", "<=", iso(until)),
         }
         while len(found) < limit:
             page = self._sales.query(**kwargs, Limit=limit - len(found))

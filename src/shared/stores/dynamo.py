@@ -47,6 +47,36 @@ def from_dynamo(value: Any) -> Any:
     return value
 
 
+# The comparisons a key condition may put on a sort key (besides BETWEEN, which no store uses).
+SORT_KEY_OPERATORS = frozenset({"=", "<", "<=", ">", ">=", "begins_with"})
+
+
+def key_condition(
+    partition: str, value: Any, sort: str | None = None, operator: str | None = None, bound: Any = None
+) -> dict[str, Any]:
+    """A query's ``KeyConditionExpression`` as a string, with its own names and values.
+
+    Not boto3's ``Key(...)`` conditions: a resource turns those into text with one ``ConditionExpressionBuilder``,
+    which every request resets, so two threads sharing the resource (the process shares one: shared.wiring) can get
+    each other's placeholders. DynamoDB then refuses the query ("Query condition missed key schema element"), or runs
+    it with another value. boto3 says resources are not thread-safe; its builder is the part that bites here
+    (tests/stores/test_resource_shared_by_threads.py)."""
+    names = {"#pk": partition}
+    values = {":pk": value}
+    expression = "#pk = :pk"
+    if sort is not None:
+        if operator not in SORT_KEY_OPERATORS:
+            raise ValueError(f"not a sort key comparison: {operator!r}")
+        names["#sk"] = sort
+        values[":sk"] = bound
+        expression += " AND begins_with(#sk, :sk)" if operator == "begins_with" else f" AND #sk {operator} :sk"
+    return {
+        "KeyConditionExpression": expression,
+        "ExpressionAttributeNames": names,
+        "ExpressionAttributeValues": values,
+    }
+
+
 def conditional_failed(exc: ClientError) -> bool:
     return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 

@@ -14,6 +14,7 @@ from shared.stores.dynamo import (
     from_dynamo,
     get_sale_row,
     iso,
+    key_condition,
     sale_rows,
     to_dynamo,
 )
@@ -59,17 +60,15 @@ class DynamoErrorStore:
     def list(
         self, connection_id: str, *, error_type: str | None = None, limit: int = 50, cursor: str | None = None
     ) -> Page[ErrorEntry]:
-        from boto3.dynamodb.conditions import Key
-
         kwargs: dict[str, Any] = {"Limit": limit}
         if error_type:
             kwargs["IndexName"] = self._index
-            kwargs["KeyConditionExpression"] = Key("connection_id").eq(connection_id) & Key(
-                "error_type_sale_id"
-            ).begins_with(f"{error_type}#")
+            kwargs |= key_condition(
+                "connection_id", connection_id, "error_type_sale_id", "begins_with", f"{error_type}#"
+            )
             start = decode_cursor(cursor, required_keys={"connection_id", "sale_id", "error_type_sale_id"})
         else:
-            kwargs["KeyConditionExpression"] = Key("connection_id").eq(connection_id)
+            kwargs |= key_condition("connection_id", connection_id)
             start = decode_cursor(cursor, required_keys={"connection_id", "sale_id"})
         if start:
             if start["connection_id"] != connection_id:

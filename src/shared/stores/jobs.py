@@ -29,6 +29,7 @@ from shared.stores.dynamo import (
     encode_cursor,
     from_dynamo,
     iso,
+    key_condition,
     retry_conflicts,
     to_dynamo,
     transaction_cancelled,
@@ -254,10 +255,8 @@ class DynamoJobStore:
         return JobItem.model_validate(data)
 
     def items(self, job_id: str, *, limit: int = 100, cursor: str | None = None) -> Page[JobItem]:
-        from boto3.dynamodb.conditions import Key
-
         kwargs: dict[str, Any] = {
-            "KeyConditionExpression": Key("job_id").eq(job_id) & Key("item_key").gt(HEADER_KEY),
+            **key_condition("job_id", job_id, "item_key", ">", HEADER_KEY),
             "Limit": limit,
             "ConsistentRead": True,
         }
@@ -297,12 +296,9 @@ class DynamoJobStore:
         return self._job(answer["Attributes"])
 
     def has_open_item(self, connection_id: str, sale_id: str, *, updated_after: datetime) -> bool:
-        from boto3.dynamodb.conditions import Key
-
         found = self._table.query(
             IndexName=OPEN_ITEMS_INDEX,
-            KeyConditionExpression=Key("open_sale").eq(open_sale_key(connection_id, sale_id))
-            & Key("updated_at").gt(iso(updated_after)),
+            **key_condition("open_sale", open_sale_key(connection_id, sale_id), "updated_at", ">", iso(updated_after)),
             Limit=1,
         )
         return bool(found.get("Items"))

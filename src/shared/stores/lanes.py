@@ -16,7 +16,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from shared.lanes import LaneMessage, LaneState, Slot, parse_lane_ref
-from shared.stores.dynamo import applied, conditional_failed, from_dynamo, iso, retry_conflicts
+from shared.stores.dynamo import applied, conditional_failed, from_dynamo, iso, key_condition, retry_conflicts
 
 HELD_INDEX = "HeldMessagesIndex"
 LANE_PREFIX = "lane#"
@@ -76,11 +76,7 @@ class DynamoLaneStore:
         )
 
     def held(self, connection_id: str, *, limit: int) -> list[LaneMessage]:
-        from boto3.dynamodb.conditions import Key
-
-        answer = self._table.query(
-            IndexName=HELD_INDEX, KeyConditionExpression=Key("held_lane").eq(connection_id), Limit=limit
-        )
+        answer = self._table.query(IndexName=HELD_INDEX, **key_condition("held_lane", connection_id), Limit=limit)
         return [self._message(item) for item in answer.get("Items", [])]
 
     def take(self, connection_id: str, ref: str, *, limit: int, now: float) -> Slot:
