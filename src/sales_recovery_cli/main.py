@@ -98,6 +98,8 @@ class Cli:
     def relink(self, api: ApiClient) -> int:
         answer = api.request("POST", self.sale_path(self.args.sale_id, "/relink"))
         body = answer.body
+        if answer.status == 200 and body.get("outcome") not in GOOD:
+            return self._outcome(body)  # settled with nothing started (the connection must be reconnected first)
         if answer.status == 200 or not self.args.wait:
             if self.args.json:
                 self.emit_json(body)
@@ -145,7 +147,7 @@ class Cli:
     def pack_relink(self, api: ApiClient) -> int:
         answer = api.request("POST", self.pack_path(self.args.pack_id, "/relink"))
         body = answer.body
-        if answer.status == 200:  # nothing started: already in the platform (or a settled episode)
+        if answer.status == 200:  # nothing started: already in the platform, or the connection must be reconnected
             return self._pack_outcome(body)
         if not self.args.wait:
             if self.args.json:

@@ -282,6 +282,18 @@ def test_a_bad_pack_id_exits_2_with_a_message_to_act_on(cli: Run) -> None:
     assert cli("pack-status").code == 2  # no pack id
 
 
+def test_a_relink_settled_without_starting_exits_1_with_the_reason(cli: Run) -> None:
+    # case ac: the first relink finds the connection revoked; later relinks are refused before anything starts (200)
+    first = cli("--connection", "mla-revoked", "relink", "2000009151000011", "--wait", "--poll", "0.1")
+    assert first.code == 1 and "connection_needs_reauthorization" in first.out
+    sale = cli("--connection", "mla-revoked", "relink", "2000009151000021")
+    assert sale.code == 1
+    assert "2000009151000021: not_reflectable (connection_needs_reauthorization)" in sale.out
+    assert "what to do: Mercado Libre no longer accepts" in sale.out
+    cart = cli("--connection", "mla-revoked", "--json", "pack-relink", "2000006151000021")
+    assert cart.code == 1 and cart.json["reason"] == "connection_needs_reauthorization"
+
+
 # --- bulk and job -----------------------------------------------------------------------------------------------------
 
 
