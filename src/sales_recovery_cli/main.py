@@ -3,8 +3,7 @@
 Exit codes: 0 ok; 1 the sale, cart or job ended not ok or is blocked (not_reflectable, escalated, next action
 "blocked", still running at --timeout); 2 bad usage or a 4xx answer (unknown connection, not a sale id, not a
 cart's pack, a sale or pack never seen, not in the error list...); 3 the service is unavailable (5xx, 429,
-network, time-out). Messages go to stderr; with
---json, stdout carries the API's answer as JSON and nothing else.
+network, time-out). Messages go to stderr; with --json, stdout carries the API's answer as JSON and nothing else.
 """
 
 from __future__ import annotations
