@@ -353,7 +353,7 @@ class Cli:
         entry = state.get("error_entry")
         if entry:
             self.out.print(f"in the error list as {entry['sale_id']}: {entry['error_type']}")
-        action = state.get("seller_action") or (state.get("detail") if outcome not in GOOD else None)
+        action = state.get("seller_action") or (state.get("detail") if outcome in TERMINAL - GOOD else None)
         if action:
             self.out.print(f"what to do: {action}")
         return code
