@@ -1,9 +1,9 @@
 """sales-recovery: the operators' command line for the REST API (DESIGN §3), local (make serve) or deployed.
 
-Exit codes: 0 ok; 1 the sale or job ended not ok or is blocked (not_reflectable, escalated, next action
-"blocked", still running at --timeout); 2 bad usage or a 4xx answer (unknown connection, not a sale id, not in
-the error list...); 3 the service is unavailable (5xx, 429, network, time-out). Messages go to stderr; with
---json, stdout carries the API's answer as JSON and nothing else.
+Exit codes: 0 ok; 1 the sale, cart or job ended not ok or is blocked (not_reflectable, escalated, next action
+"blocked", still running at --timeout); 2 bad usage or a 4xx answer (unknown connection, not a sale id, not a
+cart's pack, a sale or pack never seen, not in the error list...); 3 the service is unavailable (5xx, 429,
+network, time-out). Messages go to stderr; with --json, stdout carries the API's answer as JSON and nothing else.
 """
 
 from __future__ import annotations
@@ -53,6 +53,9 @@ class Cli:
     def sale_path(self, sale_id: str, suffix: str = "") -> str:
         return f"/connections/{self.connection}/sales/{sale_id.strip()}{suffix}"
 
+    def pack_path(self, pack_id: str, suffix: str = "") -> str:
+        return f"/connections/{self.connection}/packs/{pack_id.strip()}{suffix}"
+
     def emit_json(self, body: Any) -> None:
         sys.stdout.write(json.dumps(body, indent=2, ensure_ascii=False) + "\n")
         sys.stdout.flush()
@@ -83,6 +86,8 @@ class Cli:
             )
             if report.get("seller_action"):
                 self.out.print(f"what to do: {report['seller_action']}")
+            if report.get("cart"):
+                self._render_cart_checks(report["cart"])
         return NOT_OK if report.get("next_action") == "blocked" else OK
 
     def resync(self, api: ApiClient) -> int:
@@ -92,6 +97,8 @@ class Cli:
     def relink(self, api: ApiClient) -> int:
         answer = api.request("POST", self.sale_path(self.args.sale_id, "/relink"))
         body = answer.body
+        if answer.status == 200 and body.get("outcome") not in GOOD:
+            return self._outcome(body)  # settled with nothing started (the connection must be reconnected first)
         if answer.status == 200 or not self.args.wait:
             if self.args.json:
                 self.emit_json(body)
@@ -102,6 +109,11 @@ class Cli:
                     f"{body['sale_id']}: relink started, execution {body.get('execution_name', '')}; "
                     f"follow it with: sales-recovery status {body['sale_id']}"
                 )
+                if body.get("pack_id"):
+                    self.out.print(
+                        f"the sale is part of cart {body['pack_id']} ({', '.join(body.get('sale_ids') or [])}): "
+                        f"the whole cart is relinked; sales-recovery pack-status {body['pack_id']}"
+                    )
             return OK
         self.note(f"relink started ({body.get('execution_name', '')}); waiting for the outcome...")
         deadline = time.monotonic() + self.args.timeout
@@ -124,7 +136,39 @@ class Cli:
             self.emit_json(state)
         else:
             self.out.print(f"{state['sale_id']}: {state['outcome']}")
+            self._cart_of_sale(state)
         return OK
+
+    def pack_status(self, api: ApiClient) -> int:
+        state = api.request("GET", self.pack_path(self.args.pack_id)).body
+        return self._pack_outcome(state)
+
+    def pack_relink(self, api: ApiClient) -> int:
+        answer = api.request("POST", self.pack_path(self.args.pack_id, "/relink"))
+        body = answer.body
+        if answer.status == 200:  # nothing started: already in the platform, or the connection must be reconnected
+            return self._pack_outcome(body)
+        if not self.args.wait:
+            if self.args.json:
+                self.emit_json(body)
+            else:
+                self.out.print(
+                    f"cart {body['pack_id']} ({', '.join(body.get('sale_ids') or [])}): relink started, execution "
+                    f"{body.get('execution_name', '')}\nfollow it with: sales-recovery pack-status {body['pack_id']}"
+                )
+            return OK
+        self.note(f"cart relink started ({body.get('execution_name', '')}); waiting for the outcome...")
+        deadline = time.monotonic() + self.args.timeout
+        while True:
+            state = api.request("GET", self.pack_path(self.args.pack_id)).body
+            if state.get("outcome") in TERMINAL:
+                return self._pack_outcome(state)
+            if time.monotonic() > deadline:
+                if self.args.json:
+                    self.emit_json(state)
+                self.note(f"cart still {state.get('outcome')} after {self.args.timeout:g}s; check again later.")
+                return NOT_OK
+            time.sleep(self.args.poll)
 
     def bulk(self, api: ApiClient) -> int:
         ids = self._read_ids()
@@ -225,6 +269,17 @@ class Cli:
 
     # --- shared pieces ---------------------------------------------------------------------------------------------
 
+    def hint(self, body: Any) -> str | None:
+        """The CLI command for what a 4xx answer says to do (the API's messages name its routes)."""
+        if not isinstance(body, dict):
+            return None
+        error, ids = body.get("error"), body.get("sale_ids") or []
+        if error == "pack_not_seen" and getattr(self.args, "pack_id", None):
+            return f"relink the cart with: sales-recovery pack-relink {self.args.pack_id.strip()}"
+        if error == "not_a_cart" and ids:  # a single sale's pack, or a sale id: relink its sales as sales
+            return f"relink it as a sale with: sales-recovery {'relink' if len(ids) == 1 else 'bulk'} {','.join(ids)}"
+        return None
+
     def _outcome(self, result: dict[str, Any]) -> int:
         outcome = result.get("outcome", "")
         if self.args.json:
@@ -239,10 +294,88 @@ class Cli:
             if result.get("reason"):
                 line += f" ({result['reason']})"
             self.out.print(line)
+            self._cart_of_sale(result)
             action = result.get("seller_action") or (result.get("detail") if outcome not in GOOD else None)
             if action:
                 self.out.print(f"what to do: {action}")
         return OK if outcome in GOOD else NOT_OK
+
+    def _cart_of_sale(self, state: dict[str, Any]) -> None:
+        """A cart's sale answers the cart's outcome: name the cart, the sale that blocks it, the cart's commands."""
+        pack_id = state.get("pack_id")
+        if not pack_id:
+            return
+        blocking = state.get("blocking_sale_id")
+        self.out.print(
+            f"part of cart {pack_id} ({', '.join(state.get('sale_ids') or [])}), reprocessed whole"
+            + (f"; blocked by sale {blocking}" if blocking else "")
+            + f"\nthe cart: sales-recovery pack-status {pack_id}   sales-recovery pack-relink {pack_id}"
+        )
+
+    def _pack_outcome(self, state: dict[str, Any]) -> int:
+        """A cart's answer (GET or POST .../packs/{p}); the exit code by its outcome, as a sale's. ``sale_id`` of a
+        cart's answer is the sale that blocks it, never the cart's subject."""
+        outcome = state.get("outcome", "")
+        code = NOT_OK if outcome in TERMINAL - GOOD else OK  # in progress: as a sale's status, 0
+        if self.args.json:
+            self.emit_json(state)
+            return code
+        style = STYLE.get(outcome)
+        line = f"cart {state.get('pack_id', '')} in {state.get('connection_id', '')}: " + (
+            f"[{style}]{outcome}[/]" if style else outcome
+        )
+        if state.get("reason"):
+            line += f" ({state['reason']})"
+        self.out.print(line)
+        blocking = state.get("sale_id")
+        table = Table()
+        table.add_column("sale id")
+        table.add_column("note", overflow="fold")
+        for sale_id in state.get("sale_ids") or []:
+            table.add_row(sale_id, f"[red]blocks the cart[/] ({state.get('reason')})" if sale_id == blocking else "")
+        self.out.print(table)
+        if blocking:
+            self.out.print(f"blocked by sale {blocking}: sales-recovery verify {blocking}")
+        record = state.get("record")
+        if record:
+            total = record.get("total_amount")
+            self.out.print(
+                f"record: one sale of the platform keyed by the pack, {len(record.get('sale_ids') or [])} order(s)"
+                + (f", total {total:g} {record.get('currency_id') or ''}".rstrip() if total is not None else "")
+                + (f", shipment {record['shipment_id']}" if record.get("shipment_id") else "")
+            )
+        execution = state.get("latest_execution")
+        if execution:
+            self.out.print(
+                f"attempts: {state.get('attempts', 0)}  episode: {state.get('episode', 0)}  "
+                f"execution: {execution.get('name', '')} ({execution.get('status', '')})"
+            )
+        entry = state.get("error_entry")
+        if entry:
+            self.out.print(f"in the error list as {entry['sale_id']}: {entry['error_type']}")
+        action = state.get("seller_action") or (state.get("detail") if outcome in TERMINAL - GOOD else None)
+        if action:
+            self.out.print(f"what to do: {action}")
+        return code
+
+    def _render_cart_checks(self, cart: dict[str, Any]) -> None:
+        """A verification's cart: each of this seller's orders checked, the one that blocks it, and the orders ML
+        lists in the pack that are another seller's (left out of this seller's cart)."""
+        blocking = cart.get("blocking_sale_id")
+        self.out.print(f"cart {cart['pack_id']}, pack status {cart.get('status') or 'unknown'}; its sales:")
+        table = Table()
+        for column in ("sale id", "ok", "reason"):
+            table.add_column(column, overflow="fold")
+        for order in cart.get("orders", []):
+            ok = all(check["ok"] for check in order.get("checks", [])) and not order.get("reason")
+            reason = order.get("reason") or ""
+            if order["sale_id"] == blocking:
+                reason = f"{reason} [red](blocks the cart)[/]".strip()
+            table.add_row(order["sale_id"], "[green]yes[/]" if ok else "[red]no[/]", reason)
+        self.out.print(table)
+        others = cart.get("other_sellers_sale_ids") or []
+        if others:
+            self.out.print(f"other sellers' sales in the pack (left out): {', '.join(others)}")
 
     def _read_ids(self) -> list[str]:
         chunks = list(self.args.sale_ids)
@@ -382,8 +515,16 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("sale_id")
     cmd.add_argument("--wait", action="store_true", help="wait until the sale's outcome is terminal")
     waiting(cmd, 300)
-    cmd = command("status", "where one sale stands")
+    cmd = command("status", "where one sale stands (a cart's sale: the cart's outcome, and its pack)")
     cmd.add_argument("sale_id")
+    cmd = command("pack-status", "where a cart stands: its outcome, its sales, the sale that blocks it")
+    cmd.add_argument("pack_id", help="the cart's pack id (a sale's status names it)")
+    cmd = command(
+        "pack-relink", "relink a cart whole by its pack id (one execution for all its sales, one record if it passes)"
+    )
+    cmd.add_argument("pack_id", help="the cart's pack id (a sale's status names it)")
+    cmd.add_argument("--wait", action="store_true", help="wait until the cart's outcome is terminal")
+    waiting(cmd, 300)
     cmd = command("bulk", "reprocess many sales as one job (ids: arguments, --file, or stdin; comma or newline)")
     cmd.add_argument("sale_ids", nargs="*", help="sale ids, or comma-separated lists of them")
     cmd.add_argument("--file", "-f", help="read ids from this file")
@@ -420,7 +561,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     err = Console(stderr=True, highlight=False)
     out = Console(highlight=False) if sys.stdout.isatty() else Console(highlight=False, width=160)
     cli = Cli(args, out, err)
-    handler: Callable[[ApiClient], int] = getattr(cli, args.command)
+    handler: Callable[[ApiClient], int] = getattr(cli, args.command.replace("-", "_"))
     try:
         with cli.client() as api:
             return handler(api)
@@ -428,6 +569,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.json and exc.body is not None:
             cli.emit_json(exc.body)
         err.print(f"sales-recovery {args.command}: {exc}", highlight=False, markup=False, soft_wrap=True)
+        hint = cli.hint(exc.body)
+        if hint:
+            err.print(hint, highlight=False, markup=False, soft_wrap=True)
         return exc.code
     except KeyboardInterrupt:
         err.print("interrupted")

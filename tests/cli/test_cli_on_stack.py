@@ -27,6 +27,12 @@ C = "mla-main"
 CANCELLED, NOT_SYNCED, NO_PRODUCT = "2000009103000012", "2000009108000018", "2000009106000014"
 LISTED_TIMEOUT, LISTED_NOT_SYNCED, ALWAYS_503 = "2000009109000015", "2000009110000012", "2000009112000016"
 ALREADY_REFLECTED, TRACKING = "2000009102000015", "MEL44031010011FMXDF01"
+# Carts (cases af, ag, ah, ai): pack id -> this seller's sale ids.
+CART_OK, CART_OK_SALES = "2000006171000016", ["2000009171000013", "2000009171000020", "2000009171000037"]
+MULTI_SELLER, OURS, THEIRS = "2000006172000013", ["2000009172000010", "2000009172000027"], "2000009172000034"
+PENDING_CANCEL = "2000006173000010"
+BLOCKED_CART, BLOCKED_SALES = "2000006174000017", ["2000009174000014", "2000009174000021"]
+OTHER, BLOCKING = BLOCKED_SALES
 
 
 @pytest.fixture(scope="module")
@@ -182,6 +188,110 @@ def test_relink_wait_of_a_cancelled_sale_exits_1(cli: Run) -> None:
     run = cli("relink", CANCELLED, "--wait", "--poll", "0.1", "--timeout", "60")
     assert run.code == 1
     assert "not_reflectable (sale_cancelled)" in run.out and "what to do:" in run.out
+
+
+# --- carts: pack-status, pack-relink, a cart's sale -------------------------------------------------------------------
+
+
+def test_pack_relink_wait_reflects_a_cart_whole_and_pack_status_lists_its_sales(cli: Run) -> None:
+    run = cli("--json", "pack-relink", CART_OK, "--wait", "--poll", "0.1", "--timeout", "60")
+    assert run.code == 0, run.err
+    cart = run.json
+    assert cart["pack_id"] == CART_OK and cart["outcome"] == "reflected" and cart["sale_ids"] == CART_OK_SALES
+    assert cart["record"]["sale_id"] == CART_OK and cart["record"]["sale_ids"] == CART_OK_SALES
+    status = cli("pack-status", CART_OK)
+    assert status.code == 0, status.err
+    assert f"cart {CART_OK} in {C}: reflected" in status.out
+    assert all(sale_id in status.out for sale_id in CART_OK_SALES) and "blocks the cart" not in status.out
+    assert "record: one sale of the platform keyed by the pack, 3 order(s)" in status.out
+    assert "shipment 44031071001" in status.out
+    again = cli("pack-relink", CART_OK, "--wait")
+    assert again.code == 0 and f"cart {CART_OK} in {C}: already_reflected" in again.out
+
+
+def test_status_of_a_cart_sale_names_its_cart_and_the_cart_commands(cli: Run) -> None:
+    cli("pack-relink", CART_OK, "--wait", "--poll", "0.1", "--timeout", "60")  # whatever the test order
+    run = cli("status", CART_OK_SALES[1])
+    assert run.code == 0, run.err
+    assert f"{CART_OK_SALES[1]}: reflected" in run.out
+    assert f"part of cart {CART_OK} ({', '.join(CART_OK_SALES)}), reprocessed whole" in run.out
+    assert f"sales-recovery pack-status {CART_OK}" in run.out and f"pack-relink {CART_OK}" in run.out
+    assert cli("--json", "status", CART_OK_SALES[1]).json["pack_id"] == CART_OK
+
+
+def test_a_cart_blocked_by_one_sale_exits_1_and_names_the_blocking_sale(cli: Run) -> None:
+    run = cli("pack-relink", BLOCKED_CART, "--wait", "--poll", "0.1", "--timeout", "60")
+    assert run.code == 1
+    assert f"cart {BLOCKED_CART} in {C}: not_reflectable (product_not_synced)" in run.out
+    rows = {line.split()[1]: line for line in run.out.splitlines() if line.split()[1:2] in ([BLOCKING], [OTHER])}
+    assert "blocks the cart (product_not_synced)" in rows[BLOCKING], run.out
+    assert "blocks the cart" not in rows[OTHER], run.out
+    assert f"blocked by sale {BLOCKING}: sales-recovery verify {BLOCKING}" in run.out
+    assert f"in the error list as {BLOCKED_CART}: product_not_synced" in run.out and "what to do:" in run.out
+    state = cli("--json", "pack-status", BLOCKED_CART)
+    assert state.code == 1
+    assert state.json["sale_id"] == BLOCKING and state.json["sale_ids"] == BLOCKED_SALES
+    other = cli("status", OTHER)  # the sale that passes its own checks answers the cart's outcome
+    assert other.code == 1
+    assert f"{OTHER}: not_reflectable (product_not_synced)" in other.out
+    assert f"blocked by sale {BLOCKING}" in other.out and f"pack-status {BLOCKED_CART}" in other.out
+
+
+def test_pack_relink_without_wait_answers_the_execution_and_wait_follows_it(cli: Run) -> None:
+    started = cli("--json", "pack-relink", PENDING_CANCEL)
+    assert started.code == 0, started.err
+    assert started.json["execution_id"].startswith("arn:aws:states:")
+    assert started.json["status_url"] == f"/connections/{C}/packs/{PENDING_CANCEL}"
+    waited = cli("pack-relink", PENDING_CANCEL, "--wait", "--poll", "0.1", "--timeout", "60")
+    assert waited.code == 1
+    assert f"cart {PENDING_CANCEL} in {C}: not_reflectable (pack_cancelled)" in waited.out
+    assert "what to do:" in waited.out
+    human = cli("relink", "2000009105000011")  # a cart's sale (case e): the whole cart is relinked
+    assert human.code == 0, human.err
+    assert "the sale is part of cart 2000006105000019" in human.out and "pack-status 2000006105000019" in human.out
+
+
+def test_verify_of_a_multi_seller_cart_lists_the_other_sellers_sales(cli: Run) -> None:
+    run = cli("verify", MULTI_SELLER)
+    assert run.code == 0, run.err
+    assert f"cart {MULTI_SELLER}, pack status released; its sales:" in run.out
+    assert all(sale_id in run.out for sale_id in OURS)
+    assert f"other sellers' sales in the pack (left out): {THEIRS}" in run.out
+    relinked = cli("--json", "pack-relink", MULTI_SELLER, "--wait", "--poll", "0.1", "--timeout", "60")
+    assert relinked.code == 0, relinked.err
+    assert relinked.json["outcome"] == "reflected" and relinked.json["sale_ids"] == OURS
+
+
+def test_a_pack_never_seen_exits_2_and_says_to_relink_the_cart(cli: Run) -> None:
+    run = cli("pack-status", "2000006999999999")
+    assert run.code == 2 and run.out == ""
+    assert "404 pack_not_seen" in run.err and "never reprocessed pack 2000006999999999" in run.err
+    assert "relink the cart with: sales-recovery pack-relink 2000006999999999" in run.err
+    assert cli("--json", "pack-status", "2000006999999999").json["error"] == "pack_not_seen"
+
+
+def test_a_bad_pack_id_exits_2_with_a_message_to_act_on(cli: Run) -> None:
+    junk = cli("pack-status", "not-a-pack")
+    assert junk.code == 2 and "400 invalid_sale_id" in junk.err and "digits only" in junk.err
+    single = cli("pack-relink", "2000006101000011")  # a single sale's pack is not a cart
+    assert single.code == 2
+    assert "422 not_a_cart" in single.err and "a single sale's pack" in single.err
+    assert "relink it as a sale with: sales-recovery relink 2000009101000011" in single.err
+    tracking = cli("--json", "pack-relink", TRACKING)
+    assert tracking.code == 2 and tracking.json["identifier_kind"] == "tracking"
+    assert cli("pack-status").code == 2  # no pack id
+
+
+def test_a_relink_settled_without_starting_exits_1_with_the_reason(cli: Run) -> None:
+    # case ac: the first relink finds the connection revoked; later relinks are refused before anything starts (200)
+    first = cli("--connection", "mla-revoked", "relink", "2000009151000011", "--wait", "--poll", "0.1")
+    assert first.code == 1 and "connection_needs_reauthorization" in first.out
+    sale = cli("--connection", "mla-revoked", "relink", "2000009151000021")
+    assert sale.code == 1
+    assert "2000009151000021: not_reflectable (connection_needs_reauthorization)" in sale.out
+    assert "what to do: Mercado Libre no longer accepts" in sale.out
+    cart = cli("--connection", "mla-revoked", "--json", "pack-relink", "2000006151000021")
+    assert cart.code == 1 and cart.json["reason"] == "connection_needs_reauthorization"
 
 
 # --- bulk and job -----------------------------------------------------------------------------------------------------
