@@ -695,7 +695,7 @@
           t(`kind.${report.identifier.kind}`), ids.length ? [" — ", linkedText("ui.holds", { ids: saleLinks(ids) })] : null,
           cart ? [" — ", h("a", { id: "open-cart", href: packHref(sale.id) }, t("ui.open_cart"))] : null));
       }
-      main.append(checksList(report));
+      main.append(...checksList(report));
       if (report.lines && report.lines.length) main.append(linesTable(report.lines));
     }
     const listed = Boolean((report && report.in_error_list) || (state && state.error_entry));
@@ -712,7 +712,7 @@
     const entry = (state && state.error_entry) || (report && report.error_entry);
     if (!state && sale.state && sale.state.status === 404) main.append(h("p", {}, t("ui.never_seen")));
     if (state) main.append(h("p", {}, outcomeBadge(state.outcome), state.reason ? ` ${reasonText(state.reason)}` : "", ` · ${t("ui.attempts")}: ${state.attempts || 0}`));
-    drawRecord(main, state, entry);
+    drawRecord(main, state, entry, "");
   }
 
   // A text of the catalogue with nodes (links) in its {placeholders}: the words stay translatable around them.
@@ -733,18 +733,18 @@
   }
 
   // The error entry's history and the latest execution: the same for a sale and for a cart.
-  function drawRecord(main, state, entry) {
+  function drawRecord(main, state, entry, of) {
     if (entry && entry.history && entry.history.length) {
       const caption = t("ui.history");
       const head = h("tr", {}, [t("ui.when"), t("ui.error_type"), t("ui.message"), t("ui.by")].map((name) => h("th", { scope: "col" }, name)));
       const rows = entry.history.map((event) => h("tr", {}, h("td", {}, when(event.at)), h("td", {}, t(`error_type.${event.error_type}`)), h("td", {}, coded("error_text", event.error_type, event.message)), h("td", {}, event.trigger ? t(`trigger.${event.trigger}`) : "")));
       main.append(tableIn(caption, h("table", { id: "history-table" }, h("caption", { class: "visually-hidden" }, caption), h("thead", {}, head), h("tbody", {}, rows))));
     } else {
-      main.append(h("p", { class: "hint" }, t("ui.no_history")));
+      main.append(h("p", { class: "hint" }, t(`ui.no_history${of}`)));
     }
     main.append(h("h3", {}, t("ui.latest_execution")));
     const execution = state && state.latest_execution;
-    if (!execution) { main.append(h("p", { class: "hint" }, t("ui.no_execution"))); return; }
+    if (!execution) { main.append(h("p", { class: "hint" }, t(`ui.no_execution${of}`))); return; }
     main.append(h("dl", { id: "execution" },
       h("dt", {}, t("ui.name")), h("dd", { class: "id" }, execution.name),
       h("dt", {}, t("ui.status")), h("dd", {}, execution.status),
@@ -870,7 +870,7 @@
     main.append(h("dl", { class: "facts" }, facts.map(([term, value]) => h("div", {}, h("dt", {}, term), h("dd", {}, value)))));
     if (report && cart) {
       main.append(h("p", { id: "next-action", "data-next": report.next_action }, h("strong", {}, `${t("ui.next_action")}: `), t(`next.${report.next_action}`)));
-      main.append(checksList(report));
+      main.append(...checksList(report));
     }
     main.append(h("div", { class: "buttons" },
       h("button", { type: "button", id: "pack-relink", disabled: Boolean(pack.busy), onclick: relinkPack }, t("ui.relink_cart"))));
@@ -879,7 +879,7 @@
     else if (pack.result) result.append(packResultView(pack.result));
     main.append(result);
     main.append(h("h3", {}, t("ui.history")));
-    drawRecord(main, state, state && state.error_entry);
+    drawRecord(main, state, state && state.error_entry, "_cart");
   }
 
   function packResultView(result) {
