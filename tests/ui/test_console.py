@@ -365,6 +365,10 @@ def test_a_cart_opened_from_its_sale_and_relinked_whole_in_spanish(page: Page, a
     assert cart["error_entry"]["history"][0]["message"] in history
     _shot(page, "console-pack-es.png")
     assert _serious_violations(page, axe) == []
+    phone = {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True}
+    page.send("Emulation.setDeviceMetricsOverride", phone)
+    page.wait_for("document.documentElement.clientWidth === 390", what="the phone's width")
+    assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
 
     # A 4xx, said in Spanish with the API's words kept: a one-order pack is not a cart; its sale is one click away.
     _open(page, f"#/c/{C}/pack/{ONE_ORDER_PACK}", _q("#not-a-cart"))
@@ -407,6 +411,26 @@ def test_a_cart_typed_by_its_pack_id_relinks_whole_then_answers_already_reflecte
     page.wait_for(f"!!{_q('#cart-link a')}", what="the cart's sale")
     assert _text(page, "#sale-title").endswith("2000009172000010")
     assert _text(page, "#cart-link a") == CART_SHARED
+
+
+ANSWER_THE_NEXT_POST = """((status, body) => {
+  const real = window.fetch;
+  window.fetch = async (url, init) => {
+    if (!(init && init.method === "POST")) return real(url, init);
+    window.fetch = real;
+    return new Response(JSON.stringify(body), { status, headers: { "Content-Type": "application/json" } });
+  };
+})"""
+
+
+def test_an_error_code_the_page_does_not_know_shows_the_apis_own_words(page: Page) -> None:
+    _open(page, f"#/c/{C}/pack/{CART_SHARED}", _q("#pack-sales a"))
+    said = {"error": "a_code_added_later", "message": "Something the API says in its own words."}
+    page.evaluate(f"{ANSWER_THE_NEXT_POST}(409, {json.dumps(said)})")
+    _click(page, "#pack-relink")
+    page.wait_for(f"!!{_q('#pack-result [role=alert]')}", what="the answer")
+    assert _text(page, "#pack-result [role=alert]") == f"Error 409: {said['message']}"
+    assert page.evaluate(f"!{_q('#pack-result .detail')}")  # nothing to put beside: the API's words are the text
 
 
 def test_switch_language_to_spanish_and_back(page: Page, axe: str) -> None:
@@ -471,6 +495,7 @@ def test_a_relink_whose_answer_was_lost_starts_no_second_episode(page: Page, api
     page.evaluate(f"{LOSE_THE_FIRST_ANSWER}('/relink')")
     _click(page, "#relink")
     page.wait_for(f"!!{_q('#sale-result [role=alert]')}", what="the lost answer's message")
+    assert page.evaluate(f"{_q('#sale-result [role=alert]')}.dataset.error") == "network"  # said by the page
     _click(page, "#relink")  # the person tries again
     page.wait_for(f"!!{_q('#sale-outcome [data-outcome]')}", timeout=60, what="the relink's outcome")
     state = api.get(f"/connections/{C}/sales/{sale_id}").json()
@@ -506,6 +531,10 @@ def test_a_connection_ml_refuses_shows_what_the_seller_must_do(page: Page, api: 
     assert api.get(f"/connections/{REVOKED}").json()["state"] == "needs_reauthorization"
     assert page.evaluate(f"{_q('#checks li[data-check=connection]')}.dataset.ok") == "false"
     assert action in _text(page, "#checks li[data-check=connection]")
+    # ML's refusal (its code, the cause) said by the page, with ML's own words kept beside it.
+    view = api.get(f"/connections/{REVOKED}").json()
+    assert page.evaluate(f"{_q('#connection-state .said')}.dataset.code") == view["cause"]
+    assert view["cause"] in _text(page, "#connection-state .detail[lang=en]")
 
 
 CORPUS = [
