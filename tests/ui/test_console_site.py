@@ -68,7 +68,14 @@ def test_every_code_the_api_answers_has_a_text() -> None:
 def test_every_reason_and_outcome_of_the_domain_is_said_in_each_language(lang: str) -> None:
     # The page says a reason, its seller action and an outcome from these; a missing one would show the raw code.
     catalogue = CATALOGUES[lang]
-    for group, codes in (("reason", Reason), ("action", Reason), ("outcome", Outcome), ("next", NextAction)):
+    groups = (
+        ("reason", Reason),
+        ("action", Reason),
+        ("outcome", Outcome),
+        ("next", NextAction),
+        ("next_cart", NextAction),
+    )
+    for group, codes in groups:
         missing = sorted(code.value for code in codes if not str(catalogue[group].get(code.value, "")).strip())
         assert missing == [], (lang, group)
     missing_types = sorted(e.value for e in ErrorType if not str(catalogue["error_text"].get(e.value, "")).strip())

@@ -869,7 +869,7 @@
     if (cart && cart.shipment_id) facts.push([t("ui.shipment"), cart.shipment_id]);
     main.append(h("dl", { class: "facts" }, facts.map(([term, value]) => h("div", {}, h("dt", {}, term), h("dd", {}, value)))));
     if (report && cart) {
-      main.append(h("p", { id: "next-action", "data-next": report.next_action }, h("strong", {}, `${t("ui.next_action")}: `), t(`next.${report.next_action}`)));
+      main.append(h("p", { id: "next-action", "data-next": report.next_action }, h("strong", {}, `${t("ui.next_action")}: `), t(`next_cart.${report.next_action}`)));
       main.append(...checksList(report));
     }
     main.append(h("div", { class: "buttons" },
