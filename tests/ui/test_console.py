@@ -365,6 +365,15 @@ def test_a_cart_opened_from_its_sale_and_relinked_whole_in_spanish(page: Page, a
     assert cart["error_entry"]["history"][0]["message"] in history
     _shot(page, "console-pack-es.png")
     assert _serious_violations(page, axe) == []
+    # The error list holds the cart once, under its pack id; its row opens the cart.
+    _open(page, f"#/c/{C}/errors", _q("#error-type"))
+    page.evaluate(f"{_q('#error-type')}.value = 'product_not_synced'")
+    _click(page, "#errors-filter button[type=submit]")
+    row = f'#errors-table tr[data-sale="{CART_BLOCKED}"] a'
+    page.wait_for(f"!!{_q(row)}", what="the cart's entry")
+    assert page.evaluate(f"{_q(row)}.getAttribute('href')") == f"#/c/{C}/pack/{CART_BLOCKED}"
+    _click(page, row)
+    page.wait_for(f"!!{_q('#pack-state [data-reason]')}", what="the cart again")
     phone = {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True}
     page.send("Emulation.setDeviceMetricsOverride", phone)
     page.wait_for("document.documentElement.clientWidth === 390", what="the phone's width")

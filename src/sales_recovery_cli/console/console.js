@@ -357,8 +357,10 @@
       type: "button", class: "resync", "data-sale": entry.sale_id, "aria-label": t("ui.resync_label", { id: entry.sale_id }),
       onclick: () => resyncListed(entry.sale_id),
     }, t("ui.resync"));
+    // A failed cart is listed once, under its pack id: its row opens the cart.
+    const href = entry.pack_id && entry.pack_id === entry.sale_id ? packHref(entry.pack_id) : `#/c/${enc(model.connection)}/sale/${enc(entry.sale_id)}`;
     return h("tr", { "data-sale": entry.sale_id },
-      h("td", { class: "id" }, h("a", { href: `#/c/${enc(model.connection)}/sale/${enc(entry.sale_id)}` }, entry.sale_id)),
+      h("td", { class: "id" }, h("a", { href }, entry.sale_id)),
       h("td", {}, t(`error_type.${entry.error_type}`)),
       h("td", {}, coded("error_text", entry.error_type, entry.message), entry.escalated ? h("span", { class: "action" }, t("ui.escalated_mark")) : null),
       h("td", {}, String(entry.attempts || 0)),
