@@ -310,10 +310,136 @@ def test_relink_from_the_sale_screen_follows_the_execution_to_its_outcome(page: 
 def test_a_pack_id_on_the_sale_screen_links_the_sales_it_holds(page: Page) -> None:
     _open(page, f"#/c/{C}/sale/{PACK}", _q("#identifier"))
     assert page.evaluate(f"{_q('#identifier')}.dataset.kind") == "pack"
-    links = page.evaluate("Array.from(document.querySelectorAll('#identifier a')).map(a => a.textContent)")
+    links = page.evaluate(
+        "Array.from(document.querySelectorAll('#identifier a:not(#open-cart)')).map(a => a.textContent)"
+    )
     assert links == ["2000009105000011", "2000009105000028"]
+    assert page.evaluate(f"{_q('#open-cart')}.getAttribute('href')") == f"#/c/{C}/pack/{PACK}"  # and the cart whole
     _click(page, "#identifier a")
     page.wait_for(f"({_q('#sale-title')} || {{}}).textContent?.endsWith('2000009105000011')", what="the cart's sale")
+
+
+CART_BLOCKED = "2000006174000017"  # case ai: a cart of two, its second sale's product not synced
+CART_BLOCKED_SALES = ["2000009174000014", "2000009174000021"]
+CART_SHARED = "2000006172000013"  # case ag: two sales of mla-main's seller and one of mlb-second's
+ONE_ORDER_PACK = "2000006114000011"  # case n: a pack of one order is a single sale, not a cart
+_LINKS = "Array.from(document.querySelectorAll({})).map(a => a.textContent)"
+
+
+def test_a_cart_opened_from_its_sale_and_relinked_whole_in_spanish(page: Page, axe: str, api: httpx.Client) -> None:
+    _open(page, f"#/c/{C}/sale/{CART_BLOCKED_SALES[1]}", _q("#cart-link a"))
+    _click(page, '.lang-button[data-lang="es"]')
+    page.wait_for("document.documentElement.lang === 'es'", what="Spanish")
+    assert "pertenece al carrito" in _text(page, "#cart-link")
+    _click(page, "#cart-link a")
+    page.wait_for(f"!!{_q('#pack-never-seen')}", what="the cart, never reprocessed yet")
+    assert page.evaluate("window.location.hash") == f"#/c/{C}/pack/{CART_BLOCKED}"
+    assert page.evaluate(_LINKS.format(json.dumps("#pack-sales a"))) == CART_BLOCKED_SALES
+    assert "aún no reprocesó este carrito" in _text(page, "#pack-never-seen")
+    _click(page, "#pack-relink")
+    page.wait_for(f"!!{_q('#pack-outcome [data-outcome]')}", timeout=60, what="the cart's outcome")
+    cart = api.get(f"/connections/{C}/packs/{CART_BLOCKED}").json()
+    assert (cart["outcome"], cart["reason"], cart["sale_id"]) == (
+        "not_reflectable",
+        "product_not_synced",
+        CART_BLOCKED_SALES[1],
+    )
+    assert page.evaluate(f"{_q('#pack-outcome [data-outcome]')}.dataset.outcome") == "not_reflectable"
+    assert cart["latest_execution"]["name"] in _text(page, "#pack-execution")  # the 202's execution
+    page.wait_for(f"!!{_q('#blocking-sale a')}", what="the blocking sale")
+    assert _text(page, "#blocking-sale a") == CART_BLOCKED_SALES[1]
+    assert "bloqueado por la venta" in _text(page, "#blocking-sale")
+    assert "producto no sincronizado" in _text(page, "#pack-state [data-reason]")
+    report = api.get(f"/connections/{C}/sales/{CART_BLOCKED}/verification").json()  # the cart's checks, as ML has it
+    checks = (
+        "Array.from(document.querySelectorAll('#checks li')).map(li => [li.dataset.check, li.dataset.ok === 'true'])"
+    )
+    assert page.evaluate(checks) == [[c["name"], c["ok"]] for c in report["checks"]]
+    assert [c["name"] for c in report["checks"] if not c["ok"]] == ["cart_sales"]
+    assert "Sincroniza el producto vinculado" in _text(page, "#pack-state")
+    # The API's own words stay beside the translation, marked as English.
+    assert page.evaluate(f"{_q('#pack-state .detail')}.lang") == "en"
+    assert _text(page, "#pack-state .detail") == cart["detail"]
+    history = _text(page, "#history-table tbody")
+    assert "Un producto de la venta no está sincronizado" in history
+    assert cart["error_entry"]["history"][0]["message"] in history
+    _shot(page, "console-pack-es.png")
+    assert _serious_violations(page, axe) == []
+    # The error list holds the cart once, under its pack id; its row opens the cart.
+    _open(page, f"#/c/{C}/errors", _q("#error-type"))
+    page.evaluate(f"{_q('#error-type')}.value = 'product_not_synced'")
+    _click(page, "#errors-filter button[type=submit]")
+    row = f'#errors-table tr[data-sale="{CART_BLOCKED}"] a'
+    page.wait_for(f"!!{_q(row)}", what="the cart's entry")
+    assert page.evaluate(f"{_q(row)}.getAttribute('href')") == f"#/c/{C}/pack/{CART_BLOCKED}"
+    _click(page, row)
+    page.wait_for(f"!!{_q('#pack-state [data-reason]')}", what="the cart again")
+    phone = {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True}
+    page.send("Emulation.setDeviceMetricsOverride", phone)
+    page.wait_for("document.documentElement.clientWidth === 390", what="the phone's width")
+    assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+
+    # A 4xx, said in Spanish with the API's words kept: a one-order pack is not a cart; its sale is one click away.
+    _open(page, f"#/c/{C}/pack/{ONE_ORDER_PACK}", _q("#not-a-cart"))
+    _click(page, "#pack-relink")
+    page.wait_for(f"!!{_q('#pack-result [role=alert]')}", what="the refusal")
+    refused = api.post(f"/connections/{C}/packs/{ONE_ORDER_PACK}/relink")
+    assert (refused.status_code, refused.json()["error"]) == (422, "not_a_cart")
+    assert page.evaluate(f"{_q('#pack-result [role=alert]')}.dataset.error") == "not_a_cart"
+    assert "422" in _text(page, "#pack-result") and "no es el pack de un carrito" in _text(page, "#pack-result")
+    assert _text(page, "#pack-result .detail[lang=en]") == refused.json()["message"]
+    assert page.evaluate(_LINKS.format(json.dumps("#pack-result a"))) == refused.json()["sale_ids"]
+    assert _serious_violations(page, axe) == []
+    _click(page, '.lang-button[data-lang="en"]')
+    page.wait_for("document.documentElement.lang === 'en'", what="English")
+    assert "is not the pack of a cart" in _text(page, "#pack-result [role=alert] p")
+
+
+def test_a_cart_typed_by_its_pack_id_relinks_whole_then_answers_already_reflected(
+    page: Page, axe: str, api: httpx.Client
+) -> None:
+    _open(page, f"#/c/{C}/pack", _q("#pack-input"))
+    page.type_text("#pack-input", CART_SHARED)
+    page.press("Enter")
+    page.wait_for(f"!!{_q('#other-sellers')}", what="the cart with the other seller's sale")
+    assert page.evaluate(_LINKS.format(json.dumps("#pack-sales a"))) == ["2000009172000010", "2000009172000027"]
+    assert page.evaluate(_LINKS.format(json.dumps("#other-sellers a"))) == ["2000009172000034"]
+    assert page.evaluate("document.querySelectorAll('#checks li[data-ok=true]').length") == 3  # sale id, pack, sales
+    _click(page, "#pack-relink")
+    page.wait_for(f"!!{_q('#pack-outcome [data-outcome]')}", timeout=60, what="the cart's outcome")
+    cart = api.get(f"/connections/{C}/packs/{CART_SHARED}").json()
+    assert cart["outcome"] == "reflected" == page.evaluate(f"{_q('#pack-outcome [data-outcome]')}.dataset.outcome")
+    assert cart["latest_execution"]["name"] in _text(page, "#pack-execution")
+    page.wait_for(f"!!{_q('#execution-link')}", what="the latest execution")
+    _shot(page, "console-pack.png")
+    assert _serious_violations(page, axe) == []
+    _click(page, "#pack-relink")  # settled: the API answers 200 already_reflected, nothing started
+    page.wait_for(f"!!{_q('#pack-outcome [data-outcome=already_reflected]')}", what="already reflected")
+    assert page.evaluate(f"!{_q('#pack-execution')}")
+    _click(page, "#pack-sales a")  # each sale of the cart opens its sale view, which links back to its cart
+    page.wait_for(f"!!{_q('#cart-link a')}", what="the cart's sale")
+    assert _text(page, "#sale-title").endswith("2000009172000010")
+    assert _text(page, "#cart-link a") == CART_SHARED
+
+
+ANSWER_THE_NEXT_POST = """((status, body) => {
+  const real = window.fetch;
+  window.fetch = async (url, init) => {
+    if (!(init && init.method === "POST")) return real(url, init);
+    window.fetch = real;
+    return new Response(JSON.stringify(body), { status, headers: { "Content-Type": "application/json" } });
+  };
+})"""
+
+
+def test_an_error_code_the_page_does_not_know_shows_the_apis_own_words(page: Page) -> None:
+    _open(page, f"#/c/{C}/pack/{CART_SHARED}", _q("#pack-sales a"))
+    said = {"error": "a_code_added_later", "message": "Something the API says in its own words."}
+    page.evaluate(f"{ANSWER_THE_NEXT_POST}(409, {json.dumps(said)})")
+    _click(page, "#pack-relink")
+    page.wait_for(f"!!{_q('#pack-result [role=alert]')}", what="the answer")
+    assert _text(page, "#pack-result [role=alert]") == f"Error 409: {said['message']}"
+    assert page.evaluate(f"!{_q('#pack-result .detail')}")  # nothing to put beside: the API's words are the text
 
 
 def test_switch_language_to_spanish_and_back(page: Page, axe: str) -> None:
@@ -378,6 +504,7 @@ def test_a_relink_whose_answer_was_lost_starts_no_second_episode(page: Page, api
     page.evaluate(f"{LOSE_THE_FIRST_ANSWER}('/relink')")
     _click(page, "#relink")
     page.wait_for(f"!!{_q('#sale-result [role=alert]')}", what="the lost answer's message")
+    assert page.evaluate(f"{_q('#sale-result [role=alert]')}.dataset.error") == "network"  # said by the page
     _click(page, "#relink")  # the person tries again
     page.wait_for(f"!!{_q('#sale-outcome [data-outcome]')}", timeout=60, what="the relink's outcome")
     state = api.get(f"/connections/{C}/sales/{sale_id}").json()
@@ -413,6 +540,10 @@ def test_a_connection_ml_refuses_shows_what_the_seller_must_do(page: Page, api: 
     assert api.get(f"/connections/{REVOKED}").json()["state"] == "needs_reauthorization"
     assert page.evaluate(f"{_q('#checks li[data-check=connection]')}.dataset.ok") == "false"
     assert action in _text(page, "#checks li[data-check=connection]")
+    # ML's refusal (its code, the cause) said by the page, with ML's own words kept beside it.
+    view = api.get(f"/connections/{REVOKED}").json()
+    assert page.evaluate(f"{_q('#connection-state .said')}.dataset.code") == view["cause"]
+    assert view["cause"] in _text(page, "#connection-state .detail[lang=en]")
 
 
 CORPUS = [

@@ -64,6 +64,102 @@ def test_every_code_the_api_answers_has_a_text() -> None:
     assert checks == set(en["check"])
 
 
+@pytest.mark.parametrize("lang", ["en", "es"])
+def test_every_reason_and_outcome_of_the_domain_is_said_in_each_language(lang: str) -> None:
+    # The page says a reason, its seller action and an outcome from these; a missing one would show the raw code.
+    catalogue = CATALOGUES[lang]
+    groups = (
+        ("reason", Reason),
+        ("action", Reason),
+        ("outcome", Outcome),
+        ("next", NextAction),
+        ("next_cart", NextAction),
+    )
+    for group, codes in groups:
+        missing = sorted(code.value for code in codes if not str(catalogue[group].get(code.value, "")).strip())
+        assert missing == [], (lang, group)
+    missing_types = sorted(e.value for e in ErrorType if not str(catalogue["error_text"].get(e.value, "")).strip())
+    assert missing_types == [], lang
+
+
+def _api_error_codes() -> set[str]:
+    """Every ``error`` code a 4xx/5xx body can carry to the page: the API's handlers, the signing forwarder's refusals
+    and the console's own files, read from their source."""
+    src = ROOT / "src"
+    app = (src / "functions" / "api" / "app.py").read_text()
+    codes = set(re.findall(r'_error\(\s*[\w.]+,\s*"([a-z_]+)"', app))
+    codes |= set(re.findall(r'_unavailable\(\s*"([a-z_]+)"', app))
+    codes |= set(re.findall(r'"error": "([a-z_]+)"', app))
+    codes |= set(
+        re.findall(r'_refuse\(\s*\d+,\s*"([a-z_]+)"', (src / "sales_recovery_cli" / "forwarder.py").read_text())
+    )
+    codes |= set(re.findall(r'"error": "([a-z_]+)"', (src / "sales_recovery_cli" / "console_site.py").read_text()))
+    return codes
+
+
+def _rejection_reasons() -> set[str]:
+    """Every reason a bulk job rejects an entry with (``RejectedId(..., reason=...)`` in shared/bulk.py)."""
+    from shared import bulk_errors
+
+    found: set[str] = set()
+    for value in re.findall(
+        r"RejectedId\((?:[^()]|\([^()]*\))*?reason=([\w.\"]+)", (ROOT / "src" / "shared" / "bulk.py").read_text()
+    ):
+        if value.startswith('"'):
+            found.add(value.strip('"'))
+        elif value.startswith("Reason."):
+            found.add(Reason[value.split(".")[1]].value)
+        else:
+            found.add(getattr(bulk_errors, value))
+    return found
+
+
+def _connection_causes() -> set[str]:
+    """The causes a refused connection is stored with: the fixed ones and the fallbacks when ML names none."""
+    causes: set[str] = set()
+    for path in (ROOT / "src" / "shared").rglob("*.py"):
+        text = path.read_text()
+        causes |= set(re.findall(r'cause="([a-z_]+)"', text))
+        causes |= set(re.findall(r'cause = [\w.]+ or "([a-z_]+)"', text))
+        causes |= set(re.findall(r'cause=[\w.]+ or "([a-z_]+)"', text))
+    return causes
+
+
+@pytest.mark.parametrize("lang", ["en", "es"])
+def test_every_error_code_rejection_and_cause_the_page_can_receive_is_said_in_each_language(lang: str) -> None:
+    catalogue = CATALOGUES[lang]
+    codes = _api_error_codes()
+    assert {"not_a_cart", "pack_not_seen", "not_in_error_list", "missing_console_token", "console"} <= codes  # found
+    assert sorted(codes - set(catalogue["api_error"])) == [], lang
+    assert "network" in catalogue["api_error"]  # the page's own: no answer arrived
+    rejections = _rejection_reasons()
+    assert {"invalid_sale_id", "not_a_sale_id", "not_queued"} <= rejections
+    assert sorted(rejections - set(catalogue["rejected"])) == [], lang
+    causes = _connection_causes()
+    assert {"invalid_grant", "forbidden", "token_owner_mismatch", "unknown"} <= causes
+    assert sorted(causes - set(catalogue["cause"])) == [], lang
+
+
+def test_a_translation_keeps_the_placeholders_of_its_english() -> None:
+    en, es = CATALOGUES["en"], CATALOGUES["es"]
+    differ = [
+        key
+        for key in _keys(en)
+        if set(re.findall(r"\{(\w+)\}", _lookup(en, key))) != set(re.findall(r"\{(\w+)\}", _lookup(es, key)))
+    ]
+    assert differ == []
+
+
+def test_every_text_the_script_asks_for_is_in_the_catalogues() -> None:
+    script = (ASSETS / "console.js").read_text()
+    asked = set(re.findall(r'\bt\("([a-z_]+\.[a-z_]+)"', script)) | set(
+        re.findall(r'linkedText\("([a-z_]+\.[a-z_]+)"', script)
+    )
+    asked |= set(re.findall(r'data-i18n="([a-z_]+\.[a-z_]+)"', (ASSETS / "index.html").read_text()))
+    assert {"ui.nav_pack", "ui.relink_cart", "ui.in_cart"} <= asked
+    assert sorted(asked - _keys(CATALOGUES["en"])) == []
+
+
 def test_the_english_seller_actions_are_the_apis_own() -> None:
     assert CATALOGUES["en"]["action"] == {reason.value: text for reason, text in SELLER_ACTIONS.items()}
 

@@ -1,5 +1,6 @@
 /* The recovery console: the help article's screens over the REST API of DESIGN §3 (no framework, no build step).
- * Routes live in the URL fragment: #/c/<connection>/errors, #/c/<connection>/reprocess, #/c/<connection>/sale/<id>.
+ * Routes live in the URL fragment: #/c/<connection>/errors, #/c/<connection>/reprocess, #/c/<connection>/sale/<id>,
+ * #/c/<connection>/pack/<pack id> (a cart, reprocessed whole).
  * Every screen keeps its data in `model` and is drawn from it, so switching language redraws without losing work. */
 "use strict";
 (() => {
@@ -15,7 +16,9 @@
     errors: { type: "", cursors: [null], index: 0, page: null, failure: null, outcomes: {} },
     reprocess: { text: "", kinds: {}, asking: null, job: null, view: null, items: null, failure: null },
     sale: { id: "", report: null, state: null, failure: null, busy: null, result: null },
+    pack: { id: "", report: null, state: null, busy: null, result: null },
   };
+  const SCREENS = ["errors", "reprocess", "sale", "pack"];
 
   // --- small helpers ------------------------------------------------------------------------------------------------
   const $ = (selector, root = document) => root.querySelector(selector);
@@ -28,7 +31,7 @@
       else if (key === "text") node.textContent = value;
       else node.setAttribute(key, value === true ? "" : value);
     }
-    for (const child of children.flat()) {
+    for (const child of children.flat(Infinity)) {
       if (child === null || child === undefined || child === false) continue;
       node.append(child instanceof Node ? child : document.createTextNode(String(child)));
     }
@@ -49,6 +52,15 @@
   const has = (key) => typeof lookup("en", key) === "string";
   const reasonText = (reason) => (reason ? (has(`reason.${reason}`) ? t(`reason.${reason}`) : reason) : "");
   const actionText = (reason, fallback) => (reason && has(`action.${reason}`) ? t(`action.${reason}`) : fallback || "");
+
+  // The API's free text is English. Where an answer carries a stable code the page says it in the reader's language
+  // from the catalogue, and keeps the API's own words beside it (they name ids and what ML said); a code the page does
+  // not know shows the API's text alone.
+  const apiWords = (text) => (text ? h("span", { class: "detail", lang: "en" }, text) : null);
+  function coded(group, code, text, vars) {
+    if (!code || !has(`${group}.${code}`)) return [h("span", { lang: "en" }, text || code || "")];
+    return [h("span", { class: "said", "data-code": code }, t(`${group}.${code}`, vars)), apiWords(text)];
+  }
 
   function when(value) {
     if (!value) return "";
@@ -105,7 +117,26 @@
     return { status: response.status, body: parsed };
   }
 
-  const failureText = (answer) => `${t("ui.error")} ${answer.status || ""}: ${(answer.body && answer.body.message) || ""}`;
+  // A failed call, kept as the API answered it (status, error code, message) so a language switch says it again.
+  function failureOf(answer) {
+    const body = answer.body && typeof answer.body === "object" ? answer.body : {};
+    return { status: answer.status, code: typeof body.error === "string" ? body.error : "", message: body.message || "", body };
+  }
+
+  const failureKnown = (failure) => Boolean(failure.code && has(`api_error.${failure.code}`));
+  const failureText = (failure) =>
+    `${t("ui.error")} ${failure.status || ""}: ${failureKnown(failure) ? t(`api_error.${failure.code}`) : failure.message}`;
+
+  function failureView(failure, extra) {
+    return h("div", { class: "notice bad", role: "alert", "data-error": failure.code || null },
+      h("p", {}, failureText(failure)),
+      failureKnown(failure) && failure.message ? h("p", { class: "detail", lang: "en" }, failure.message) : null,
+      extra || null);
+  }
+
+  function saleLinks(ids) {
+    return ids.flatMap((saleId, i) => [i ? ", " : "", h("a", { href: `#/c/${enc(model.connection)}/sale/${enc(saleId)}` }, saleId)]);
+  }
 
   // --- ids: the same rules as shared/identifiers.parse_identifier, so the pre-check agrees with the API ------------
   const MAX_ID = 9223372036854775807n;
@@ -180,7 +211,7 @@
   }
 
   function routeTo(screen, id) {
-    const tail = screen === "sale" && id ? `/${enc(id)}` : "";
+    const tail = (screen === "sale" || screen === "pack") && id ? `/${enc(id)}` : "";
     window.location.hash = `#/c/${enc(model.connection)}/${screen}${tail}`;
   }
 
@@ -188,9 +219,12 @@
     const route = parseRoute();
     const changed = route.connection !== model.connection;
     model.connection = route.connection;
-    model.screen = ["errors", "reprocess", "sale"].includes(route.screen) ? route.screen : "errors";
-    if (changed || route.id !== model.sale.id) {
-      model.sale = { id: route.id, report: null, state: null, failure: null, busy: null, result: null };
+    model.screen = SCREENS.includes(route.screen) ? route.screen : "errors";
+    if (changed || (model.screen !== "pack" && route.id !== model.sale.id)) {
+      model.sale = { id: model.screen === "pack" ? "" : route.id, report: null, state: null, failure: null, busy: null, result: null };
+    }
+    if (changed || (model.screen === "pack" && route.id !== model.pack.id)) {
+      model.pack = { id: model.screen === "pack" ? route.id : "", report: null, state: null, busy: null, result: null };
     }
     if (changed) {
       model.errors = { type: "", cursors: [null], index: 0, page: null, failure: null, outcomes: {} };
@@ -207,6 +241,7 @@
     if (changed && model.connection) await loadConnection();
     if (model.connection && model.screen === "errors" && !model.errors.page) await loadErrors();
     if (model.connection && model.screen === "sale" && model.sale.id && !model.sale.report) await loadSale();
+    if (model.connection && model.screen === "pack" && model.pack.id && !model.pack.state) await loadPack();
     const job = model.reprocess.job;
     if (model.connection && model.screen === "reprocess" && route.id && !(job && job.job_id === route.id)) await openJob(route.id);
   }
@@ -214,7 +249,7 @@
   function drawNav() {
     for (const link of document.querySelectorAll(".tabs a")) {
       const screen = link.dataset.screen;
-      const id = screen === "sale" ? model.sale.id : "";
+      const id = screen === "sale" ? model.sale.id : screen === "pack" ? model.pack.id : "";
       link.href = model.connection ? `#/c/${enc(model.connection)}/${screen}${id ? `/${enc(id)}` : ""}` : "#";
       if (screen === model.screen && model.connection) link.setAttribute("aria-current", "page");
       else link.removeAttribute("aria-current");
@@ -234,7 +269,7 @@
     box.replaceChildren();
     const answer = model.connectionView;
     if (!model.connection || !answer) return;
-    if (answer.status !== 200) { box.append(notice(failureText(answer), "bad", "alert")); return; }
+    if (answer.status !== 200) { box.append(failureView(failureOf(answer))); return; }
     const view = answer.body;
     const ok = view.state === "active";
     const rows = [
@@ -244,7 +279,7 @@
       [t("ui.site"), view.site_id],
     ];
     if (!ok) {
-      rows.push([t("ui.cause"), view.cause || ""], [t("ui.since"), when(view.since)]);
+      rows.push([t("ui.cause"), coded("cause", view.cause, view.detail ? `${view.cause}: ${view.detail}` : view.cause)], [t("ui.since"), when(view.since)]);
       rows.push([t("ui.what_to_do"), actionText(view.reason, view.seller_action)]);
     }
     box.append(h("dl", {}, rows.map(([term, value]) => h("div", {}, h("dt", {}, term), h("dd", {}, value)))));
@@ -257,7 +292,7 @@
       main.append(h("h2", {}, t("ui.title")), h("p", {}, t("ui.pick_connection")));
       return;
     }
-    ({ errors: drawErrors, reprocess: drawReprocess, sale: drawSale })[model.screen](main);
+    ({ errors: drawErrors, reprocess: drawReprocess, sale: drawSale, pack: drawPack })[model.screen](main);
   }
 
   // --- screen: sales with errors -----------------------------------------------------------------------------------
@@ -275,7 +310,7 @@
       state.cursors = state.cursors.slice(0, state.index + 1);
       if (answer.body.next_cursor) state.cursors.push(answer.body.next_cursor);
     } else {
-      state.failure = failureText(answer);
+      state.failure = failureOf(answer);
     }
     if (model.screen === "errors") drawScreen();
   }
@@ -297,7 +332,7 @@
       },
     }, h("label", { for: "error-type" }, t("ui.error_type")), select, h("button", { type: "submit" }, t("ui.filter"))));
 
-    if (state.failure) { main.append(notice(state.failure, "bad", "alert")); return; }
+    if (state.failure) { main.append(failureView(state.failure)); return; }
     if (!state.page) { main.append(h("p", { "aria-busy": "true" }, t("ui.loading"))); return; }
     if (!state.page.items.length) { main.append(notice(t("ui.errors_empty"))); }
     else {
@@ -322,10 +357,12 @@
       type: "button", class: "resync", "data-sale": entry.sale_id, "aria-label": t("ui.resync_label", { id: entry.sale_id }),
       onclick: () => resyncListed(entry.sale_id),
     }, t("ui.resync"));
+    // A failed cart is listed once, under its pack id: its row opens the cart.
+    const href = entry.pack_id && entry.pack_id === entry.sale_id ? packHref(entry.pack_id) : `#/c/${enc(model.connection)}/sale/${enc(entry.sale_id)}`;
     return h("tr", { "data-sale": entry.sale_id },
-      h("td", { class: "id" }, h("a", { href: `#/c/${enc(model.connection)}/sale/${enc(entry.sale_id)}` }, entry.sale_id)),
+      h("td", { class: "id" }, h("a", { href }, entry.sale_id)),
       h("td", {}, t(`error_type.${entry.error_type}`)),
-      h("td", {}, h("span", { lang: "en" }, entry.message), entry.escalated ? h("span", { class: "action" }, t("ui.escalated_mark")) : null),
+      h("td", {}, coded("error_text", entry.error_type, entry.message), entry.escalated ? h("span", { class: "action" }, t("ui.escalated_mark")) : null),
       h("td", {}, String(entry.attempts || 0)),
       h("td", {}, retry),
       h("td", {}, button),
@@ -335,7 +372,7 @@
   function outcomeCell(result) {
     if (!result) return null;
     if (result.busy) return t("ui.resyncing");
-    if (result.failure) return h("span", { class: "action" }, result.failure);
+    if (result.failure) return h("span", { class: "action" }, failureText(result.failure), failureKnown(result.failure) ? [" ", apiWords(result.failure.message)] : null);
     return [outcomeBadge(result.outcome), result.reason ? ` ${reasonText(result.reason)}` : "",
       GOOD.includes(result.outcome) ? null : h("span", { class: "action" }, actionText(result.reason, result.seller_action))];
   }
@@ -345,10 +382,10 @@
     outcomes[saleId] = { busy: true };
     redrawRow(saleId);
     const answer = await api("POST", `${connectionPath()}/sales/${enc(saleId)}/resync`);
-    outcomes[saleId] = answer.status === 200 ? answer.body : { failure: failureText(answer) };
+    outcomes[saleId] = answer.status === 200 ? answer.body : { failure: failureOf(answer) };
     redrawRow(saleId);
     const result = outcomes[saleId];
-    announce(result.outcome ? `${saleId}: ${t(`outcome.${result.outcome}`)}` : result.failure);
+    announce(result.outcome ? `${saleId}: ${t(`outcome.${result.outcome}`)}` : failureText(result.failure));
   }
 
   function redrawRow(saleId) {
@@ -484,7 +521,7 @@
     const answer = await api("POST", `${connectionPath()}/reprocessing-jobs`, { sale_ids: entries }, { "Idempotency-Key": state.pending.key });
     if (answer.status !== 0 && answer.status < 500) state.pending = null;
     if (answer.status !== 202) {
-      state.failure = failureText(answer);
+      state.failure = failureOf(answer);
       const button = $("#submit-job");
       if (button) button.disabled = false;
       drawJob();
@@ -502,7 +539,7 @@
     state.job = { job_id: jobId, accepted: 0 };
     state.view = null; state.items = null; state.failure = null;
     const answer = await api("GET", `${connectionPath()}/reprocessing-jobs/${enc(jobId)}?limit=1`);
-    if (answer.status !== 200) { state.job = null; state.failure = failureText(answer); drawJob(); return; }
+    if (answer.status !== 200) { state.job = null; state.failure = failureOf(answer); drawJob(); return; }
     state.job = answer.body;
     state.view = answer.body;
     drawJob();
@@ -525,7 +562,7 @@
       const query = new URLSearchParams({ limit: "1000" });
       if (cursor) query.set("cursor", cursor);
       const answer = await api("GET", `${path}?${query}`);
-      if (answer.status !== 200) { state.failure = failureText(answer); break; }
+      if (answer.status !== 200) { state.failure = failureOf(answer); break; }
       items.push(...answer.body.items);
       cursor = answer.body.next_cursor;
     } while (cursor);
@@ -566,7 +603,7 @@
     const state = model.reprocess;
     section.replaceChildren();
     if (busyText) { section.append(h("p", { role: "status" }, busyText)); return; }
-    if (state.failure) section.append(notice(state.failure, "bad", "alert"));
+    if (state.failure) section.append(failureView(state.failure));
     if (!state.job) return;
     const job = state.job;
     section.append(h("h3", { id: "job-title" }, t("ui.job", { id: job.job_id })),
@@ -582,7 +619,7 @@
       const rows = job.rejected.map((item) => h("tr", {},
         h("td", { class: "id" }, item.sale_id),
         h("td", {}, reasonText(item.reason), item.identifier_kind ? ` (${t(`kind.${item.identifier_kind}`)})` : ""),
-        h("td", { lang: "en" }, item.message)));
+        h("td", {}, coded("rejected", item.reason, item.message, { kind: item.identifier_kind ? t(`kind.${item.identifier_kind}`) : "" }))));
       section.append(tableIn(caption, h("table", { id: "rejected-table" }, h("caption", {}, caption), h("thead", {}, head), h("tbody", {}, rows))));
     }
     if (!state.items) return;
@@ -646,23 +683,21 @@
     const report = sale.report.status === 200 ? sale.report.body : null;
     const state = sale.state && sale.state.status === 200 ? sale.state.body : null;
     main.append(h("h3", { id: "sale-title" }, `${t("ui.sale_id")} ${sale.id}`));
-    if (!report) main.append(notice(failureText(sale.report), "bad", "alert"));
+    if (!report) main.append(failureView(failureOf(sale.report)));
+    // A sale of a cart answers the cart's outcome: the cart is where it is seen whole and relinked whole.
+    const packId = (state && state.pack_id) || (report && report.cart && report.pack_id);
+    if (packId && packId !== sale.id) main.append(h("p", { class: "notice", id: "cart-link" }, linkedText("ui.in_cart", { pack: h("a", { href: packHref(packId) }, packId) })));
     if (report) {
       main.append(h("p", { id: "next-action", "data-next": report.next_action }, h("strong", {}, `${t("ui.next_action")}: `), t(`next.${report.next_action}`)));
       if (report.identifier && report.identifier.kind !== "sale") {
-        // Not a sale id: say what it is and link the sales it holds, each one click away.
+        // Not a sale id: say what it is and link the sales it holds, each one click away (and a cart's pack, its cart).
         const ids = report.identifier.sale_ids || [];
-        const links = ids.flatMap((saleId, i) => [i ? ", " : "", h("a", { href: `#/c/${enc(model.connection)}/sale/${enc(saleId)}` }, saleId)]);
-        const [before, after] = t("ui.holds", { ids: "\u0000" }).split("\u0000");
+        const cart = report.identifier.kind === "pack" && report.cart;
         main.append(h("p", { class: "notice bad", id: "identifier", "data-kind": report.identifier.kind },
-          t(`kind.${report.identifier.kind}`), ids.length ? [" — ", before, ...links, after] : null));
+          t(`kind.${report.identifier.kind}`), ids.length ? [" — ", linkedText("ui.holds", { ids: saleLinks(ids) })] : null,
+          cart ? [" — ", h("a", { id: "open-cart", href: packHref(sale.id) }, t("ui.open_cart"))] : null));
       }
-      main.append(h("h3", {}, t("ui.checks")),
-        h("ul", { class: "checks", id: "checks" }, report.checks.map((check) => h("li", { "data-check": check.name, "data-ok": String(check.ok) },
-          h("span", { class: `mark ${check.ok ? "ok" : "ko"}`, "aria-hidden": "true" }, check.ok ? "✓" : "✗"),
-          h("span", {}, has(`check.${check.name}`) ? t(`check.${check.name}`) : check.name, h("span", { class: "visually-hidden" }, `: ${check.ok ? t("ui.check_ok") : t("ui.check_failed")}`)),
-          h("span", { class: "detail", lang: "en" }, check.detail),
-          check.ok ? null : h("strong", { class: "action" }, `${t("ui.what_to_do")}: ${actionText(check.reason, report.seller_action)}`)))));
+      main.append(...checksList(report));
       if (report.lines && report.lines.length) main.append(linesTable(report.lines));
     }
     const listed = Boolean((report && report.in_error_list) || (state && state.error_entry));
@@ -679,17 +714,39 @@
     const entry = (state && state.error_entry) || (report && report.error_entry);
     if (!state && sale.state && sale.state.status === 404) main.append(h("p", {}, t("ui.never_seen")));
     if (state) main.append(h("p", {}, outcomeBadge(state.outcome), state.reason ? ` ${reasonText(state.reason)}` : "", ` · ${t("ui.attempts")}: ${state.attempts || 0}`));
+    drawRecord(main, state, entry, "");
+  }
+
+  // A text of the catalogue with nodes (links) in its {placeholders}: the words stay translatable around them.
+  function linkedText(key, nodes) {
+    const marks = Object.fromEntries(Object.keys(nodes).map((name, i) => [name, `\u0000${i}\u0000`]));
+    return t(key, marks).split("\u0000").map((part, i) => (i % 2 ? nodes[Object.keys(nodes)[Number(part)]] : part));
+  }
+
+  const packHref = (packId) => `#/c/${enc(model.connection)}/pack/${enc(packId)}`;
+
+  function checksList(report) {
+    return [h("h3", {}, t("ui.checks")),
+      h("ul", { class: "checks", id: "checks" }, report.checks.map((check) => h("li", { "data-check": check.name, "data-ok": String(check.ok) },
+        h("span", { class: `mark ${check.ok ? "ok" : "ko"}`, "aria-hidden": "true" }, check.ok ? "✓" : "✗"),
+        h("span", {}, has(`check.${check.name}`) ? t(`check.${check.name}`) : check.name, h("span", { class: "visually-hidden" }, `: ${check.ok ? t("ui.check_ok") : t("ui.check_failed")}`)),
+        h("span", { class: "detail", lang: "en" }, check.detail),
+        check.ok ? null : h("strong", { class: "action" }, `${t("ui.what_to_do")}: ${actionText(check.reason, report.seller_action)}`))))];
+  }
+
+  // The error entry's history and the latest execution: the same for a sale and for a cart.
+  function drawRecord(main, state, entry, of) {
     if (entry && entry.history && entry.history.length) {
       const caption = t("ui.history");
       const head = h("tr", {}, [t("ui.when"), t("ui.error_type"), t("ui.message"), t("ui.by")].map((name) => h("th", { scope: "col" }, name)));
-      const rows = entry.history.map((event) => h("tr", {}, h("td", {}, when(event.at)), h("td", {}, t(`error_type.${event.error_type}`)), h("td", { lang: "en" }, event.message), h("td", {}, event.trigger ? t(`trigger.${event.trigger}`) : "")));
+      const rows = entry.history.map((event) => h("tr", {}, h("td", {}, when(event.at)), h("td", {}, t(`error_type.${event.error_type}`)), h("td", {}, coded("error_text", event.error_type, event.message)), h("td", {}, event.trigger ? t(`trigger.${event.trigger}`) : "")));
       main.append(tableIn(caption, h("table", { id: "history-table" }, h("caption", { class: "visually-hidden" }, caption), h("thead", {}, head), h("tbody", {}, rows))));
     } else {
-      main.append(h("p", { class: "hint" }, t("ui.no_history")));
+      main.append(h("p", { class: "hint" }, t(`ui.no_history${of}`)));
     }
     main.append(h("h3", {}, t("ui.latest_execution")));
     const execution = state && state.latest_execution;
-    if (!execution) { main.append(h("p", { class: "hint" }, t("ui.no_execution"))); return; }
+    if (!execution) { main.append(h("p", { class: "hint" }, t(`ui.no_execution${of}`))); return; }
     main.append(h("dl", { id: "execution" },
       h("dt", {}, t("ui.name")), h("dd", { class: "id" }, execution.name),
       h("dt", {}, t("ui.status")), h("dd", {}, execution.status),
@@ -707,7 +764,7 @@
   }
 
   function resultView(result) {
-    if (result.failure) return notice(result.failure, "bad", "alert");
+    if (result.failure) return failureView(result.failure);
     return h("p", { id: "sale-outcome" }, outcomeBadge(result.outcome), result.reason ? ` ${reasonText(result.reason)}` : "",
       GOOD.includes(result.outcome) ? null : h("span", { class: "action" }, actionText(result.reason, result.seller_action)));
   }
@@ -727,7 +784,7 @@
     if (!sale.relinkKey) sale.relinkKey = newKey();
     const answer = await api("POST", `${connectionPath()}/sales/${enc(id)}/relink`, undefined, { "Idempotency-Key": sale.relinkKey });
     if (answer.status !== 0 && answer.status < 500) sale.relinkKey = null;
-    let result = answer.status === 200 || answer.status === 202 ? answer.body : { failure: failureText(answer) };
+    let result = answer.status === 200 || answer.status === 202 ? answer.body : { failure: failureOf(answer) };
     if (answer.status === 202) {
       for (let i = 0; i < 600 && model.sale.id === id; i += 1) {
         const state = await api("GET", `${connectionPath()}/sales/${enc(id)}`);
@@ -745,7 +802,7 @@
     sale.result = null;
     drawScreen();
     const answer = await api("POST", `${connectionPath()}/sales/${enc(id)}/resync`);
-    await settleSale(id, answer.status === 200 ? answer.body : { failure: failureText(answer) });
+    await settleSale(id, answer.status === 200 ? answer.body : { failure: failureOf(answer) });
   }
 
   async function settleSale(id, result) {
@@ -754,7 +811,116 @@
     model.sale.result = result;
     model.sale.report = null;
     await loadSale();
-    announce(result.outcome ? `${id}: ${t(`outcome.${result.outcome}`)}` : result.failure || "");
+    announce(result.outcome ? `${id}: ${t(`outcome.${result.outcome}`)}` : failureText(result.failure));
+  }
+
+  // --- screen: one cart (a pack of several sales, reprocessed whole: DESIGN §3.1) ------------------------------------
+  async function loadPack() {
+    const pack = model.pack;
+    const id = pack.id;
+    // The cart's row (outcome, blocking sale, history, execution) and what ML says of it now (its checks, and the sales
+    // of the pack that are another seller's: only the verification lists those).
+    const state = await api("GET", `${connectionPath()}/packs/${enc(id)}`);
+    const report = await api("GET", `${connectionPath()}/sales/${enc(id)}/verification`);
+    if (model.pack.id !== id) return;
+    pack.state = state;
+    pack.report = report;
+    if (model.screen === "pack") drawScreen();
+  }
+
+  function drawPack(main) {
+    const pack = model.pack;
+    const input = h("input", { id: "pack-input", name: "pack_id", inputmode: "numeric", spellcheck: "false", required: true });
+    input.value = pack.id;
+    main.append(h("h2", {}, t("ui.nav_pack")),
+      h("form", { class: "row", id: "pack-form", onsubmit: (event) => { event.preventDefault(); if (input.value.trim()) routeTo("pack", input.value.trim()); } },
+        h("label", { for: "pack-input" }, t("ui.pack_label")), input, h("button", { type: "submit" }, t("ui.open_pack"))));
+    if (!pack.id) { main.append(h("p", { class: "hint" }, t("ui.pack_hint"))); return; }
+    if (!pack.state) { main.append(h("p", { "aria-busy": "true" }, t("ui.loading"))); return; }
+    const state = pack.state.status === 200 ? pack.state.body : null;
+    const report = pack.report && pack.report.status === 200 ? pack.report.body : null;
+    const cart = report && report.cart;
+    main.append(h("h3", { id: "pack-title" }, `${t("ui.pack_id")} ${pack.id}`));
+    if (report && !cart) {
+      // Not a cart: say what ML knows the id as, with the sales it holds (a one-order pack is a single sale).
+      const ids = report.identifier.sale_ids || [];
+      main.append(h("p", { class: "notice bad", id: "not-a-cart", "data-kind": report.identifier.kind },
+        t("ui.not_a_cart", { kind: t(`kind.${report.identifier.kind}`) }), ids.length ? [" — ", linkedText("ui.holds", { ids: saleLinks(ids) })] : null));
+    }
+    if (pack.report && !report) main.append(failureView(failureOf(pack.report)));
+
+    main.append(h("h3", {}, t("ui.pack_stands")));
+    const stands = h("div", { id: "pack-state" });
+    if (state) {
+      stands.append(h("p", {}, outcomeBadge(state.outcome), state.reason ? h("span", { "data-reason": state.reason }, ` ${reasonText(state.reason)}`) : "",
+        ` · ${t("ui.attempts")}: ${state.attempts || 0}`,
+        GOOD.includes(state.outcome) || !state.reason ? null : h("span", { class: "action" }, `${t("ui.what_to_do")}: ${actionText(state.reason, state.seller_action)}`),
+        apiWords(state.detail)));
+      if (state.sale_id) stands.append(h("p", { id: "blocking-sale" }, linkedText("ui.blocked_by", { sale: saleLinks([state.sale_id]) })));
+    } else if (pack.state.status === 404 && failureOf(pack.state).code === "pack_not_seen") {
+      stands.append(h("p", { id: "pack-never-seen" }, t("ui.pack_never_seen")));
+    } else {
+      stands.append(failureView(failureOf(pack.state)));
+    }
+    main.append(stands);
+    const saleIds = (state && state.sale_ids && state.sale_ids.length ? state.sale_ids : (cart && cart.sale_ids)) || [];
+    const others = (state && state.other_sellers_sale_ids) || (cart && cart.other_sellers_sale_ids) || [];
+    const facts = [[t("ui.cart_sales"), h("span", { id: "pack-sales" }, saleIds.length ? saleLinks(saleIds) : "—")]];
+    if (others.length) facts.push([t("ui.other_sellers"), [h("span", { id: "other-sellers" }, saleLinks(others)), h("span", { class: "hint" }, ` ${t("ui.other_sellers_hint")}`)]]);
+    if (cart && cart.status) facts.push([t("ui.pack_status"), h("span", { lang: "en" }, cart.status)]);
+    if (cart && cart.shipment_id) facts.push([t("ui.shipment"), cart.shipment_id]);
+    main.append(h("dl", { class: "facts" }, facts.map(([term, value]) => h("div", {}, h("dt", {}, term), h("dd", {}, value)))));
+    if (report && cart) {
+      main.append(h("p", { id: "next-action", "data-next": report.next_action }, h("strong", {}, `${t("ui.next_action")}: `), t(`next_cart.${report.next_action}`)));
+      main.append(...checksList(report));
+    }
+    main.append(h("div", { class: "buttons" },
+      h("button", { type: "button", id: "pack-relink", disabled: Boolean(pack.busy), onclick: relinkPack }, t("ui.relink_cart"))));
+    const result = h("div", { id: "pack-result", "aria-live": "polite" });
+    if (pack.busy) result.append(h("p", {}, pack.busy));
+    else if (pack.result) result.append(packResultView(pack.result));
+    main.append(result);
+    main.append(h("h3", {}, t("ui.history")));
+    drawRecord(main, state, state && state.error_entry, "_cart");
+  }
+
+  function packResultView(result) {
+    if (result.failure) {
+      // 422 not_a_cart says what the id is and which sales to use instead: one click away each.
+      const ids = (result.failure.body && result.failure.body.sale_ids) || [];
+      return failureView(result.failure, ids.length ? h("p", {}, linkedText("ui.use_its_sales", { ids: saleLinks(ids) })) : null);
+    }
+    return h("p", { id: "pack-outcome" }, outcomeBadge(result.outcome), result.reason ? ` ${reasonText(result.reason)}` : "",
+      result.execution ? h("span", { class: "action", id: "pack-execution" }, t("ui.execution_started", { name: result.execution })) : null,
+      GOOD.includes(result.outcome) ? null : h("span", { class: "action" }, actionText(result.reason, result.seller_action)));
+  }
+
+  async function relinkPack() {
+    const pack = model.pack;
+    const id = pack.id;
+    pack.busy = t("ui.relinking");
+    pack.result = null;
+    drawScreen();
+    // As for a sale: a relink whose answer was lost goes again with its key, so it never starts a second episode.
+    if (!pack.relinkKey) pack.relinkKey = newKey();
+    const answer = await api("POST", `${connectionPath()}/packs/${enc(id)}/relink`, undefined, { "Idempotency-Key": pack.relinkKey });
+    if (answer.status !== 0 && answer.status < 500) pack.relinkKey = null;
+    let result = answer.status === 200 || answer.status === 202 ? answer.body : { failure: failureOf(answer) };
+    if (answer.status === 202) {
+      const execution = answer.body.execution_name || answer.body.execution_id || "";
+      pack.busy = t("ui.relinking_cart", { name: execution });
+      if (model.pack.id === id && model.screen === "pack") drawScreen();
+      for (let i = 0; i < 600 && model.pack.id === id; i += 1) {
+        const state = await api("GET", `${connectionPath()}/packs/${enc(id)}`);
+        if (state.status === 200 && TERMINAL.includes(state.body.outcome)) { result = { ...state.body, execution }; break; }
+        await sleep(1000);
+      }
+    }
+    if (model.pack.id !== id) return;
+    pack.busy = null;
+    pack.result = result;
+    await loadPack();
+    announce(result.outcome ? `${id}: ${t(`outcome.${result.outcome}`)}` : failureText(result.failure));
   }
 
   // --- start --------------------------------------------------------------------------------------------------------
