@@ -45,7 +45,8 @@ class NotACart(ValueError):
     """A pack route given an id that is not the pack of a cart (a single sale's pack, a sale, a shipment...)."""
 
     def __init__(self, resolution: IdentifierResolution) -> None:
-        what = "a single sale's pack" if resolution.kind.value == "pack" else f"a {resolution.kind.value} id"
+        kind = resolution.kind.value
+        what = "a single sale's pack" if kind == "pack" else f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} id"
         super().__init__(
             f"'{resolution.identifier}' is not the pack of a cart of this connection ({what}). "
             + (resolution.detail or "")

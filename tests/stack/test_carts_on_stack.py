@@ -176,6 +176,20 @@ def test_relinking_one_sale_of_a_cart_reflects_the_whole_cart_as_one_record(
     assert (report["next_action"], report["reflected"]) == ("none", True)
 
 
+def test_the_pack_route_refuses_a_sale_the_service_holds_as_a_sale_of_its_own(
+    stack: EmbeddedStack, http: httpx.Client
+) -> None:
+    """GET .../packs/{id} of a sale's own row is not a cart's answer: 422 not_a_cart, pointing at the sale route."""
+    sale = str(TEMPLATE)
+    if http.get(f"/connections/{C}/sales/{sale}").status_code == 404:
+        relinked(stack, http, f"/connections/{C}/sales/{sale}/relink")
+    answer = http.get(f"/connections/{C}/packs/{sale}")
+    assert answer.status_code == 422, answer.text
+    body = answer.json()
+    assert (body["error"], body["identifier_kind"], body["sale_ids"]) == ("not_a_cart", "sale", [sale])
+    assert f"GET /connections/{C}/sales/{sale}" in body["message"]
+
+
 def test_the_pack_route_relinks_a_cart_of_two_and_answers_where_it_stands(
     stack: EmbeddedStack, http: httpx.Client
 ) -> None:

@@ -8,11 +8,19 @@ pack id and the cart's sale ids.
 
 from __future__ import annotations
 
-from shared.errors import PackNeverSeen, SaleNeverSeen
+from shared.errors import NotACart, PackNeverSeen, SaleNeverSeen
 from shared.lifecycle.moves import is_cart_row
 from shared.lifecycle.row import Snapshot
 from shared.lifecycle.table import State
-from shared.models import SELLER_ACTIONS, ErrorEntry, PackState, RecoveryResult, SaleState
+from shared.models import (
+    SELLER_ACTIONS,
+    ErrorEntry,
+    IdentifierKind,
+    IdentifierResolution,
+    PackState,
+    RecoveryResult,
+    SaleState,
+)
 from shared.stores.base import Page
 from shared.usecases.context import Context, stored
 from shared.usecases.reaper import ENDED_BADLY, Reaper
@@ -56,6 +64,17 @@ class SaleViews:
         snap = ctx.lifecycle.read(connection_id, pack_id)
         if snap.state is State.NEVER_SEEN:
             raise PackNeverSeen(connection_id, pack_id)
+        if not is_cart_row(snap.row):  # the row of a sale (a single sale's, or one that follows its cart)
+            cart = f" of cart {snap.row.pack_id}" if snap.row.pack_id else ""
+            raise NotACart(
+                IdentifierResolution(
+                    identifier=pack_id,
+                    kind=IdentifierKind.SALE,
+                    sale_ids=[pack_id],
+                    detail=f"The service holds it as a sale{cart}: GET /connections/{connection_id}/sales/{pack_id} "
+                    "says where it stands.",
+                )
+            )
         snap = self._with_execution_status(snap)
         row = snap.row
         assert row.outcome is not None
