@@ -64,7 +64,7 @@ class SaleViews:
         snap = ctx.lifecycle.read(connection_id, pack_id)
         if snap.state is State.NEVER_SEEN:
             raise PackNeverSeen(connection_id, pack_id)
-        if not is_cart_row(snap.row):  # the row of a sale (a single sale's, or one that follows its cart)
+        if held_as_a_sale(snap):
             cart = f" of cart {snap.row.pack_id}" if snap.row.pack_id else ""
             raise NotACart(
                 IdentifierResolution(
@@ -124,3 +124,13 @@ class SaleViews:
     ) -> Page[ErrorEntry]:
         self._ctx.verifier.connections.get(connection_id)
         return self._ctx.errors.list(connection_id, error_type=error_type, limit=limit, cursor=cursor)
+
+
+def held_as_a_sale(snap: Snapshot) -> bool:
+    """The row is known to be a sale's, not a cart's: it follows a cart (its ``pack_id`` is another id), or it holds a
+    single sale's record. A cart's row does not always say it is one (a console run's claim, before the cart is read,
+    carries no pack id), so a row that says neither is answered as the cart's."""
+    row = snap.row
+    if row.pack_id is not None and row.pack_id != row.sale_id:
+        return True
+    return row.record is not None and row.record.sale_id == row.sale_id and row.record.pack_id != row.sale_id
