@@ -199,6 +199,10 @@ def test_the_pack_route_relinks_a_cart_of_two_and_answers_where_it_stands(
     assert (output["pack_id"], output["outcome"], output["attempts"]) == (pack_id, "reflected", 1)
     pack = http.get(f"/connections/{C}/packs/{pack_id}").json()
     assert (pack["outcome"], pack["sale_ids"], pack["latest_execution"]["status"]) == ("reflected", sales, "SUCCEEDED")
+    # One of its sales, asked as a pack: not a cart, and the answer names the cart it belongs to.
+    as_pack = http.get(f"/connections/{C}/packs/{sales[0]}")
+    assert (as_pack.status_code, as_pack.json()["error"]) == (422, "not_a_cart"), as_pack.text
+    assert f"packs/{pack_id}" in as_pack.json()["message"]
     again = http.post(f"/connections/{C}/packs/{pack_id}/relink")
     assert (again.status_code, again.json()["outcome"]) == (200, "already_reflected")
 

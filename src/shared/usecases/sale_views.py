@@ -63,6 +63,18 @@ class SaleViews:
         pack_id = ctx.verifier.require_sale_id(connection_id, pack_id)
         snap = ctx.lifecycle.read(connection_id, pack_id)
         if snap.state is State.NEVER_SEEN:
+            of_cart = ctx.verifier.cart_of(connection_id, pack_id)  # a cart's sale the service has met (no ML call)
+            if of_cart is not None and of_cart[0] != pack_id:
+                cart_id = of_cart[0]
+                raise NotACart(
+                    IdentifierResolution(
+                        identifier=pack_id,
+                        kind=IdentifierKind.SALE,
+                        sale_ids=[pack_id],
+                        detail=f"It is a sale of cart {cart_id}: GET /connections/{connection_id}/packs/{cart_id} "
+                        "says where the cart stands.",
+                    )
+                )
             raise PackNeverSeen(connection_id, pack_id)
         if held_as_a_sale(snap):
             cart = f" of cart {snap.row.pack_id}" if snap.row.pack_id else ""
