@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from shared.meli.client import HttpMeliClient, HttpMeliClientFactory, format_meli_datetime
+from shared.meli.deadline import MIN_TRY_SECONDS, meli_deadline
 from shared.meli.errors import (
     MeliBadRequest,
     MeliForbidden,
@@ -353,3 +354,41 @@ def test_factory_shares_one_lazy_http_client(
         assert CONNECTION_ID in repr(first) and "APP_USR" not in repr(first)
     finally:
         factory.close()
+
+
+# --- The caller's deadline (shared.meli.deadline) ---------------------------------------------------------------------
+
+
+def test_no_request_is_sent_without_time_left_before_the_callers_deadline(
+    simulator: MeliSimulator, make_client: ClientFactory
+) -> None:
+    client = make_client()
+    with meli_deadline(MIN_TRY_SECONDS / 2), pytest.raises(MeliTimeout, match="deadline") as caught:
+        client.get_order(str(ORDER_ID))
+    assert caught.value.transient  # the callers' own path for ML not answering
+    assert count(simulator, "GET", ORDER_PATH, expect=0) == 0
+    assert client.request_count == 0
+
+
+def test_a_try_is_cut_to_the_time_left_and_not_retried_past_the_deadline(
+    simulator: MeliSimulator, make_client: ClientFactory, sleeps: SleepRecorder
+) -> None:
+    """The simulator holds the answer for 1 s; the client would wait 5 s and try three times. With 0.8 s left, one
+    try is sent, given 0.8 s, and neither a pause nor another try follows."""
+    simulator.add_fault({"method": "GET", "path": ORDER_PATH, "kind": "timeout"})
+    client = make_client(timeout=httpx.Timeout(5.0), max_tries=3)
+    with meli_deadline(0.8), pytest.raises(MeliTimeout):
+        client.get_order(str(ORDER_ID))
+    assert count(simulator, "GET", ORDER_PATH, expect=1) == 1
+    assert (client.request_count, client.retry_count, sleeps.delays) == (1, 0, [])
+
+
+def test_without_a_deadline_the_same_slow_answer_is_waited_for(
+    simulator: MeliSimulator, make_client: ClientFactory
+) -> None:
+    simulator.add_fault({"method": "GET", "path": ORDER_PATH, "kind": "latency", "ms": 600})
+    client = make_client(timeout=httpx.Timeout(5.0))
+    assert client.get_order(str(ORDER_ID)).id == ORDER_ID
+    with meli_deadline(30.0):  # a deadline far enough away changes nothing
+        assert client.get_order(str(ORDER_ID)).id == ORDER_ID
+    assert client.request_count == 2

@@ -49,6 +49,7 @@ from shared.errors import (
 )
 from shared.identifiers import InvalidConnectionId, InvalidIdentifier
 from shared.jobs import RejectedId
+from shared.meli.deadline import meli_deadline
 from shared.meli.errors import MeliError, MeliTransientError
 from shared.models import Outcome, Reason
 from shared.observability import logger, metrics, record_outcome, tracer
@@ -85,6 +86,7 @@ ROUTES = {  # path template -> methods; used to tell a wrong method (405) from a
     "/openapi.json": {"GET"},  # its OpenAPI document
 }
 MAX_BODY_BYTES = 64 * 1024
+ANSWER_SECONDS = 3.0  # kept from Mercado Libre's share of a request's time: the writes after its reads, the answer
 # Imported by a request only when it needs them (the /docs and /openapi.json routes, the job routes, a keyed job
 # submission): the before-snapshot hook imports them.
 API_LAZY_MODULES = (
@@ -699,7 +701,10 @@ def _allowed_methods(path: str) -> set[str]:
 @metrics.log_metrics
 @tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return app.resolve(event, context)
+    # API Gateway waits 29 s for the answer, and the function may run as long: Mercado Libre gets what is left less
+    # the time to write and answer, so a slow ML gives a 503 that says so, not API Gateway's bare 504.
+    with meli_deadline(context.get_remaining_time_in_millis() / 1000 - ANSWER_SECONDS):
+        return app.resolve(event, context)
 
 
 # --- Lambda SnapStart (template.yaml: SnapStart on the published versions behind the `live` alias) ------------------

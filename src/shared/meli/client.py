@@ -23,6 +23,7 @@ import httpx
 from aws_lambda_powertools import Logger
 from pydantic import BaseModel, ValidationError
 
+from shared.meli.deadline import MIN_TRY_SECONDS, seconds_left
 from shared.meli.errors import (
     ConnectionNeedsReauthorization,
     MeliAccessDenied,
@@ -273,20 +274,18 @@ class HttpMeliClient:
             attempt += 1
             request_headers = {"accept": "application/json", **(headers or {})}
             request_headers["authorization"] = f"Bearer {tokens.access_token}"
+            self._require_time(path)  # no quota token for a try that could not end before the caller's deadline
             if self._limiter is not None:
                 self._limiter.acquire(self.connection_id)  # the connection's share of ML's request quota
                 # Asked again after the wait for a token (in memory): another thread may have met a refusal meanwhile.
                 gate.require_active(self.connection_id)
+            timeout = self._try_timeout(path)
             self._count()
             started = time.monotonic()
             error: MeliError
             try:
                 response = self._http.request(
-                    method,
-                    self._base_url + path,
-                    params=params,
-                    headers=request_headers,
-                    timeout=httpx.USE_CLIENT_DEFAULT if self._timeout is None else self._timeout,
+                    method, self._base_url + path, params=params, headers=request_headers, timeout=timeout
                 )
             except httpx.TimeoutException as exc:
                 error = MeliTimeout(f"no answer within the timeout ({type(exc).__name__})", path=path)
@@ -342,6 +341,9 @@ class HttpMeliClient:
             if failures >= self._max_tries:
                 raise error
             delay = self._backoff(failures, error)
+            left = seconds_left()
+            if left is not None and left - delay < MIN_TRY_SECONDS:
+                raise error  # the pause and another try would end past the caller's deadline
             self._count(retry=True)
             logger.info(
                 "meli retry",
@@ -354,6 +356,25 @@ class HttpMeliClient:
                 },
             )
             self._sleep(delay)
+
+    def _require_time(self, path: str) -> None:
+        left = seconds_left()
+        if left is not None and left < MIN_TRY_SECONDS:
+            raise MeliTimeout(
+                f"no time left for a request before the caller's deadline ({max(left, 0.0):.1f} s left)", path=path
+            )
+
+    def _try_timeout(self, path: str) -> httpx.Timeout:
+        """This try's timeout: the configured one (the HTTP client's if none), shortened to the time left before the
+        caller's deadline."""
+        self._require_time(path)  # the wait for a quota token may have used it
+        configured = httpx.Timeout(self._timeout if self._timeout is not None else self._http.timeout)
+        left = seconds_left()
+        if left is None:
+            return configured
+        phases = (configured.connect, configured.read, configured.write, configured.pool)
+        longest = max((phase for phase in phases if phase is not None), default=None)
+        return httpx.Timeout(left) if longest is None or left < longest else configured
 
     @staticmethod
     def _typed_error(response: httpx.Response, body: Any, path: str) -> MeliError:
