@@ -35,7 +35,6 @@ from shared.identifiers import InvalidIdentifier, parse_identifier
 from shared.jobs import MESSAGE_SIZE, Job, JobItem, JobStore, RejectedId, Settlement
 from shared.lanes import LaneMessage, Lanes, RepairReport
 from shared.lifecycle.row import Snapshot
-from shared.meli.deadline import meli_deadline
 from shared.models import Outcome, Reason, RecoveryResult, Trigger
 from shared.recovery import RecoveryService
 from shared.stores.base import Page
@@ -431,12 +430,7 @@ class BulkService:
                         left.add(sale_id)
                     return
                 started = time.monotonic()
-                # Its ML work ends in time even when it is a cart of many orders (2 + n requests, beyond the worst
-                # case ``take`` allows for): past the deadline no request is sent and the sale fails transiently (the
-                # relink state machine takes it), instead of the invocation timing out and returning its whole batch.
-                budget = None if remaining is None else remaining() - HANDBACK_SECONDS  # the margin ``take`` keeps
-                with meli_deadline(budget):
-                    result = recovery.bulk_sales.process(header, sale_id, snapshots[sale_id], products, memo)
+                result = recovery.bulk_sales.process(header, sale_id, snapshots[sale_id], products, memo)
                 if deadline is not None:
                     deadline.took(time.monotonic() - started)
                 if result is not None:

@@ -26,8 +26,7 @@ def run_worker(aws: Aws, messages: list[dict[str, Any]], *, remaining_ms: int) -
 def test_a_run_out_of_time_settles_one_id_and_hands_the_rest_back_in_a_new_message(call_api: Any, aws: Aws) -> None:
     _, submitted = submit(call_api, HEALTHY)
     [message] = queued(aws)
-    # Time for the first id's ML read (the worker keeps HANDBACK_SECONDS from ML), not for the worst case of a second.
-    assert run_worker(aws, [message], remaining_ms=3_000) == {"batchItemFailures": []}  # the record succeeds
+    assert run_worker(aws, [message], remaining_ms=1_000) == {"batchItemFailures": []}  # the record succeeds
 
     [handed] = queued(aws)  # the original is in flight (received, and deleted by the mapping on this success)
     assert handed["MessageId"] != message["MessageId"] and handed["Attributes"]["ApproximateReceiveCount"] == "1"
@@ -40,7 +39,7 @@ def test_a_run_out_of_time_settles_one_id_and_hands_the_rest_back_in_a_new_messa
     assert view["counts"]["reflected"] == 1 and view["status"] != "completed"
 
     assert run_worker(aws, [handed], remaining_ms=30_000) == {"batchItemFailures": []}
-    assert run_worker(aws, [message], remaining_ms=3_000) == {"batchItemFailures": []}  # SQS delivering it again
+    assert run_worker(aws, [message], remaining_ms=1_000) == {"batchItemFailures": []}  # SQS delivering it again
     assert queued(aws) == []  # nothing left to take, nothing handed back
     view = job(call_api, submitted["job_id"])
     assert view["status"] == "completed"
@@ -58,37 +57,3 @@ def test_the_deadline_covers_the_worst_id_or_the_slowest_seen_plus_the_hand_back
     assert not deadline.take()
     left[0] = 1_000.0
     assert not deadline.take()  # once refused, the rest of the run is refused too (they go back in one message)
-
-
-# Case af of the default scenario (scenarios/README.md): a cart of three orders in one released pack.
-AF_PACK, AF_SALES = "2000006171000016", ["2000009171000013", "2000009171000020", "2000009171000037"]
-AF_READS = rf"^/(orders/({'|'.join(AF_SALES)})|packs/{AF_PACK})$"
-
-
-def test_a_cart_slower_than_the_time_left_goes_to_the_state_machine_instead_of_outliving_the_run(
-    call_api: Any, aws: Aws, meli: Any
-) -> None:
-    """A cart's sale reads its order, the pack and the other orders: more than the 4-request worst case the run's
-    deadline allows an id. Each read answers after 0.3 s here (the tests' client waits 0.5 s), and the run has 3 s:
-    HANDBACK_SECONDS are kept, so ML has 1 s. The order and the pack are read, the other orders are not asked for. The
-    sale fails transiently, as when ML does not answer, and the relink state machine takes it (attempt 1), while the
-    record succeeds in time."""
-    meli.add_fault({"path": AF_READS, "kind": "latency", "ms": 300})
-    _, submitted = submit(call_api, [AF_SALES[0]])
-    [message] = queued(aws)
-    assert run_worker(aws, [message], remaining_ms=3_000) == {"batchItemFailures": []}
-    assert 1 <= meli.count("GET", AF_READS) < 4  # not every read of the cart: 2, unless the machine is slow
-    [item] = job(call_api, submitted["job_id"])["items"]
-    assert (item["sale_id"], item["outcome"], item["attempts"]) == (AF_SALES[0], "in_progress", 1)
-    assert item["execution_arn"].split(":")[-1].startswith(f"relink-{AF_SALES[0]}-e1-")
-
-
-def test_the_same_cart_with_the_time_it_needs_is_reflected_whole(call_api: Any, aws: Aws, meli: Any) -> None:
-    meli.add_fault({"path": AF_READS, "kind": "latency", "ms": 300})
-    _, submitted = submit(call_api, [AF_SALES[0]])
-    assert run_worker(aws, queued(aws), remaining_ms=30_000) == {"batchItemFailures": []}
-    assert meli.count("GET", AF_READS) >= 4  # its order, the pack, the two others
-    [item] = job(call_api, submitted["job_id"])["items"]
-    assert item["outcome"] == "reflected"
-    status, pack, _ = call_api("GET", f"/connections/{C}/packs/{AF_PACK}")
-    assert (status, pack["outcome"], sorted(pack["sale_ids"])) == (200, "reflected", AF_SALES)

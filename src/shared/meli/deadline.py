@@ -1,12 +1,14 @@
 """How long the caller can still wait on Mercado Libre: the invocation's time left, less what it needs afterwards.
 
 A request's own timeout and tries (5 s, 3 tries at the defaults: up to 17 s with the pauses) bound one request, not
-a whole piece of work. The API must answer within API Gateway's 29 s, and a verification makes up to 4 requests. A
-bulk worker's id is bounded by ``shared.bulk.Deadline`` before it starts, but a cart's id makes 2 + n requests (its
-pack, then each order). So the caller sets a deadline for its thread (a context variable: the bulk worker's ids each
-run in a copy of the context). The client then gives a try no longer than the time left. It sends no try and sleeps
-no pause past the deadline; it raises ``MeliTimeout`` instead, a transient failure that the caller already handles:
-the API answers 503 with nothing written, and the worker hands the sale to the relink state machine.
+a whole piece of work. The API must answer within API Gateway's 29 s, and a verification makes up to 4 requests (a
+cart's relink, 2 + n). So the API sets a deadline for the request's context, and the client reads it before each try:
+
+- a try gets no longer than the time left;
+- no try is sent, and no pause is slept, past the deadline;
+- past it, the request raises ``MeliTimeout``, which the API answers as 503 with nothing written.
+
+The bulk worker does not use it (README, "Bulk": a cut id would have to go back in the hand-back message, not fail).
 """
 
 from __future__ import annotations
