@@ -50,7 +50,7 @@ from shared.errors import (
 from shared.identifiers import InvalidConnectionId, InvalidIdentifier
 from shared.jobs import RejectedId
 from shared.meli.deadline import meli_deadline
-from shared.meli.errors import MeliError, MeliTransientError
+from shared.meli.errors import MeliDeadlineReached, MeliError, MeliTransientError
 from shared.models import Outcome, Reason
 from shared.observability import logger, metrics, record_outcome, tracer
 from shared.settings import Settings
@@ -629,9 +629,10 @@ def _unavailable(error: str, message: str) -> Response[str]:
 @app.exception_handler(MeliTransientError)
 def _marketplace_down(exc: MeliTransientError) -> Response[str]:
     logger.warning("Mercado Libre unavailable", extra={"error": str(exc)})
+    what = "in the time this request has" if isinstance(exc, MeliDeadlineReached) else "after several tries"
     return _unavailable(
         "marketplace_unavailable",
-        f"Mercado Libre did not answer after several tries ({exc}). Nothing was changed; try again in a minute.",
+        f"Mercado Libre did not answer {what} ({exc}). Nothing was changed; try again in a minute.",
     )
 
 

@@ -28,6 +28,7 @@ from shared.meli.errors import (
     ConnectionNeedsReauthorization,
     MeliAccessDenied,
     MeliBadRequest,
+    MeliDeadlineReached,
     MeliError,
     MeliRateLimited,
     MeliTimeout,
@@ -360,7 +361,7 @@ class HttpMeliClient:
     def _require_time(self, path: str) -> None:
         left = seconds_left()
         if left is not None and left < MIN_TRY_SECONDS:
-            raise MeliTimeout(
+            raise MeliDeadlineReached(
                 f"no time left for a request before the caller's deadline ({max(left, 0.0):.1f} s left)", path=path
             )
 

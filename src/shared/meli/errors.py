@@ -123,6 +123,10 @@ class MeliTimeout(MeliTransientError):
     """No answer within the client's timeout (connect or read)."""
 
 
+class MeliDeadlineReached(MeliTimeout):
+    """No time left before the caller's deadline (shared.meli.deadline) for another try: none was sent."""
+
+
 class MeliUnavailable(MeliTransientError):
     """5xx or a connection failure."""
 
