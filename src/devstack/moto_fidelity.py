@@ -3,7 +3,10 @@
 1. Real DynamoDB applies a conditional write atomically: of N concurrent ``attribute_not_exists`` writes to one
    item, exactly one succeeds. moto evaluates the condition and writes in two steps without a lock, so under
    threads several "win" (seen: 7 of 8). The product relies on DynamoDB's behaviour, so the local stack and the
-   tests serialise moto's item writes to match it. Reads are untouched.
+   tests serialise moto's item writes to match it. Reads take the same lock: moto's query and scan deep-copy the
+   items they return, and a write in another thread adding an attribute meanwhile failed the read with
+   "dictionary changed size during iteration" (seen in ``make test``, tests/bulk/test_lanes.py). DynamoDB reads
+   each item whole.
 2. A DynamoDB transaction costs the same whatever the table's size. moto 5.2 snapshots, for its rollback, a deep
    copy of the *whole table once per item of the transaction*: a 2-item transaction on a 10,000-item jobs table
    copied 20,000 items (30 ms at 600 items, growing with the table), which made the local stack quadratic in the
@@ -47,6 +50,7 @@ MAX_ITEM_BYTES = 400 * 1024  # DynamoDB's KB is 1,024 bytes; an item of exactly 
 
 _LOCK = threading.RLock()
 _WRITES = ("put_item", "update_item", "delete_item", "transact_write_items", "batch_write_item")
+_READS = ("get_item", "query", "scan", "batch_get_item", "transact_get_items")
 _installed = False
 _in_transaction = threading.local()
 
@@ -131,7 +135,7 @@ def install() -> None:
 
     _snapshot_touched_items_only(models, DynamoDBBackend)
     _measure_items_as_dynamodb_does(DynamoDBBackend)
-    for name in _WRITES:
+    for name in (*_WRITES, *_READS):
         original = getattr(DynamoDBBackend, name, None)
         if original is None:
             continue

@@ -93,3 +93,50 @@ def test_a_transaction_does_not_copy_whole_tables(jobs: Any, monkeypatch: pytest
     from moto.dynamodb.models.table import Table
 
     assert not [value for value in copied if isinstance(value, Table)]
+
+
+def test_a_read_never_sees_an_item_half_written_by_another_thread(jobs: Any) -> None:
+    """One thread keeps adding attributes to an item while another queries and scans its partition: moto copies the
+    items it returns, and without the lock that copy met a dictionary changing size (seen in make test)."""
+    import sys
+    import threading
+
+    from devstack import moto_fidelity
+
+    assert {"query", "scan", "get_item", "batch_get_item"} <= set(moto_fidelity._READS)
+    jobs.put_item(Item={"job_id": "j", "item_key": "i"})
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def write() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            jobs.update_item(
+                Key={"job_id": "j", "item_key": "i"},
+                UpdateExpression="SET #a = :v",
+                ExpressionAttributeNames={"#a": f"a{n % 200}"},
+                ExpressionAttributeValues={":v": n},
+            )
+
+    def read() -> None:
+        try:
+            for _ in range(150):
+                jobs.query(KeyConditionExpression="job_id = :j", ExpressionAttributeValues={":j": "j"})
+                jobs.scan()
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            stop.set()
+
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=write), threading.Thread(target=read)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        sys.setswitchinterval(before)
+    assert errors == []
