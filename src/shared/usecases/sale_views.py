@@ -66,26 +66,18 @@ class SaleViews:
             of_cart = ctx.verifier.cart_of(connection_id, pack_id)  # a cart's sale the service has met (no ML call)
             if of_cart is not None and of_cart[0] != pack_id:
                 cart_id = of_cart[0]
-                raise NotACart(
-                    IdentifierResolution(
-                        identifier=pack_id,
-                        kind=IdentifierKind.SALE,
-                        sale_ids=[pack_id],
-                        detail=f"It is a sale of cart {cart_id}: GET /connections/{connection_id}/packs/{cart_id} "
-                        "says where the cart stands.",
-                    )
+                raise not_a_cart_but_a_sale(
+                    pack_id,
+                    f"It is a sale of cart {cart_id}: GET /connections/{connection_id}/packs/{cart_id} says where the "
+                    "cart stands.",
                 )
             raise PackNeverSeen(connection_id, pack_id)
         if held_as_a_sale(snap):
             cart = f" of cart {snap.row.pack_id}" if snap.row.pack_id else ""
-            raise NotACart(
-                IdentifierResolution(
-                    identifier=pack_id,
-                    kind=IdentifierKind.SALE,
-                    sale_ids=[pack_id],
-                    detail=f"The service holds it as a sale{cart}: GET /connections/{connection_id}/sales/{pack_id} "
-                    "says where it stands.",
-                )
+            raise not_a_cart_but_a_sale(
+                pack_id,
+                f"The service holds it as a sale{cart}: GET /connections/{connection_id}/sales/{pack_id} says where "
+                "it stands.",
             )
         snap = self._with_execution_status(snap)
         row = snap.row
@@ -146,3 +138,10 @@ def held_as_a_sale(snap: Snapshot) -> bool:
     if row.pack_id is not None and row.pack_id != row.sale_id:
         return True
     return row.record is not None and row.record.sale_id == row.sale_id and row.record.pack_id != row.sale_id
+
+
+def not_a_cart_but_a_sale(sale_id: str, detail: str) -> NotACart:
+    """The pack routes' 422 for an id the service knows as a sale; ``detail`` names the route that answers it."""
+    return NotACart(
+        IdentifierResolution(identifier=sale_id, kind=IdentifierKind.SALE, sale_ids=[sale_id], detail=detail)
+    )
